@@ -1,0 +1,36 @@
+// An attribute template that owns the storage its CK_ATTRIBUTEs point into.
+#pragma once
+
+#include <deque>
+#include <string_view>
+#include <vector>
+
+#include "hsm/pkcs11.h"
+#include "hsm/secure_bytes.h"
+
+namespace hsm {
+
+class AttributeTemplate {
+ public:
+  AttributeTemplate() = default;
+  AttributeTemplate(const AttributeTemplate&);
+  AttributeTemplate& operator=(const AttributeTemplate&);
+  AttributeTemplate(AttributeTemplate&&) noexcept = default;
+  AttributeTemplate& operator=(AttributeTemplate&&) noexcept = default;
+
+  // Setting a type twice replaces the earlier value.
+  AttributeTemplate& set_bool(CK_ATTRIBUTE_TYPE type, bool value);
+  AttributeTemplate& set_ulong(CK_ATTRIBUTE_TYPE type, CK_ULONG value);
+  AttributeTemplate& set_bytes(CK_ATTRIBUTE_TYPE type, ByteView value);
+  AttributeTemplate& set_string(CK_ATTRIBUTE_TYPE type, std::string_view value);
+
+  CK_ATTRIBUTE* data() noexcept { return attributes_.data(); }
+  CK_ULONG size() const noexcept { return static_cast<CK_ULONG>(attributes_.size()); }
+  bool contains(CK_ATTRIBUTE_TYPE type) const noexcept;
+
+ private:
+  std::vector<CK_ATTRIBUTE> attributes_;
+  std::deque<Bytes> storage_;  // deque: stable addresses while attributes are added
+};
+
+}  // namespace hsm

@@ -1,0 +1,70 @@
+// A PKCS#11 module loaded through p11-kit and initialised with CKF_OS_LOCKING_OK.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "hsm/pkcs11.h"
+
+namespace hsm {
+
+struct ModuleConfig {
+  // A path to a .so (contains '/'), or the name of a module configured for p11-kit
+  // (/etc/pkcs11/modules/NAME.module).
+  std::string module;
+  // CK_C_INITIALIZE_ARGS.pReserved, e.g. NSS softoken's
+  // "configdir='sql:DIR' certPrefix='' keyPrefix='' secmod='secmod.db' flags=".
+  std::optional<std::string> init_reserved;
+};
+
+struct TokenDescription {
+  CK_SLOT_ID slot;
+  std::string label;         // blank padding stripped
+  std::string manufacturer;  // blank padding stripped
+  std::string model;
+  std::string serial;
+  CK_TOKEN_INFO info;  // raw, for URI matching
+};
+
+class Module {
+ public:
+  static std::shared_ptr<Module> load(const ModuleConfig& config);
+  ~Module();
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+
+  CK_FUNCTION_LIST* functions() const noexcept { return functions_; }
+  const ModuleConfig& config() const noexcept { return config_; }
+  std::string description() const;  // library description and version, for logs
+
+  // Slots that hold a token.
+  std::vector<TokenDescription> tokens() const;
+  std::vector<CK_MECHANISM_TYPE> mechanisms(CK_SLOT_ID slot) const;
+  CK_MECHANISM_INFO mechanism_info(CK_SLOT_ID slot, CK_MECHANISM_TYPE type) const;
+
+  // C_Finalize + C_Initialize, after CKR_DEVICE_ERROR / CKR_TOKEN_NOT_PRESENT. Every
+  // session of this module is gone afterwards. Returns the new generation number.
+  std::uint64_t reinitialize();
+  // Incremented by every reinitialize(); session-object handles from an earlier
+  // generation are dead.
+  std::uint64_t generation() const noexcept;
+
+ private:
+  explicit Module(ModuleConfig config);
+  void initialize();
+  void finalize() noexcept;
+
+  ModuleConfig config_;
+  void* library_ = nullptr;  // p11-kit module handle
+  CK_FUNCTION_LIST* functions_ = nullptr;
+  mutable std::shared_mutex lifecycle_;
+  std::uint64_t generation_ = 0;
+};
+
+// "CKM_AES_GCM" for CKM_AES_GCM; also the 3.0 names used here.
+std::string mechanism_name(CK_MECHANISM_TYPE type);
+
+}  // namespace hsm

@@ -1,0 +1,58 @@
+// RFC 7512 pkcs11: URIs, parsed and matched with p11-kit's URI API.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "hsm/module.h"
+#include "hsm/secure_bytes.h"
+
+namespace hsm {
+
+class TokenUri {
+ public:
+  // Throws hsm::Error (rv CKR_ARGUMENTS_BAD, function "pkcs11 URI") on a malformed URI.
+  static TokenUri parse(const std::string& uri);
+
+  bool matches(const CK_TOKEN_INFO& token) const;
+  // The one token this URI selects. Throws hsm::Error(CKR_TOKEN_NOT_PRESENT) listing the
+  // tokens that do exist when none matches, or naming the candidates when several do.
+  TokenDescription select(const Module& module) const;
+
+  // Object attributes, when present ("object=", "id=", "type=").
+  std::optional<std::string> object_label() const;
+  std::optional<Bytes> object_id() const;
+  // PIN attributes: "pin-value=" and "pin-source=" (a file path or file: URI).
+  std::optional<SecureString> pin_value() const;
+  std::optional<std::string> pin_source() const;
+  // "module-path=" / "module-name=" query attributes, when present.
+  std::optional<std::string> module_path() const;
+  std::optional<std::string> module_name() const;
+
+  const std::string& text() const noexcept { return text_; }
+
+  TokenUri(TokenUri&&) noexcept;
+  TokenUri& operator=(TokenUri&&) noexcept;
+  TokenUri(const TokenUri&);
+  TokenUri& operator=(const TokenUri&);
+  ~TokenUri();
+
+ private:
+  TokenUri() = default;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::string text_;
+};
+
+// Where a PIN comes from: a file (first line, trailing newline dropped) or an environment
+// variable. Never a command-line argument.
+struct PinSource {
+  std::optional<std::string> file;
+  std::optional<std::string> environment_variable;
+  // The PIN, or hsm::Error(CKR_PIN_INVALID, "pin source") saying what is missing.
+  SecureString read() const;
+};
+
+}  // namespace hsm

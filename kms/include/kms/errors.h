@@ -1,0 +1,51 @@
+// Protocol errors with stable codes: what a UE, a bridge and the audit log see.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace kms {
+
+enum class ErrorCode {
+  malformed_request,      // bad JSON, bad base64url, truncated or over-long field
+  unsupported_version,
+  unknown_message_type,   // includes a response or envelope of the wrong type (reflection)
+  profile_mismatch,       // envelope profile != the deployment's profile
+  unsupported_suite,
+  suite_mismatch,         // chair and responder envelopes name different suites
+  invalid_identity,       // not a sip:/sips:/tel: IMS public identity
+  unknown_subscriber,
+  subscriber_revoked,
+  key_version_mismatch,
+  envelope_authentication_failed,  // GCM tag / AAD check failed
+  identity_mismatch,      // encrypted IDs differ from the plain IDs
+  stale_timestamp,        // outside the freshness window (past or future)
+  replay,                 // an envelope already used in a different request
+  unknown_conference,
+  conference_expired,
+  bridge_not_provisioned,
+  bridge_revoked,
+  bridge_not_authorized,  // conference bound to another bridge, or no client certificate
+  audit_unavailable,      // fail closed: nothing released
+  token_unavailable,
+  overloaded,
+  internal_error,
+};
+
+std::string_view error_code_name(ErrorCode code);  // "envelope_authentication_failed"
+
+class ProtocolError : public std::runtime_error {
+ public:
+  ProtocolError(ErrorCode code, std::string detail)
+      : std::runtime_error(std::string(error_code_name(code)) + ": " + detail), code_(code),
+        detail_(std::move(detail)) {}
+  ErrorCode code() const noexcept { return code_; }
+  const std::string& detail() const noexcept { return detail_; }
+
+ private:
+  ErrorCode code_;
+  std::string detail_;
+};
+
+}  // namespace kms
