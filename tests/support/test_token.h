@@ -1,5 +1,8 @@
 // A real PKCS#11 token created fresh in a temporary folder for one test (suite):
 // SoftHSM 2 (softhsm2-util --init-token) or NSS softoken (certutil -N), removed afterwards.
+// Both are created out of process; NSS's user PIN is its database password, set by
+// `certutil -N -f pinfile`. A library reads its configuration at C_Initialize, so a test
+// process should hold at most one live hsm::Module per token kind at a time.
 #pragma once
 
 #include <map>
@@ -27,8 +30,10 @@ class TestToken {
   const std::string& dir() const noexcept { return dir_; }
   hsm::ModuleConfig module_config() const;  // module path (+ NSS init args)
   const std::string& module_path() const noexcept { return module_path_; }
-  std::string uri() const;                  // "pkcs11:token=kms-test" (NSS: its DB token)
+  std::string uri() const;  // "pkcs11:token=kms-test" (NSS: its DB token)
   hsm::SecureString user_pin() const;
+  hsm::SecureString so_pin() const;  // SoftHSM only; NSS has no separate SO PIN (empty)
+  const std::string& token_label() const noexcept { return token_label_; }
   const std::string& pin_file() const noexcept { return pin_file_; }  // holds the user PIN
   // Environment a child process (kms-provision, kmsd, pkcs11-tool) needs for this token.
   std::map<std::string, std::string> environment() const;
@@ -41,6 +46,20 @@ class TestToken {
   std::string module_path_;
   std::string pin_file_;
   std::string token_label_;
+  std::string so_pin_;
+};
+
+// A fresh empty temporary folder, removed by its destructor (for tests that need files).
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix = "kms-test");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const noexcept { return path_; }
+
+ private:
+  std::string path_;
 };
 
 // Runs a command (argv) with extra environment variables; captures stdout and stderr.

@@ -1,7 +1,16 @@
 // A PKCS#11 module loaded through p11-kit and initialised with CKF_OS_LOCKING_OK.
+//
+// Several Module objects for the same library in one process share one initialisation
+// (the library's function list is process-wide, and a second C_Initialize returns
+// CKR_CRYPTOKI_ALREADY_INITIALIZED): the first load initialises, the last Module to die
+// finalises, and reinitialize() acts for all of them (they share the generation). Loading
+// the same library again with different init_reserved while it is live fails with
+// CKR_CRYPTOKI_ALREADY_INITIALIZED, because the library keeps its first arguments.
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <shared_mutex>
 #include <string>
@@ -51,17 +60,26 @@ class Module {
   // Incremented by every reinitialize(); session-object handles from an earlier
   // generation are dead.
   std::uint64_t generation() const noexcept;
+  // reinitialize() unless another thread already did since seen_generation was read:
+  // many threads hitting one device error re-initialise once. Returns the generation.
+  std::uint64_t reinitialize_if(std::uint64_t seen_generation);
+
+  // Held (shared) by every token call; reinitialize() takes it exclusively, because
+  // C_Finalize while other threads are inside the library is undefined behaviour.
+  std::shared_lock<std::shared_mutex> call_guard() const;
+
+  // Where the module came from, for messages: the .so path.
+  const std::string& library_path() const noexcept { return library_path_; }
+
+  struct Shared;  // the initialisation shared by Modules of one library (module.cpp)
 
  private:
-  explicit Module(ModuleConfig config);
-  void initialize();
-  void finalize() noexcept;
+  Module() = default;
 
   ModuleConfig config_;
-  void* library_ = nullptr;  // p11-kit module handle
-  CK_FUNCTION_LIST* functions_ = nullptr;
-  mutable std::shared_mutex lifecycle_;
-  std::uint64_t generation_ = 0;
+  std::string library_path_;
+  CK_FUNCTION_LIST* functions_ = nullptr;  // p11-kit module handle (unmanaged)
+  std::shared_ptr<Shared> shared_;
 };
 
 // "CKM_AES_GCM" for CKM_AES_GCM; also the 3.0 names used here.

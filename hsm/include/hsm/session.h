@@ -45,8 +45,9 @@ class Session {
                               AttributeTemplate attributes);
   CK_OBJECT_HANDLE unwrap_key(Mechanism& mechanism, CK_OBJECT_HANDLE unwrapping_key,
                               ByteView wrapped, AttributeTemplate attributes);
-  // Queries the size first, then allocates (with slack for tokens whose size query
-  // is too small, e.g. NSS with CKM_AES_KEY_WRAP_KWP).
+  // Returns exactly the wrapped bytes. One C_WrapKey into a generous buffer rather than a
+  // size query first (SoftHSM wraps twice for that, and NSS's size query is too small for
+  // CKM_AES_KEY_WRAP_KWP); CKR_BUFFER_TOO_SMALL is retried with a bigger buffer.
   Bytes wrap_key(Mechanism& mechanism, CK_OBJECT_HANDLE wrapping_key, CK_OBJECT_HANDLE key);
   Bytes encrypt(Mechanism& mechanism, CK_OBJECT_HANDLE key, ByteView plaintext);
   // The output buffer holds ciphertext + tag (SoftHSM needs it for GCM).

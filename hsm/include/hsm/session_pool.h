@@ -2,8 +2,26 @@
 // login session that owns long-lived session objects, and recovery from lost sessions,
 // lost handles, lost login and lost devices. Token calls are never serialised by one
 // global lock: each operation has its own session.
+//
+// Recovery (run(), run_pinned(), acquire()), by the error an operation met:
+//   CKR_SESSION_HANDLE_INVALID / CKR_SESSION_CLOSED: the session is closed, idle sessions
+//     are dropped (a C_CloseAllSessions kills them all), the pinned session is checked and
+//     reopened + logged in if it is gone (that also drops the handle cache: SoftHSM forgets
+//     handles when an application's last session closes).
+//   CKR_OBJECT_HANDLE_INVALID / CKR_KEY_HANDLE_INVALID / CKR_(UN)WRAPPING_KEY_HANDLE_INVALID:
+//     the handle cache is dropped (resolve() finds by label/ID again); pinned/login checked.
+//   CKR_USER_NOT_LOGGED_IN: C_Login again on the pinned session (login is per application).
+//   CKR_DEVICE_ERROR / CKR_DEVICE_REMOVED / CKR_TOKEN_NOT_PRESENT /
+//   CKR_CRYPTOKI_NOT_INITIALIZED: Module::reinitialize_if (C_Finalize + C_Initialize, once
+//     for all threads that saw the same generation), then every session and handle of the
+//     old generation is dropped and the pinned session reopened and logged in.
+// Then the operation runs again (at most max_retries times). Any other error is thrown at
+// once. session_object_generation() changes whenever session objects may have been lost
+// (pinned session replaced, module re-initialised, login restored after a logout).
+// C_Logout is never called. Leases must not outlive the pool.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -33,10 +51,13 @@ struct PoolConfig {
   std::size_t max_sessions = 8;  // upper bound on concurrent operations
   std::chrono::milliseconds acquire_timeout{5000};
   int max_retries = 2;  // re-runs of an operation after a recovered fault
+  // C_GetSessionInfo on every idle session handed out, so a session the token dropped is
+  // replaced before use rather than after a failed call.
+  bool validate_on_acquire = true;
 };
 
 struct PoolStats {
-  std::size_t open_sessions = 0;
+  std::size_t open_sessions = 0;  // worker sessions plus the pinned one
   std::size_t in_use = 0;
   std::uint64_t sessions_opened = 0;
   std::uint64_t sessions_replaced = 0;  // dropped by the token, found invalid
@@ -71,6 +92,7 @@ class SessionPool {
     bool discard_ = false;
   };
   // Waits up to acquire_timeout; throws hsm::Error(CKR_FUNCTION_FAILED, "SessionPool::acquire").
+  // The session handed out is valid (checked with C_GetSessionInfo, replaced if dropped).
   Lease acquire();
 
   // Runs op(Session&) on a pooled session. After a recoverable fault it repairs what was
@@ -95,6 +117,7 @@ class SessionPool {
     for (int attempt = 0;; ++attempt) {
       std::unique_lock lock(pinned_mutex_);
       try {
+        if (pinned_stale_locked()) reopen_pinned_locked();
         return op(*pinned_);
       } catch (const Error& error) {
         lock.unlock();
@@ -103,8 +126,11 @@ class SessionPool {
     }
   }
 
-  // The handle of a token object, cached after the first C_FindObjects. Throws
-  // hsm::Error(CKR_KEY_HANDLE_INVALID, "resolve") naming the label if it is not there.
+  // The handle of a token object (CKA_TOKEN=TRUE, ref's class, label and/or ID), cached
+  // after the first C_FindObjects (per module generation). Throws
+  // hsm::Error(CKR_KEY_HANDLE_INVALID, "resolve") naming the label if it is not there (not
+  // retried by run()), or CKR_USER_NOT_LOGGED_IN if the session lost its login and
+  // therefore cannot see private objects (retried after a re-login).
   CK_OBJECT_HANDLE resolve(Session& session, const KeyRef& ref);
   void forget_handles();  // drop the handle cache (the next resolve re-finds)
 
@@ -124,11 +150,23 @@ class SessionPool {
 
  private:
   friend class Lease;
+  struct CachedHandle {
+    CK_OBJECT_HANDLE handle;
+    std::uint64_t module_generation;  // handles die with the module's initialisation
+  };
   void give_back(std::unique_ptr<Session> session, bool discard) noexcept;
+  std::unique_ptr<Session> open_session();
   bool recover(Lease& lease, const Error& error);  // true: worth running op again
   bool recover_pinned(const Error& error);
-  void reopen_pinned();  // new pinned session + login; bumps the generation
+  bool repair(const Error& error, std::uint64_t failed_generation);
+  void relogin();
+  void ensure_pinned();              // reopens the pinned session if the token dropped it
+  bool pinned_stale_locked() const;  // pinned_mutex_ held: from an earlier module generation
+  void reopen_pinned_locked();       // pinned_mutex_ held: new session + login; bumps generation
   void reinitialize_module(std::uint64_t seen_generation);
+  void drop_idle_sessions();
+  void notify_recovery(const Error& error);
+  void count(std::uint64_t PoolStats::*counter);
 
   std::shared_ptr<Module> module_;
   CK_SLOT_ID slot_;
@@ -138,13 +176,14 @@ class SessionPool {
   mutable std::mutex mutex_;  // guards idle_, counters, handle cache; never held in token calls
   std::condition_variable available_;
   std::vector<std::unique_ptr<Session>> idle_;
-  std::size_t open_ = 0;
+  std::size_t open_ = 0;  // worker sessions, idle or leased
   PoolStats stats_;
-  std::map<KeyRef, CK_OBJECT_HANDLE> handles_;
-  std::uint64_t object_generation_ = 0;
+  std::map<KeyRef, CachedHandle> handles_;
+  std::atomic<std::uint64_t> object_generation_{0};
   std::vector<RecoveryObserver> observers_;
 
-  std::mutex pinned_mutex_;
+  std::mutex recovery_mutex_;  // one module re-initialisation at a time
+  mutable std::mutex pinned_mutex_;
   std::unique_ptr<Session> pinned_;
 };
 

@@ -1,0 +1,54 @@
+#include "hsm/attributes.h"
+
+#include <algorithm>
+
+namespace hsm {
+
+AttributeTemplate::AttributeTemplate(const AttributeTemplate& other) { *this = other; }
+
+AttributeTemplate& AttributeTemplate::operator=(const AttributeTemplate& other) {
+  if (this == &other) return *this;
+  attributes_.clear();
+  storage_.clear();
+  // Re-point every attribute into this template's own storage.
+  for (const CK_ATTRIBUTE& attribute : other.attributes_) {
+    const auto* value = static_cast<const std::uint8_t*>(attribute.pValue);
+    set_bytes(attribute.type, ByteView(value, attribute.ulValueLen));
+  }
+  return *this;
+}
+
+AttributeTemplate& AttributeTemplate::set_bool(CK_ATTRIBUTE_TYPE type, bool value) {
+  const CK_BBOOL flag = value ? CK_TRUE : CK_FALSE;
+  return set_bytes(type, ByteView(&flag, sizeof flag));
+}
+
+AttributeTemplate& AttributeTemplate::set_ulong(CK_ATTRIBUTE_TYPE type, CK_ULONG value) {
+  return set_bytes(type, ByteView(reinterpret_cast<const std::uint8_t*>(&value), sizeof value));
+}
+
+AttributeTemplate& AttributeTemplate::set_string(CK_ATTRIBUTE_TYPE type, std::string_view value) {
+  return set_bytes(type,
+                   ByteView(reinterpret_cast<const std::uint8_t*>(value.data()), value.size()));
+}
+
+AttributeTemplate& AttributeTemplate::set_bytes(CK_ATTRIBUTE_TYPE type, ByteView value) {
+  Bytes& stored = storage_.emplace_back(value.begin(), value.end());
+  CK_ATTRIBUTE attribute{type, stored.empty() ? nullptr : stored.data(),
+                         static_cast<CK_ULONG>(stored.size())};
+  auto existing = std::find_if(attributes_.begin(), attributes_.end(),
+                               [type](const CK_ATTRIBUTE& a) { return a.type == type; });
+  if (existing != attributes_.end()) {
+    *existing = attribute;  // the old value's storage stays until the template dies
+  } else {
+    attributes_.push_back(attribute);
+  }
+  return *this;
+}
+
+bool AttributeTemplate::contains(CK_ATTRIBUTE_TYPE type) const noexcept {
+  return std::any_of(attributes_.begin(), attributes_.end(),
+                     [type](const CK_ATTRIBUTE& a) { return a.type == type; });
+}
+
+}  // namespace hsm

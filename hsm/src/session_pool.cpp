@@ -1,0 +1,314 @@
+#include "hsm/session_pool.h"
+
+#include <utility>
+
+namespace hsm {
+
+SessionPool::SessionPool(std::shared_ptr<Module> module, CK_SLOT_ID slot, SecureString user_pin,
+                         PoolConfig config)
+    : module_(std::move(module)), slot_(slot), pin_(std::move(user_pin)), config_(config) {
+  if (config_.max_sessions == 0) config_.max_sessions = 1;
+  std::lock_guard lock(pinned_mutex_);
+  reopen_pinned_locked();
+}
+
+SessionPool::~SessionPool() {
+  // Sessions close through their destructors. No C_Logout: on SoftHSM it would destroy
+  // every private session object of the process.
+  std::lock_guard lock(mutex_);
+  idle_.clear();
+}
+
+// ---------------------------------------------------------------------------------------
+// Leases
+
+SessionPool::Lease::Lease(SessionPool& pool, std::unique_ptr<Session> session)
+    : pool_(&pool), session_(std::move(session)) {}
+
+SessionPool::Lease::~Lease() {
+  if (pool_ != nullptr && session_) pool_->give_back(std::move(session_), discard_);
+}
+
+SessionPool::Lease::Lease(Lease&& other) noexcept
+    : pool_(std::exchange(other.pool_, nullptr)),
+      session_(std::move(other.session_)),
+      discard_(other.discard_) {}
+
+SessionPool::Lease SessionPool::acquire() {
+  const auto deadline = std::chrono::steady_clock::now() + config_.acquire_timeout;
+  std::unique_ptr<Session> session;
+  {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      if (!idle_.empty()) {
+        session = std::move(idle_.back());
+        idle_.pop_back();
+        break;
+      }
+      if (open_ < config_.max_sessions) {
+        ++open_;  // reserve the place; the session is opened outside the lock
+        break;
+      }
+      if (available_.wait_until(lock, deadline) == std::cv_status::timeout && idle_.empty() &&
+          open_ >= config_.max_sessions) {
+        ++stats_.acquire_timeouts;
+        throw Error(CKR_FUNCTION_FAILED, "SessionPool::acquire",
+                    "all " + std::to_string(config_.max_sessions) + " sessions busy for " +
+                        std::to_string(config_.acquire_timeout.count()) + " ms");
+      }
+    }
+  }
+  try {
+    for (int attempt = 0;; ++attempt) {
+      const std::uint64_t generation = module_->generation();
+      try {
+        if (session && session->generation() != generation) {
+          session.reset();  // from before a re-initialisation: dead, nothing to close
+          count(&PoolStats::sessions_replaced);
+        } else if (session && config_.validate_on_acquire && !session->valid()) {
+          session.reset();
+          count(&PoolStats::sessions_replaced);
+          ensure_pinned();  // whatever dropped this session may have dropped the rest
+        }
+        if (!session) session = open_session();
+        break;
+      } catch (const Error& error) {
+        // The token is gone or broken: re-initialise (once for all threads) and retry.
+        if (attempt >= config_.max_retries || !error.device_lost()) throw;
+        session.reset();
+        try {
+          reinitialize_module(generation);
+        } catch (const Error&) {
+          throw error;  // still broken: report what the operation met
+        }
+        notify_recovery(error);
+      }
+    }
+  } catch (...) {
+    std::lock_guard lock(mutex_);
+    --open_;
+    available_.notify_one();
+    throw;
+  }
+  return Lease(*this, std::move(session));
+}
+
+std::unique_ptr<Session> SessionPool::open_session() {
+  auto session = std::make_unique<Session>(module_, slot_);
+  count(&PoolStats::sessions_opened);
+  return session;
+}
+
+void SessionPool::give_back(std::unique_ptr<Session> session, bool discard) noexcept {
+  const bool keep = !discard && session->generation() == module_->generation();
+  if (!keep) session.reset();  // C_CloseSession, outside the pool lock
+  std::lock_guard lock(mutex_);
+  if (keep) {
+    idle_.push_back(std::move(session));
+  } else {
+    --open_;
+  }
+  available_.notify_one();
+}
+
+void SessionPool::drop_idle_sessions() {
+  std::vector<std::unique_ptr<Session>> dropped;
+  {
+    std::lock_guard lock(mutex_);
+    dropped.swap(idle_);
+    open_ -= dropped.size();
+    available_.notify_all();
+  }
+  // Closed here, outside the lock (stale generations skip C_CloseSession).
+}
+
+// ---------------------------------------------------------------------------------------
+// Handles
+
+CK_OBJECT_HANDLE SessionPool::resolve(Session& session, const KeyRef& ref) {
+  const std::uint64_t generation = session.generation();
+  {
+    std::lock_guard lock(mutex_);
+    const auto cached = handles_.find(ref);
+    if (cached != handles_.end() && cached->second.module_generation == generation) {
+      return cached->second.handle;
+    }
+  }
+  AttributeTemplate match;
+  match.set_ulong(CKA_CLASS, ref.object_class);
+  match.set_bool(CKA_TOKEN, true);
+  if (!ref.label.empty()) match.set_string(CKA_LABEL, ref.label);
+  if (!ref.id.empty()) match.set_bytes(CKA_ID, ref.id);
+  const auto found = session.find_one(std::move(match));
+  if (!found) {
+    // A session without login sees only public objects: that is a lost login, not a
+    // missing key.
+    const CK_STATE state = session.state();
+    if (state == CKS_RO_PUBLIC_SESSION || state == CKS_RW_PUBLIC_SESSION) {
+      throw Error(CKR_USER_NOT_LOGGED_IN, "resolve", "looking up '" + ref.label + "'");
+    }
+    throw Error(CKR_KEY_HANDLE_INVALID, "resolve",
+                "no object labelled '" + ref.label + "'" + (ref.id.empty() ? "" : " with that ID") +
+                    " in the token");
+  }
+  std::lock_guard lock(mutex_);
+  handles_[ref] = CachedHandle{*found, generation};
+  return *found;
+}
+
+void SessionPool::forget_handles() {
+  std::lock_guard lock(mutex_);
+  handles_.clear();
+}
+
+// ---------------------------------------------------------------------------------------
+// Recovery
+
+bool SessionPool::recover(Lease& lease, const Error& error) {
+  const std::uint64_t generation = lease.session().generation();
+  if (error.session_lost() || error.device_lost()) lease.discard();
+  return repair(error, generation);
+}
+
+bool SessionPool::recover_pinned(const Error& error) {
+  std::uint64_t generation;
+  {
+    std::lock_guard lock(pinned_mutex_);
+    generation = pinned_->generation();
+  }
+  return repair(error, generation);
+}
+
+bool SessionPool::repair(const Error& error, std::uint64_t failed_generation) {
+  if (error.function() == "resolve" && error.rv() == CKR_KEY_HANDLE_INVALID) {
+    return false;  // the object does not exist: re-running cannot help
+  }
+  try {
+    if (error.device_lost()) {
+      reinitialize_module(failed_generation);
+    } else if (error.session_lost()) {
+      count(&PoolStats::sessions_replaced);
+      drop_idle_sessions();  // C_CloseAllSessions kills them all; reopen lazily
+      ensure_pinned();
+    } else if (error.handle_lost()) {
+      count(&PoolStats::handles_refound);
+      forget_handles();
+      ensure_pinned();  // session objects die with the pinned session
+    } else if (error.not_logged_in()) {
+      relogin();
+    } else {
+      return false;
+    }
+  } catch (const Error&) {
+    return false;  // the repair failed too (e.g. token still absent): report the original
+  }
+  notify_recovery(error);
+  return true;
+}
+
+void SessionPool::relogin() {
+  std::lock_guard lock(pinned_mutex_);
+  if (pinned_stale_locked() || !pinned_->valid()) {
+    reopen_pinned_locked();
+  } else {
+    pinned_->login(CKU_USER, pin_);  // logs in every session of this application
+    // A logout (SoftHSM) destroys the application's private session objects.
+    object_generation_.fetch_add(1);
+  }
+  count(&PoolStats::relogins);
+}
+
+void SessionPool::ensure_pinned() {
+  std::lock_guard lock(pinned_mutex_);
+  if (pinned_stale_locked() || !pinned_->valid()) {
+    if (pinned_) count(&PoolStats::sessions_replaced);
+    // Every session of the application was closed: SoftHSM forgets the object handles
+    // it gave out then, so cached handles go too (re-found on next use).
+    forget_handles();
+    reopen_pinned_locked();
+    return;
+  }
+  // The session survived but the login may not have (a C_Logout elsewhere in the process).
+  const CK_STATE state = pinned_->state();
+  if (state == CKS_RO_PUBLIC_SESSION || state == CKS_RW_PUBLIC_SESSION) {
+    pinned_->login(CKU_USER, pin_);
+    object_generation_.fetch_add(1);
+    count(&PoolStats::relogins);
+  }
+}
+
+bool SessionPool::pinned_stale_locked() const {
+  return !pinned_ || pinned_->generation() != module_->generation();
+}
+
+void SessionPool::reopen_pinned_locked() {
+  auto session = std::make_unique<Session>(module_, slot_);
+  session->login(CKU_USER, pin_);
+  pinned_ = std::move(session);  // the old one's session objects are gone or going
+  object_generation_.fetch_add(1);
+  count(&PoolStats::sessions_opened);
+}
+
+void SessionPool::reinitialize_module(std::uint64_t seen_generation) {
+  std::lock_guard recovery(recovery_mutex_);
+  if (module_->generation() == seen_generation) {
+    module_->reinitialize_if(seen_generation);
+    count(&PoolStats::reinitializations);
+  }
+  // Every session and handle of the old generation is dead. Another pool on the same
+  // module may have re-initialised it: the repairs below are needed either way.
+  drop_idle_sessions();
+  {
+    std::lock_guard lock(mutex_);
+    handles_.clear();
+  }
+  std::lock_guard lock(pinned_mutex_);
+  if (pinned_stale_locked() || !pinned_->valid()) reopen_pinned_locked();
+}
+
+void SessionPool::notify_recovery(const Error& error) {
+  std::vector<RecoveryObserver> observers;
+  {
+    std::lock_guard lock(mutex_);
+    observers = observers_;
+  }
+  for (const auto& observer : observers) observer(error);
+}
+
+void SessionPool::on_recovery(RecoveryObserver observer) {
+  std::lock_guard lock(mutex_);
+  observers_.push_back(std::move(observer));
+}
+
+void SessionPool::count(std::uint64_t PoolStats::*counter) {
+  std::lock_guard lock(mutex_);
+  ++(stats_.*counter);
+}
+
+// ---------------------------------------------------------------------------------------
+// State
+
+std::uint64_t SessionPool::session_object_generation() const noexcept {
+  return object_generation_.load();
+}
+
+PoolStats SessionPool::stats() const {
+  std::lock_guard lock(mutex_);
+  PoolStats result = stats_;
+  result.open_sessions = open_ + 1;
+  result.in_use = open_ - idle_.size();
+  return result;
+}
+
+bool SessionPool::ready() const {
+  std::lock_guard lock(pinned_mutex_);
+  if (pinned_stale_locked()) return false;
+  try {
+    const CK_STATE state = pinned_->state();
+    return state == CKS_RW_USER_FUNCTIONS || state == CKS_RO_USER_FUNCTIONS;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+}  // namespace hsm

@@ -1,0 +1,164 @@
+#include "hsm/uri.h"
+
+#include <openssl/crypto.h>
+#include <p11-kit/uri.h>
+
+#include <cstdlib>
+#include <fstream>
+
+#include "call.h"
+#include "hsm/error.h"
+
+namespace hsm {
+
+struct TokenUri::Impl {
+  P11KitUri* uri = nullptr;
+  ~Impl() {
+    if (uri != nullptr) p11_kit_uri_free(uri);
+  }
+};
+
+namespace {
+
+std::optional<std::string> optional_string(const char* text) {
+  if (text == nullptr) return std::nullopt;
+  return std::string(text);
+}
+
+std::string describe(const TokenDescription& token) {
+  return "'" + token.label + "' (manufacturer '" + token.manufacturer + "', serial '" +
+         token.serial + "', slot " + std::to_string(token.slot) + ")";
+}
+
+std::string describe_all(const std::vector<TokenDescription>& tokens) {
+  if (tokens.empty()) return "no tokens present";
+  std::string text;
+  for (const auto& token : tokens) text += (text.empty() ? "" : ", ") + describe(token);
+  return text;
+}
+
+}  // namespace
+
+TokenUri TokenUri::parse(const std::string& text) {
+  TokenUri result;
+  result.impl_ = std::make_unique<Impl>();
+  result.impl_->uri = p11_kit_uri_new();
+  result.text_ = text;
+  const int code = p11_kit_uri_parse(text.c_str(), P11_KIT_URI_FOR_ANY, result.impl_->uri);
+  if (code != P11_KIT_URI_OK) {
+    throw Error(CKR_ARGUMENTS_BAD, "pkcs11 URI",
+                "cannot parse '" + text + "': " + p11_kit_uri_message(code));
+  }
+  return result;
+}
+
+TokenUri::TokenUri(TokenUri&&) noexcept = default;
+TokenUri& TokenUri::operator=(TokenUri&&) noexcept = default;
+TokenUri::~TokenUri() = default;
+
+TokenUri::TokenUri(const TokenUri& other) : text_(other.text_) {
+  if (other.impl_) *this = parse(other.text_);
+}
+
+TokenUri& TokenUri::operator=(const TokenUri& other) {
+  if (this != &other) *this = TokenUri(other);
+  return *this;
+}
+
+bool TokenUri::matches(const CK_TOKEN_INFO& token) const {
+  return p11_kit_uri_match_token_info(impl_->uri, &token) == 1;
+}
+
+TokenDescription TokenUri::select(const Module& module) const {
+  CK_INFO module_info{};
+  check(HSM_CALL(module, C_GetInfo, &module_info), "C_GetInfo");
+  if (p11_kit_uri_match_module_info(impl_->uri, &module_info) != 1) {
+    throw Error(CKR_TOKEN_NOT_PRESENT, "pkcs11 URI",
+                "'" + text_ + "' names a different library than " + module.library_path());
+  }
+  const CK_SLOT_ID wanted_slot = p11_kit_uri_get_slot_id(impl_->uri);
+  const auto tokens = module.tokens();
+  std::vector<TokenDescription> candidates;
+  for (const auto& token : tokens) {
+    if (wanted_slot != static_cast<CK_SLOT_ID>(-1) && token.slot != wanted_slot) continue;
+    CK_SLOT_INFO slot_info{};
+    if (HSM_CALL(module, C_GetSlotInfo, token.slot, &slot_info) == CKR_OK &&
+        p11_kit_uri_match_slot_info(impl_->uri, &slot_info) != 1) {
+      continue;
+    }
+    if (matches(token.info)) candidates.push_back(token);
+  }
+  if (candidates.empty()) {
+    throw Error(CKR_TOKEN_NOT_PRESENT, "pkcs11 URI",
+                "no token matches '" + text_ + "'; tokens in " + module.library_path() + ": " +
+                    describe_all(tokens));
+  }
+  if (candidates.size() > 1) {
+    throw Error(CKR_TOKEN_NOT_PRESENT, "pkcs11 URI",
+                "'" + text_ + "' matches several tokens, add serial= or slot-id=: " +
+                    describe_all(candidates));
+  }
+  return candidates.front();
+}
+
+std::optional<std::string> TokenUri::object_label() const {
+  CK_ATTRIBUTE* label = p11_kit_uri_get_attribute(impl_->uri, CKA_LABEL);
+  if (label == nullptr) return std::nullopt;
+  return std::string(static_cast<const char*>(label->pValue), label->ulValueLen);
+}
+
+std::optional<Bytes> TokenUri::object_id() const {
+  CK_ATTRIBUTE* id = p11_kit_uri_get_attribute(impl_->uri, CKA_ID);
+  if (id == nullptr) return std::nullopt;
+  const auto* bytes = static_cast<const std::uint8_t*>(id->pValue);
+  return Bytes(bytes, bytes + id->ulValueLen);
+}
+
+std::optional<SecureString> TokenUri::pin_value() const {
+  const char* pin = p11_kit_uri_get_pin_value(impl_->uri);
+  if (pin == nullptr) return std::nullopt;
+  return SecureString(pin);
+}
+
+std::optional<std::string> TokenUri::pin_source() const {
+  return optional_string(p11_kit_uri_get_pin_source(impl_->uri));
+}
+
+std::optional<std::string> TokenUri::module_path() const {
+  return optional_string(p11_kit_uri_get_module_path(impl_->uri));
+}
+
+std::optional<std::string> TokenUri::module_name() const {
+  return optional_string(p11_kit_uri_get_module_name(impl_->uri));
+}
+
+SecureString PinSource::read() const {
+  if (file) {
+    std::string path = *file;
+    if (path.rfind("file://", 0) == 0) {
+      path.erase(0, 7);
+    } else if (path.rfind("file:", 0) == 0) {
+      path.erase(0, 5);
+    }
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw Error(CKR_PIN_INVALID, "pin source", "cannot read PIN file " + path);
+    std::string line;
+    std::getline(in, line);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    SecureString pin(line);
+    if (!line.empty()) OPENSSL_cleanse(line.data(), line.size());
+    if (pin.empty()) throw Error(CKR_PIN_INVALID, "pin source", "PIN file " + path + " is empty");
+    return pin;
+  }
+  if (environment_variable) {
+    const char* value = std::getenv(environment_variable->c_str());
+    if (value == nullptr || *value == '\0') {
+      throw Error(CKR_PIN_INVALID, "pin source",
+                  "environment variable " + *environment_variable + " is not set");
+    }
+    return SecureString(value);
+  }
+  throw Error(CKR_PIN_INVALID, "pin source", "no PIN file or environment variable given");
+}
+
+}  // namespace hsm

@@ -1,0 +1,180 @@
+// SessionPool on real tokens: session reuse, concurrency, acquire timeout, handle cache,
+// the pinned session and its session objects.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "hsm/instrumentation.h"
+#include "openssl_reference.h"
+#include "pool_helpers.h"
+#include "token_fixture.h"
+
+namespace hsmtest {
+namespace {
+
+using hsm::Bytes;
+using hsm::Mechanism;
+using hsm::Session;
+
+class PoolTest : public TokenTest {
+ protected:
+  void SetUp() override {
+    TokenTest::SetUp();
+    Session setup(module_, slot_);
+    setup.login(CKU_USER, token_->user_pin());
+    create_token_aes_key(setup, "pool-test-key");
+  }
+  const hsm::KeyRef key_{"pool-test-key", {}, CKO_SECRET_KEY};
+};
+
+// Counts calls per PKCS#11 function while alive.
+class CallCounter {
+ public:
+  CallCounter() {
+    hsm::set_call_observer([this](const char* function, CK_RV, std::chrono::nanoseconds) {
+      std::lock_guard lock(mutex_);
+      ++counts_[function];
+    });
+  }
+  ~CallCounter() { hsm::set_call_observer({}); }
+  int operator[](const std::string& function) {
+    std::lock_guard lock(mutex_);
+    return counts_[function];
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<std::string, int> counts_;
+};
+
+TEST_P(PoolTest, ReusesOneWorkerSessionForSequentialOperations) {
+  auto& p = pool();
+  for (int i = 0; i < 10; ++i) EXPECT_TRUE(gcm_round_trip(p, key_));
+  const auto stats = p.stats();
+  EXPECT_EQ(stats.sessions_opened, 2u);  // the pinned one and one worker
+  EXPECT_EQ(stats.open_sessions, 2u);
+  EXPECT_EQ(stats.in_use, 0u);
+  EXPECT_EQ(stats.sessions_replaced, 0u);
+  EXPECT_TRUE(p.ready());
+}
+
+TEST_P(PoolTest, LeasesAreDistinctSessionsAndReturnToThePool) {
+  auto& p = pool();
+  {
+    auto a = p.acquire();
+    auto b = p.acquire();
+    EXPECT_NE(a.session().handle(), b.session().handle());
+    EXPECT_EQ(p.stats().in_use, 2u);
+    b.discard();
+  }
+  const auto stats = p.stats();
+  EXPECT_EQ(stats.in_use, 0u);
+  EXPECT_EQ(stats.open_sessions, 2u);  // a went back; b was closed
+}
+
+TEST_P(PoolTest, ConcurrentOperationsEachGetTheirOwnSession) {
+  hsm::PoolConfig config;
+  config.max_sessions = 3;
+  auto& p = pool(config);
+  constexpr int kThreads = 4, kOperations = 40;
+  std::atomic<int> good{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kOperations; ++i) good += gcm_round_trip(p, key_) ? 1 : 0;
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(good.load(), kThreads * kOperations);
+  const auto stats = p.stats();
+  EXPECT_LE(stats.open_sessions, config.max_sessions + 1);
+  EXPECT_EQ(stats.in_use, 0u);
+  EXPECT_EQ(stats.acquire_timeouts, 0u);
+}
+
+TEST_P(PoolTest, AcquireTimesOutWhenEverySessionIsBusy) {
+  hsm::PoolConfig config;
+  config.max_sessions = 1;
+  config.acquire_timeout = std::chrono::milliseconds(50);
+  auto& p = pool(config);
+  auto held = p.acquire();
+  try {
+    p.acquire();
+    FAIL() << "acquired a second session from a pool of one";
+  } catch (const hsm::Error& error) {
+    EXPECT_EQ(error.rv(), CKR_FUNCTION_FAILED);
+    EXPECT_EQ(error.function(), "SessionPool::acquire");
+  }
+  EXPECT_EQ(p.stats().acquire_timeouts, 1u);
+  // A waiter gets the session as soon as it is given back.
+  std::thread giver([lease = std::move(held)]() mutable {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  });
+  giver.join();
+  EXPECT_NO_THROW(p.acquire());
+}
+
+TEST_P(PoolTest, ResolveFindsOnceThenUsesTheCache) {
+  auto& p = pool();
+  CallCounter calls;
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(gcm_round_trip(p, key_));
+  EXPECT_EQ(calls["C_FindObjectsInit"], 1);
+  p.forget_handles();
+  EXPECT_TRUE(gcm_round_trip(p, key_));
+  EXPECT_EQ(calls["C_FindObjectsInit"], 2);
+}
+
+TEST_P(PoolTest, AMissingKeyIsNamedAndNotRetried) {
+  auto& p = pool();
+  CallCounter calls;
+  const hsm::KeyRef missing{"no-such-key", {}, CKO_SECRET_KEY};
+  try {
+    p.run([&](Session& s) { return p.resolve(s, missing); });
+    FAIL() << "resolved a key that does not exist";
+  } catch (const hsm::Error& error) {
+    EXPECT_EQ(error.rv(), CKR_KEY_HANDLE_INVALID);
+    EXPECT_EQ(error.function(), "resolve");
+    EXPECT_NE(std::string(error.what()).find("no-such-key"), std::string::npos);
+  }
+  EXPECT_EQ(calls["C_FindObjectsInit"], 1);
+}
+
+TEST_P(PoolTest, PinnedSessionObjectsOutliveWorkerSessions) {
+  auto& p = pool();
+  const auto generation = p.session_object_generation();
+  const Bytes value = reference::random_bytes(32);
+  const CK_OBJECT_HANDLE session_key =
+      p.run_pinned([&](Session& s) { return s.create_object(known_key_template(value, false)); });
+  // Worker sessions come and go...
+  for (int i = 0; i < 3; ++i) {
+    auto lease = p.acquire();
+    lease.discard();
+  }
+  // ...and the pinned session's object is usable from any worker session.
+  const Bytes iv = reference::random_bytes(12);
+  const Bytes ciphertext = p.run([&](Session& s) {
+    auto gcm = Mechanism::aes_gcm(iv, {});
+    return s.encrypt(gcm, session_key, Bytes{1, 2, 3});
+  });
+  EXPECT_EQ(reference::gcm_decrypt(value, iv, {}, ciphertext), (Bytes{1, 2, 3}));
+  EXPECT_EQ(p.session_object_generation(), generation);
+}
+
+TEST_P(PoolTest, NeverLogsOut) {
+  CallCounter calls;
+  {
+    auto& p = pool();
+    EXPECT_TRUE(gcm_round_trip(p, key_));
+    pool_.reset();
+  }
+  EXPECT_EQ(calls["C_Logout"], 0);
+  EXPECT_GE(calls["C_CloseSession"], 2);
+}
+
+HSM_INSTANTIATE_FOR_TOKENS(PoolTest);
+
+}  // namespace
+}  // namespace hsmtest

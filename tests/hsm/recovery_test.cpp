@@ -1,0 +1,312 @@
+// Recovery without restarting the process: sessions closed behind the pool's back, stale
+// object handles, a lost login (real tokens), and, through the fault module, a device error,
+// a token that disappears and comes back, and injected session/handle/login errors.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "fault_control.h"
+#include "pool_helpers.h"
+#include "token_fixture.h"
+
+namespace hsmtest {
+namespace {
+
+using hsm::Bytes;
+using hsm::Session;
+
+const hsm::KeyRef kKey{"recovery-key", {}, CKO_SECRET_KEY};
+
+// ---- real tokens, faults produced through the PKCS#11 API itself
+
+class RecoveryTest : public TokenTest {
+ protected:
+  void SetUp() override {
+    TokenTest::SetUp();
+    admin_ = std::make_unique<Session>(module_, slot_);
+    admin_->login(CKU_USER, token_->user_pin());
+    key_handle_ = create_token_aes_key(*admin_, kKey.label);
+  }
+  void TearDown() override {
+    admin_.reset();
+    TokenTest::TearDown();
+  }
+  std::unique_ptr<Session> admin_;  // "another part of the process" using the token
+  CK_OBJECT_HANDLE key_handle_ = CK_INVALID_HANDLE;
+};
+
+TEST_P(RecoveryTest, SessionsClosedBehindThePoolsBackAreReplacedOnAcquire) {
+  auto& p = pool();
+  ASSERT_TRUE(gcm_round_trip(p, kKey));
+  const auto generation = p.session_object_generation();
+  // The module's function list is shared in-process: close every session of the slot.
+  ASSERT_EQ(module_->functions()->C_CloseAllSessions(slot_), CKR_OK);
+  EXPECT_FALSE(p.ready());
+
+  EXPECT_TRUE(gcm_round_trip(p, kKey));
+  const auto stats = p.stats();
+  EXPECT_GE(stats.sessions_replaced, 2u);  // the idle worker and the pinned session
+  EXPECT_EQ(stats.reinitializations, 0u);
+  EXPECT_NE(p.session_object_generation(), generation);  // session objects died with them
+  EXPECT_TRUE(p.ready());
+}
+
+TEST_P(RecoveryTest, SessionsClosedBehindThePoolsBackAreReplacedAfterAFailedCall) {
+  hsm::PoolConfig config;
+  config.validate_on_acquire = false;  // the operation itself meets the dead session
+  auto& p = pool(config);
+  ASSERT_TRUE(gcm_round_trip(p, kKey));
+  ASSERT_EQ(module_->functions()->C_CloseAllSessions(slot_), CKR_OK);
+  int attempts = 0;
+  const bool ok = p.run([&](Session& s) {
+    ++attempts;
+    const CK_OBJECT_HANDLE key = p.resolve(s, kKey);
+    return s.get_ulong(key, CKA_KEY_TYPE) == CKK_AES;
+  });
+  EXPECT_TRUE(ok);
+  EXPECT_EQ(attempts, 2);
+  EXPECT_GE(p.stats().sessions_replaced, 1u);
+  EXPECT_TRUE(p.ready());
+}
+
+TEST_P(RecoveryTest, StaleHandleIsReFoundByLabel) {
+  auto& p = pool();
+  ASSERT_TRUE(gcm_round_trip(p, kKey));  // caches the handle
+  // Replace the key by another with the same label; a filler object makes sure the new key
+  // does not get the old handle number back.
+  admin_->destroy(key_handle_);
+  create_token_aes_key(*admin_, "filler");
+  create_token_aes_key(*admin_, kKey.label);
+
+  EXPECT_TRUE(gcm_round_trip(p, kKey));
+  EXPECT_EQ(p.stats().handles_refound, 1u);
+}
+
+TEST_P(RecoveryTest, LostLoginIsRestored) {
+  auto& p = pool();
+  ASSERT_TRUE(gcm_round_trip(p, kKey));
+  const auto generation = p.session_object_generation();
+  // Login state is per application: a logout anywhere logs every session out.
+  ASSERT_EQ(module_->functions()->C_Logout(admin_->handle()), CKR_OK);
+  EXPECT_FALSE(p.ready());
+
+  EXPECT_TRUE(gcm_round_trip(p, kKey));
+  EXPECT_GE(p.stats().relogins, 1u);
+  EXPECT_NE(p.session_object_generation(), generation);  // SoftHSM dropped session objects
+  EXPECT_TRUE(p.ready());
+}
+
+HSM_INSTANTIATE_FOR_TOKENS(RecoveryTest);
+
+// ---- the fault module in front of the real token
+
+class FaultTest : public ::testing::TestWithParam<testsupport::TokenKind> {
+ protected:
+  void SetUp() override {
+    token_ = testsupport::TestToken::create(GetParam());
+    record_dir_ = std::make_unique<testsupport::TempDir>("kms-record");
+    setenv("KMS_FAULT_TARGET", token_->module_path().c_str(), 1);
+    setenv("KMS_PKCS11_RECORD", record_file().c_str(), 1);
+    hsm::ModuleConfig config = token_->module_config();
+    config.module = KMS_FAULT_MODULE_PATH;
+    module_ = hsm::Module::load(config);
+    unsetenv("KMS_PKCS11_RECORD");
+    faults_ = std::make_unique<FaultControl>(KMS_FAULT_MODULE_PATH);
+    slot_ = hsm::TokenUri::parse(token_->uri()).select(*module_).slot;
+    Session setup(module_, slot_);
+    setup.login(CKU_USER, token_->user_pin());
+    create_token_aes_key(setup, kKey.label);
+  }
+  void TearDown() override {
+    if (faults_) faults_->clear();
+    pool_.reset();
+    faults_.reset();
+    module_.reset();
+    token_.reset();
+  }
+  hsm::SessionPool& pool(hsm::PoolConfig config = {}) {
+    if (!pool_) {
+      pool_ = std::make_unique<hsm::SessionPool>(module_, slot_, token_->user_pin(), config);
+    }
+    return *pool_;
+  }
+  std::string record_file() const { return record_dir_->path() + "/calls.log"; }
+
+  std::unique_ptr<testsupport::TestToken> token_;
+  std::unique_ptr<testsupport::TempDir> record_dir_;
+  std::shared_ptr<hsm::Module> module_;
+  std::unique_ptr<FaultControl> faults_;
+  CK_SLOT_ID slot_ = 0;
+  std::unique_ptr<hsm::SessionPool> pool_;
+};
+
+TEST_P(FaultTest, DeviceErrorIsRecoveredByReinitialisingTheModule) {
+  auto& p = pool();
+  ASSERT_TRUE(gcm_round_trip(p, kKey));
+  const auto generation = p.session_object_generation();
+  const auto initializations = faults_->call_count("C_Initialize");
+  std::vector<std::string> seen;
+  p.on_recovery([&](const hsm::Error& error) { seen.push_back(hsm::rv_name(error.rv())); });
+
+  faults_->fail_until_reinitialized(CKR_DEVICE_ERROR);
+  EXPECT_TRUE(gcm_round_trip(p, kKey));
+
+  EXPECT_EQ(faults_->call_count("C_Initialize"), initializations + 1);
+  EXPECT_GE(faults_->call_count("C_Finalize"), 1u);
+  const auto stats = p.stats();
+  EXPECT_EQ(stats.reinitializations, 1u);
+  EXPECT_NE(p.session_object_generation(), generation);
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.front(), "CKR_DEVICE_ERROR");
+  EXPECT_TRUE(p.ready());
+  // And it keeps working.
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(gcm_round_trip(p, kKey));
+  EXPECT_EQ(p.stats().reinitializations, 1u);
+}
+
+TEST_P(FaultTest, TokenThatDisappearsAndComesBackIsUsedAgain) {
+  auto& p = pool();
+  ASSERT_TRUE(gcm_round_trip(p, kKey));
+  faults_->set_token_present(false);
+  try {
+    gcm_round_trip(p, kKey);
+    FAIL() << "an operation succeeded without a token";
+  } catch (const hsm::Error& error) {
+    EXPECT_EQ(error.rv(), CKR_TOKEN_NOT_PRESENT);
+  }
+  EXPECT_FALSE(p.ready());
+
+  faults_->set_token_present(true);
+  EXPECT_TRUE(gcm_round_trip(p, kKey));
+  EXPECT_TRUE(p.ready());
+  EXPECT_GE(p.stats().reinitializations, 1u);
+}
+
+TEST_P(FaultTest, InjectedSessionHandleInvalidReplacesTheSession) {
+  auto& p = pool();
+  ASSERT_TRUE(gcm_round_trip(p, kKey));
+  const auto calls = faults_->call_count("C_EncryptInit");
+  faults_->fail_next("C_EncryptInit", CKR_SESSION_HANDLE_INVALID);
+  EXPECT_TRUE(gcm_round_trip(p, kKey));
+  const auto stats = p.stats();
+  EXPECT_GE(stats.sessions_replaced, 1u);
+  EXPECT_EQ(stats.reinitializations, 0u);
+  EXPECT_EQ(faults_->call_count("C_EncryptInit"), calls + 2);  // failed, then ok
+}
+
+TEST_P(FaultTest, InjectedKeyHandleInvalidReFindsTheKey) {
+  auto& p = pool();
+  ASSERT_TRUE(gcm_round_trip(p, kKey));
+  const auto finds = faults_->call_count("C_FindObjectsInit");
+  faults_->fail_next("C_EncryptInit", CKR_KEY_HANDLE_INVALID);
+  EXPECT_TRUE(gcm_round_trip(p, kKey));
+  EXPECT_EQ(p.stats().handles_refound, 1u);
+  EXPECT_EQ(faults_->call_count("C_FindObjectsInit"), finds + 1);
+}
+
+TEST_P(FaultTest, InjectedUserNotLoggedInLogsInAgain) {
+  auto& p = pool();
+  ASSERT_TRUE(gcm_round_trip(p, kKey));
+  const auto logins = faults_->call_count("C_Login");
+  faults_->fail_next("C_DecryptInit", CKR_USER_NOT_LOGGED_IN);
+  EXPECT_TRUE(gcm_round_trip(p, kKey));
+  EXPECT_EQ(p.stats().relogins, 1u);
+  EXPECT_EQ(faults_->call_count("C_Login"), logins + 1);
+}
+
+TEST_P(FaultTest, UnrecoverableErrorsAreNotRetried) {
+  auto& p = pool();
+  ASSERT_TRUE(gcm_round_trip(p, kKey));
+  const auto calls = faults_->call_count("C_Decrypt");
+  faults_->fail_next("C_Decrypt", CKR_ENCRYPTED_DATA_INVALID);
+  EXPECT_THROW(gcm_round_trip(p, kKey), hsm::Error);
+  EXPECT_EQ(faults_->call_count("C_Decrypt"), calls + 1);
+}
+
+TEST_P(FaultTest, PersistentFaultGivesUpAfterMaxRetries) {
+  hsm::PoolConfig config;
+  config.max_retries = 2;
+  auto& p = pool(config);
+  ASSERT_TRUE(gcm_round_trip(p, kKey));
+  const auto calls = faults_->call_count("C_EncryptInit");
+  faults_->fail_next("C_EncryptInit", CKR_SESSION_HANDLE_INVALID, 100);
+  try {
+    gcm_round_trip(p, kKey);
+    FAIL() << "succeeded through a persistent fault";
+  } catch (const hsm::Error& error) {
+    EXPECT_EQ(error.rv(), CKR_SESSION_HANDLE_INVALID);
+  }
+  EXPECT_EQ(faults_->call_count("C_EncryptInit"), calls + 3);  // one run + 2 retries
+}
+
+TEST_P(FaultTest, ConcurrentOperationsSurviveADeviceErrorWithOneReinitialisation) {
+  hsm::PoolConfig config;
+  config.max_sessions = 4;
+  config.max_retries = 3;
+  auto& p = pool(config);
+  constexpr int kThreads = 4, kOperations = 25;
+  std::atomic<int> good{0}, failed{0}, started{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kOperations; ++i) {
+        ++started;
+        try {
+          good += gcm_round_trip(p, kKey) ? 1 : 0;
+        } catch (const hsm::Error&) {
+          ++failed;
+        }
+      }
+    });
+  }
+  while (started.load() < kThreads * 5) std::this_thread::yield();
+  faults_->fail_until_reinitialized(CKR_DEVICE_ERROR);
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(good.load(), kThreads * kOperations);
+  const auto stats = p.stats();
+  EXPECT_EQ(stats.reinitializations, 1u);
+  EXPECT_EQ(stats.in_use, 0u);
+  EXPECT_LE(stats.open_sessions, config.max_sessions + 1);
+  EXPECT_TRUE(p.ready());
+}
+
+TEST_P(FaultTest, RecordsEveryCallWithMechanismsAndAttributeTypes) {
+  auto& p = pool();
+  ASSERT_TRUE(gcm_round_trip(p, kKey));
+  std::ifstream in(record_file());
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string log = text.str();
+  EXPECT_NE(log.find("C_Initialize rv=0x0\n"), std::string::npos) << log;
+  EXPECT_NE(log.find("C_EncryptInit mech=0x1087 rv=0x0\n"), std::string::npos) << log;
+  EXPECT_NE(log.find("C_DecryptInit mech=0x1087 rv=0x0\n"), std::string::npos) << log;
+  EXPECT_NE(log.find("C_GenerateKey mech=0x1080 attrs=0x0,0x100,0x161,0x1,0x2,0x103,0x162,"
+                     "0x104,0x105,0x3 rv=0x0\n"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("C_FindObjectsInit attrs=0x0,0x1,0x3 rv=0x0\n"), std::string::npos) << log;
+  EXPECT_EQ(log.find("C_Login mech"), std::string::npos);
+  EXPECT_EQ(log.find(token_->user_pin().value()), std::string::npos);  // never the PIN
+  // Reading a sensitive value is recorded with its attribute type and the refusal.
+  Session s(module_, slot_);
+  s.login(CKU_USER, token_->user_pin());
+  const CK_OBJECT_HANDLE key = p.run([&](Session& session) { return p.resolve(session, kKey); });
+  EXPECT_THROW(s.get_bytes(key, CKA_VALUE), hsm::Error);
+  std::ifstream again(record_file());
+  std::stringstream more;
+  more << again.rdbuf();
+  EXPECT_NE(more.str().find("C_GetAttributeValue attrs=0x11 rv=0x11\n"), std::string::npos);
+}
+
+INSTANTIATE_TEST_SUITE_P(Tokens, FaultTest,
+                         ::testing::Values(testsupport::TokenKind::softhsm,
+                                           testsupport::TokenKind::nss),
+                         kind_name);
+
+}  // namespace
+}  // namespace hsmtest
