@@ -1,0 +1,37 @@
+// Figure 20 of the seed: a provisioned bridge fetches the media keys of every admitted
+// member, each wrapped in the token under a key derived from the bridge's root key
+// (docs/PROTOCOL.md "Bridge key release", "Bridge binding").
+#pragma once
+
+#include "kms/audit.h"
+#include "kms/core/conference_registry.h"
+#include "kms/core/service_config.h"
+#include "kms/services.h"
+#include "tokens/key_store.h"
+#include "tokens/token_context.h"
+
+namespace kms {
+
+class TokenBridgeService : public BridgeService {
+ public:
+  TokenBridgeService(tokens::TokenContext& token, tokens::KeyStore& keys,
+                     ConferenceRegistry& registry, AuditSink& audit, ServiceConfig config = {});
+
+  // bridge_id: the identity from the bridge's client certificate, as provisioned
+  // (kms-provision bridge add). Throws ProtocolError; every release and refusal is audited;
+  // if the release can't be audited nothing is released (audit_unavailable) and the
+  // binding is not recorded.
+  BridgeRelease release(const std::string& bridge_id, const Bytes& conference_id,
+                        const RequestContext& context) override;
+
+ private:
+  BridgeRelease process(const std::string& bridge_id, const Bytes& conference_id,
+                        const RequestContext& context);
+  tokens::TokenContext& token_;
+  tokens::KeyStore& keys_;
+  ConferenceRegistry& registry_;
+  AuditSink& audit_;
+  ServiceConfig config_;
+};
+
+}  // namespace kms

@@ -1,0 +1,134 @@
+#include "kms/core/bridge_service.h"
+
+#include "error_mapping.h"
+#include "hex.h"
+#include "kms/core/protocol.h"
+#include "token_steps.h"
+#include "tokens/key_templates.h"
+
+namespace kms {
+namespace {
+
+// K_N re-derived from the registry's nonces (the chair's K1 from ID-A and R_A).
+hsm::SecureBytes media_context(const Conference& conference, const ConferenceMember& member) {
+  if (member.role == static_cast<std::uint8_t>(protocol::Role::chair)) {
+    return protocol::chair_media_context(member.member_id, member.nonce.view(), conference.suite);
+  }
+  return protocol::member_media_context(conference.conference_id, member.member_id,
+                                        member.nonce.view(), conference.suite);
+}
+
+std::string member_list(const Conference& conference) {
+  std::string out;
+  for (const ConferenceMember& member : conference.members) {
+    if (!out.empty()) out += ',';
+    out += member.member_id;
+  }
+  return out;
+}
+
+}  // namespace
+
+TokenBridgeService::TokenBridgeService(tokens::TokenContext& token, tokens::KeyStore& keys,
+                                       ConferenceRegistry& registry, AuditSink& audit,
+                                       ServiceConfig config)
+    : token_(token), keys_(keys), registry_(registry), audit_(audit), config_(std::move(config)) {}
+
+BridgeRelease TokenBridgeService::release(const std::string& bridge_id, const Bytes& conference_id,
+                                          const RequestContext& context) {
+  try {
+    try {
+      return process(bridge_id, conference_id, context);
+    } catch (...) {
+      rethrow_as_protocol_error(true);
+    }
+  } catch (const ProtocolError& error) {
+    if (error.code() != ErrorCode::audit_unavailable) {
+      AuditEvent refusal{"refusal",
+                         std::string(error_code_name(error.code())),
+                         {{"operation", "key_release"},
+                          {"bridge", bridge_id.substr(0, protocol::kMaxIdentitySize)},
+                          {"conference", to_hex(conference_id).substr(0, 64)},
+                          {"peer", context.peer},
+                          {"request_id", context.request_id},
+                          {"detail", error.detail()}}};
+      try {
+        audit_.record(refusal);
+      } catch (const std::exception&) {
+        // A refusal releases nothing: it stands even if it could not be recorded.
+      }
+    }
+    throw;
+  }
+}
+
+BridgeRelease TokenBridgeService::process(const std::string& bridge_id, const Bytes& conference_id,
+                                          const RequestContext& context) {
+  if (conference_id.size() != protocol::kConferenceIdSize) {
+    throw ProtocolError(ErrorCode::malformed_request, "conference id must be 16 bytes");
+  }
+  if (bridge_id.empty()) {
+    throw ProtocolError(ErrorCode::bridge_not_authorized, "no bridge identity");
+  }
+  const std::int64_t now = config_.now();
+  const tokens::TokenProfile& profile = token_.profile();
+
+  // Provisioned and active, before the conference is looked at (and bound).
+  token_.pool().run([&](hsm::Session&) {
+    (void)keys_.resolve(tokens::IdentityKind::bridge, bridge_id);
+    return 0;
+  });
+
+  BridgeRelease release;
+  registry_.bind_for_release(conference_id, bridge_id, now, [&](const Conference& conference) {
+    if (conference.profile != profile.wire_id()) {
+      throw ProtocolError(ErrorCode::profile_mismatch, "conference was created under profile " +
+                                                           std::to_string(conference.profile));
+    }
+    release.conference_id = conference.conference_id;
+    release.profile = conference.profile;
+    release.expires_at = conference.expires_at;
+    release.keys = token_.pool().run([&](hsm::Session& session) {
+      const tokens::ResolvedKey bridge_key = keys_.resolve(tokens::IdentityKind::bridge, bridge_id);
+      const CK_OBJECT_HANDLE master =
+          token_.pool().resolve(session, tokens::TokenContext::master_key());
+      std::vector<ReleasedKey> keys;
+      for (const ConferenceMember& member : conference.members) {
+        hsm::ObjectGuard media = token_steps::derive(
+            session, profile, master, member.role == 1 ? "media-chair" : "media-member",
+            media_context(conference, member).view(), tokens::templates::media_key());
+        const Bytes wrap_context = protocol::bridge_wrap_context(
+            bridge_id, conference.conference_id, member.member_id,
+            static_cast<protocol::Role>(member.role), member.key_id, conference.suite);
+        hsm::ObjectGuard wrap_key =
+            token_steps::derive(session, profile, bridge_key.handle(), "bridge-wrap", wrap_context,
+                                tokens::templates::bridge_wrap_key());
+        ReleasedKey item;
+        item.member_id = member.member_id;
+        item.role = member.role;
+        item.key_id = member.key_id;
+        item.suite = conference.suite;
+        item.wrapped = token_steps::wrap(session, profile, wrap_key.get(), media.get());
+        keys.push_back(std::move(item));
+      }
+      return keys;
+    });
+    std::string key_ids;
+    for (const ReleasedKey& key : release.keys) {
+      if (!key_ids.empty()) key_ids += ',';
+      key_ids += to_hex(key.key_id);
+    }
+    audit_.record(AuditEvent{"key_release",
+                             "ok",
+                             {{"conference", to_hex(conference.conference_id)},
+                              {"bridge", bridge_id},
+                              {"members", member_list(conference)},
+                              {"key_ids", key_ids},
+                              {"count", std::to_string(release.keys.size())},
+                              {"peer", context.peer},
+                              {"request_id", context.request_id}}});
+  });
+  return release;
+}
+
+}  // namespace kms

@@ -1,0 +1,261 @@
+#include "kms/core/key_request_service.h"
+
+#include "error_mapping.h"
+#include "hex.h"
+#include "kms/core/envelope_codec.h"
+#include "token_steps.h"
+#include "tokens/identity.h"
+#include "tokens/key_templates.h"
+
+namespace kms {
+namespace {
+
+using protocol::MessageType;
+
+// What the token work produced for one request: responses and what the registry needs.
+struct Computed {
+  Bytes conference_id;
+  hsm::SecureBytes chair_nonce;
+  hsm::SecureBytes responder_nonce;
+  Bytes chair_key_id;
+  Bytes responder_key_id;
+  Bytes chair_response;
+  Bytes responder_response;
+};
+
+void check_identity(const std::string& id, const char* role) {
+  if (auto why = tokens::ims_identity_error(id)) {
+    throw ProtocolError(ErrorCode::invalid_identity, std::string(role) + ": " + *why);
+  }
+}
+
+void check_fresh(std::uint64_t timestamp, std::int64_t now, std::int64_t window,
+                 const char* whose) {
+  const auto ts = static_cast<std::int64_t>(std::min<std::uint64_t>(timestamp, INT64_MAX / 2));
+  if (ts < now - window || ts > now + window) {
+    throw ProtocolError(ErrorCode::stale_timestamp, std::string(whose) + " envelope timestamp " +
+                                                        std::to_string(timestamp) +
+                                                        " outside now " + std::to_string(now) +
+                                                        " +/- " + std::to_string(window) + " s");
+  }
+}
+
+void check_version(std::uint32_t envelope_version, std::uint32_t current, const char* whose) {
+  if (envelope_version != current) {
+    throw ProtocolError(ErrorCode::key_version_mismatch,
+                        std::string(whose) + " envelope names key version " +
+                            std::to_string(envelope_version) + ", current is " +
+                            std::to_string(current));
+  }
+}
+
+// Derives the party's envelope key KE_X in the token, decrypts its envelope there and
+// parses the plaintext; KE_X is destroyed on the way out.
+protocol::EnvelopePlaintext open_party_envelope(hsm::Session& session,
+                                                const tokens::TokenProfile& profile,
+                                                CK_OBJECT_HANDLE root_key,
+                                                const std::string& party_id,
+                                                const protocol::Envelope& envelope,
+                                                const Bytes& aad, const char* whose) {
+  hsm::ObjectGuard envelope_key = token_steps::derive(session, profile, root_key, "envelope",
+                                                      protocol::subscriber_child_context(party_id),
+                                                      tokens::templates::envelope_key());
+  const hsm::SecureBytes plain = token_steps::open_envelope(
+      session, envelope_key.get(), envelope.iv, aad, envelope.sealed, whose);
+  return protocol::parse_envelope_plaintext(plain.view());
+}
+
+// Derives K (media), KR_X, W_X in the token and wraps K under W_X: one response.
+Bytes make_response(hsm::Session& session, const tokens::TokenProfile& profile,
+                    CK_OBJECT_HANDLE root_key, CK_OBJECT_HANDLE media_key, MessageType type,
+                    const Bytes& conference_id, const KeyRequest& request,
+                    const std::string& party_id, const hsm::SecureBytes& nonce, const Bytes& key_id,
+                    std::uint8_t suite) {
+  hsm::ObjectGuard response_key = token_steps::derive(session, profile, root_key, "response",
+                                                      protocol::subscriber_child_context(party_id),
+                                                      tokens::templates::response_key());
+  const hsm::SecureBytes wrap_context = protocol::response_wrap_context(
+      type, conference_id, request.chair_id, request.responder_id, nonce.view(), suite);
+  hsm::ObjectGuard wrap_key =
+      token_steps::derive(session, profile, response_key.get(), "response-wrap",
+                          wrap_context.view(), tokens::templates::response_wrap_key());
+  protocol::Response response;
+  response.type = type;
+  response.profile = profile.wire_id();
+  response.suite = suite;
+  response.conference_id = conference_id;
+  response.key_id = key_id;
+  response.wrapped = token_steps::wrap(session, profile, wrap_key.get(), media_key);
+  return protocol::serialize_response(response);
+}
+
+}  // namespace
+
+TokenKeyRequestService::TokenKeyRequestService(tokens::TokenContext& token, tokens::KeyStore& keys,
+                                               ConferenceRegistry& registry, AuditSink& audit,
+                                               ServiceConfig config)
+    : token_(token), keys_(keys), registry_(registry), audit_(audit), config_(std::move(config)) {}
+
+KeyResponse TokenKeyRequestService::handle(const KeyRequest& request,
+                                           const RequestContext& context) {
+  try {
+    try {
+      return process(request, context);
+    } catch (...) {
+      rethrow_as_protocol_error(false);
+    }
+  } catch (const ProtocolError& error) {
+    if (error.code() != ErrorCode::audit_unavailable) {
+      AuditEvent refusal{"refusal",
+                         std::string(error_code_name(error.code())),
+                         {{"operation", "key_request"},
+                          {"chair", request.chair_id.substr(0, protocol::kMaxIdentitySize)},
+                          {"member", request.responder_id.substr(0, protocol::kMaxIdentitySize)},
+                          {"peer", context.peer},
+                          {"request_id", context.request_id},
+                          {"detail", error.detail()}}};
+      try {
+        audit_.record(refusal);
+      } catch (const std::exception&) {
+        // Best effort: a refusal releases nothing, so the refusal itself stands.
+      }
+    }
+    throw;
+  }
+}
+
+KeyResponse TokenKeyRequestService::process(const KeyRequest& request,
+                                            const RequestContext& context) {
+  const std::int64_t now = config_.now();
+  check_identity(request.chair_id, "chair identity");
+  check_identity(request.responder_id, "responder identity");
+  if (request.chair_id == request.responder_id) {
+    throw ProtocolError(ErrorCode::invalid_identity, "a chair cannot invite itself");
+  }
+
+  const protocol::Envelope chair = protocol::parse_envelope(request.chair_envelope);
+  const protocol::Envelope responder = protocol::parse_envelope(request.responder_envelope);
+  if (chair.type != MessageType::chair_invite) {
+    throw ProtocolError(ErrorCode::unknown_message_type, "chair envelope is not of type 0x01");
+  }
+  if (responder.type != MessageType::responder_request) {
+    throw ProtocolError(ErrorCode::unknown_message_type, "responder envelope is not of type 0x02");
+  }
+  const tokens::TokenProfile& profile = token_.profile();
+  if (chair.profile != profile.wire_id() || responder.profile != profile.wire_id()) {
+    throw ProtocolError(ErrorCode::profile_mismatch,
+                        "this KMS uses profile " + std::to_string(profile.wire_id()));
+  }
+  if (!protocol::supported_suite(chair.suite) || !protocol::supported_suite(responder.suite)) {
+    throw ProtocolError(ErrorCode::unsupported_suite, "suite " + std::to_string(chair.suite) + "/" +
+                                                          std::to_string(responder.suite));
+  }
+  if (chair.suite != responder.suite) {
+    throw ProtocolError(ErrorCode::suite_mismatch, "chair and responder envelopes differ");
+  }
+  const std::uint8_t suite = chair.suite;
+  check_fresh(chair.timestamp, now, config_.freshness_window_seconds, "chair");
+  check_fresh(responder.timestamp, now, config_.freshness_window_seconds, "responder");
+
+  const Bytes chair_aad = protocol::envelope_aad(chair, request.chair_id, request.responder_id);
+  const Bytes responder_aad =
+      protocol::envelope_aad(responder, request.chair_id, request.responder_id);
+
+  Computed computed = token_.pool().run([&](hsm::Session& session) {
+    const tokens::ResolvedKey chair_key =
+        keys_.resolve(tokens::IdentityKind::subscriber, request.chair_id);
+    const tokens::ResolvedKey responder_key =
+        keys_.resolve(tokens::IdentityKind::subscriber, request.responder_id);
+    check_version(chair.key_version, chair_key.key_version, "chair");
+    check_version(responder.key_version, responder_key.key_version, "responder");
+
+    protocol::EnvelopePlaintext chair_plain = open_party_envelope(
+        session, profile, chair_key.handle(), request.chair_id, chair, chair_aad, "chair");
+    protocol::EnvelopePlaintext responder_plain =
+        open_party_envelope(session, profile, responder_key.handle(), request.responder_id,
+                            responder, responder_aad, "responder");
+    for (const auto* plain : {&chair_plain, &responder_plain}) {
+      if (plain->chair_id != request.chair_id || plain->responder_id != request.responder_id) {
+        throw ProtocolError(ErrorCode::identity_mismatch,
+                            std::string(plain == &chair_plain ? "chair" : "responder") +
+                                " envelope encrypts other identities than the plain ones");
+      }
+    }
+
+    Computed out;
+    out.conference_id = protocol::conference_id(request.chair_id, chair_plain.nonce.view());
+    out.chair_key_id =
+        protocol::key_id(out.conference_id, request.chair_id, chair_plain.nonce.view());
+    out.responder_key_id =
+        protocol::key_id(out.conference_id, request.responder_id, responder_plain.nonce.view());
+
+    const CK_OBJECT_HANDLE master =
+        token_.pool().resolve(session, tokens::TokenContext::master_key());
+    {
+      hsm::ObjectGuard chair_media = token_steps::derive(
+          session, profile, master, "media-chair",
+          protocol::chair_media_context(request.chair_id, chair_plain.nonce.view(), suite).view(),
+          tokens::templates::media_key());
+      out.chair_response = make_response(
+          session, profile, chair_key.handle(), chair_media.get(), MessageType::chair_response,
+          out.conference_id, request, request.chair_id, chair_plain.nonce, out.chair_key_id, suite);
+    }
+    {
+      hsm::ObjectGuard responder_media = token_steps::derive(
+          session, profile, master, "media-member",
+          protocol::member_media_context(out.conference_id, request.responder_id,
+                                         responder_plain.nonce.view(), suite)
+              .view(),
+          tokens::templates::media_key());
+      out.responder_response =
+          make_response(session, profile, responder_key.handle(), responder_media.get(),
+                        MessageType::responder_response, out.conference_id, request,
+                        request.responder_id, responder_plain.nonce, out.responder_key_id, suite);
+    }
+    out.chair_nonce = std::move(chair_plain.nonce);
+    out.responder_nonce = std::move(responder_plain.nonce);
+    return out;
+  });
+
+  Admission admission;
+  admission.conference_id = computed.conference_id;
+  admission.chair_id = request.chair_id;
+  admission.chair_nonce = computed.chair_nonce;
+  admission.chair_key_id = computed.chair_key_id;
+  admission.responder_id = request.responder_id;
+  admission.responder_nonce = computed.responder_nonce;
+  admission.responder_key_id = computed.responder_key_id;
+  admission.profile = profile.wire_id();
+  admission.suite = suite;
+  admission.request_digest = protocol::request_digest(request);
+  admission.envelopes[0] = {
+      protocol::envelope_digest(request.chair_envelope),
+      static_cast<std::int64_t>(chair.timestamp) + config_.freshness_window_seconds};
+  admission.envelopes[1] = {
+      protocol::envelope_digest(request.responder_envelope),
+      static_cast<std::int64_t>(responder.timestamp) + config_.freshness_window_seconds};
+  admission.now = now;
+  admission.conference_expires_at = now + config_.conference_lifetime_seconds;
+
+  registry_.admit(admission, [&](AdmissionOutcome outcome) {
+    AuditEvent event{outcome == AdmissionOutcome::admitted ? "admission" : "retransmission",
+                     "ok",
+                     {{"conference", to_hex(computed.conference_id)},
+                      {"chair", request.chair_id},
+                      {"member", request.responder_id},
+                      {"chair_key_id", to_hex(computed.chair_key_id)},
+                      {"member_key_id", to_hex(computed.responder_key_id)},
+                      {"suite", std::to_string(suite)},
+                      {"peer", context.peer},
+                      {"request_id", context.request_id}}};
+    audit_.record(event);  // AuditUnavailable: the registry rolls back, nothing is released
+  });
+
+  KeyResponse response;
+  response.conference_id = std::move(computed.conference_id);
+  response.chair_response = std::move(computed.chair_response);
+  response.responder_response = std::move(computed.responder_response);
+  return response;
+}
+
+}  // namespace kms

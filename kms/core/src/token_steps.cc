@@ -1,0 +1,55 @@
+#include "token_steps.h"
+
+#include "hsm/error.h"
+#include "hsm/mechanism.h"
+#include "tokens/kdf.h"
+
+namespace kms::token_steps {
+
+hsm::ObjectGuard derive(hsm::Session& session, const tokens::TokenProfile& profile,
+                        CK_OBJECT_HANDLE base, std::string_view label_name, hsm::ByteView context,
+                        hsm::AttributeTemplate attributes) {
+  const Bytes label = protocol::label(label_name);
+  const CK_OBJECT_HANDLE handle =
+      tokens::derive(session, profile, base, label, context, std::move(attributes));
+  return hsm::ObjectGuard(session, handle);
+}
+
+hsm::SecureBytes open_envelope(hsm::Session& session, CK_OBJECT_HANDLE envelope_key,
+                               hsm::ByteView iv, hsm::ByteView aad, hsm::ByteView sealed,
+                               std::string_view whose) {
+  hsm::Mechanism mechanism = hsm::Mechanism::aes_gcm(iv, aad);
+  try {
+    return session.decrypt(mechanism, envelope_key, sealed);
+  } catch (const hsm::Error& error) {
+    // The tokens report a failed tag differently (SoftHSM CKR_GENERAL_ERROR, NSS
+    // CKR_ENCRYPTED_DATA_INVALID); lost sessions/devices stay hsm errors for the pool.
+    switch (error.rv()) {
+      case CKR_GENERAL_ERROR:
+      case CKR_ENCRYPTED_DATA_INVALID:
+      case CKR_ENCRYPTED_DATA_LEN_RANGE:
+      case CKR_DATA_INVALID:
+      case CKR_DATA_LEN_RANGE:
+      case CKR_FUNCTION_FAILED:
+        throw ProtocolError(ErrorCode::envelope_authentication_failed,
+                            std::string(whose) + " envelope does not authenticate (" +
+                                hsm::rv_name(error.rv()) + ")");
+      default:
+        throw;
+    }
+  }
+}
+
+Bytes wrap(hsm::Session& session, const tokens::TokenProfile& profile,
+           CK_OBJECT_HANDLE wrapping_key, CK_OBJECT_HANDLE key) {
+  hsm::Mechanism mechanism(profile.wrap_mechanism);
+  Bytes wrapped = session.wrap_key(mechanism, wrapping_key, key);
+  if (wrapped.size() != protocol::kWrappedKeySize) {
+    throw ProtocolError(ErrorCode::internal_error,
+                        "token wrapped the key into " + std::to_string(wrapped.size()) +
+                            " bytes, expected 40 (is the wrap mechanism RFC 5649?)");
+  }
+  return wrapped;
+}
+
+}  // namespace kms::token_steps

@@ -1,0 +1,28 @@
+// The token operations of the services, one per protocol step, each returning a guarded
+// handle or wrapped bytes: the server never sees key values (private to kms_core).
+#pragma once
+
+#include <string_view>
+
+#include "hsm/session.h"
+#include "kms/core/protocol.h"
+#include "tokens/profile.h"
+
+namespace kms::token_steps {
+
+// KDF(base, L(label_name), context) in the token with the given template; the result is
+// destroyed when the guard dies.
+hsm::ObjectGuard derive(hsm::Session& session, const tokens::TokenProfile& profile,
+                        CK_OBJECT_HANDLE base, std::string_view label_name, hsm::ByteView context,
+                        hsm::AttributeTemplate attributes);
+
+// AES-GCM decrypt in the token; a tag/AAD failure is ProtocolError(envelope_authentication_failed).
+hsm::SecureBytes open_envelope(hsm::Session& session, CK_OBJECT_HANDLE envelope_key,
+                               hsm::ByteView iv, hsm::ByteView aad, hsm::ByteView sealed,
+                               std::string_view whose);
+
+// RFC 5649 wrap of key under wrapping_key with the profile's mechanism.
+Bytes wrap(hsm::Session& session, const tokens::TokenProfile& profile,
+           CK_OBJECT_HANDLE wrapping_key, CK_OBJECT_HANDLE key);
+
+}  // namespace kms::token_steps

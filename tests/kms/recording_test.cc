@@ -1,0 +1,139 @@
+// No plaintext key passes through the server code: the services run against the recording
+// PKCS#11 module (tests/hsm/fault_module), and every token call they make is checked:
+// only session housekeeping, decrypt, derive, wrap, unwrap (root keys from the database)
+// and destroy on handles; never a key value read (C_GetAttributeValue of CKA_VALUE), never
+// a key created from a value (C_CreateObject), never C_Encrypt, no C_FindObjects on the
+// hot path, every derived object destroyed, every derive template sensitive.
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "service_fixture.h"
+
+namespace kmstest {
+namespace {
+
+using kms::client::Bytes;
+using kms::client::UeClient;
+
+struct Call {
+  std::string function;
+  std::string mechanism;
+  std::vector<std::string> attributes;
+  std::string rv;
+};
+
+std::vector<Call> read_record(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<Call> calls;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream words(line);
+    Call call;
+    words >> call.function;
+    std::string word;
+    while (words >> word) {
+      if (word.rfind("mech=", 0) == 0) call.mechanism = word.substr(5);
+      if (word.rfind("rv=", 0) == 0) call.rv = word.substr(3);
+      if (word.rfind("attrs=", 0) == 0) {
+        std::stringstream list(word.substr(6));
+        std::string attribute;
+        while (std::getline(list, attribute, ',')) call.attributes.push_back(attribute);
+      }
+    }
+    calls.push_back(std::move(call));
+  }
+  return calls;
+}
+
+bool has(const Call& call, const std::string& attribute) {
+  return std::find(call.attributes.begin(), call.attributes.end(), attribute) !=
+         call.attributes.end();
+}
+
+class RecordedServices : public ServiceTest {
+ protected:
+  std::unique_ptr<testsupport::TempDir> record_dir =
+      std::make_unique<testsupport::TempDir>("kms-record");
+  std::string record_file = record_dir->path() + "/calls.txt";
+
+  TestbedOptions options() override {
+    TestbedOptions o;
+    o.module_override = KMS_FAULT_MODULE_PATH;
+    o.record_file = record_file;
+    return o;
+  }
+
+  void invite(const UeClient& chair, const kms::client::Secret& r_a, const UeClient& member) {
+    const kms::client::Secret r_b = UeClient::make_nonce();
+    const kms::KeyResponse response =
+        bed->key_requests().handle(request(chair, r_a, member, r_b), context());
+    member.open_responder_response(response.responder_response, r_b, chair.identity(), kSuite,
+                                   response.conference_id);
+    chair.open_chair_response(response.chair_response, r_a, member.identity(), kSuite);
+  }
+};
+
+TEST_P(RecordedServices, TokenCallsNeverExposeKeyMaterial) {
+  const UeClient a = ue(a_id, k_a), b = ue(b_id, k_b), c = ue(c_id, k_c);
+  // Warm-up: the first request finds the KMS keys once (C_FindObjects) and caches them.
+  invite(a, UeClient::make_nonce(), b);
+  std::ofstream(record_file, std::ios::trunc).close();  // the module appends (O_APPEND)
+
+  const kms::client::Secret r_a = UeClient::make_nonce();
+  invite(a, r_a, b);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i) threads.emplace_back([&] { invite(a, r_a, c); });
+  for (auto& thread : threads) thread.join();
+  // A refusal (tampered envelope) goes through the same token calls.
+  kms::KeyRequest tampered = request(a, r_a, b, UeClient::make_nonce());
+  tampered.responder_envelope[50] ^= 1;
+  EXPECT_EQ(error_of([&] { bed->key_requests().handle(tampered, context()); }),
+            kms::ErrorCode::envelope_authentication_failed);
+  const kms::BridgeRelease release =
+      bed->bridges().release(bridge_id, kms::client::conference_id(a_id, r_a), context("bridge"));
+  EXPECT_EQ(release.keys.size(), 3u);
+
+  const std::vector<Call> calls = read_record(record_file);
+  ASSERT_FALSE(calls.empty()) << "nothing recorded in " << record_file;
+  const std::set<std::string> allowed = {"C_OpenSession", "C_CloseSession", "C_GetSessionInfo",
+                                         "C_DecryptInit", "C_Decrypt",      "C_DeriveKey",
+                                         "C_WrapKey",     "C_UnwrapKey",    "C_DestroyObject"};
+  std::map<std::string, int> ok_counts;
+  for (const Call& call : calls) {
+    EXPECT_TRUE(allowed.count(call.function)) << "unexpected token call " << call.function;
+    EXPECT_FALSE(call.function == "C_GetAttributeValue" && has(call, "0x11"))
+        << "the server read a key value";
+    EXPECT_NE(call.function, "C_CreateObject");
+    EXPECT_EQ(call.function.find("Encrypt"), std::string::npos);
+    EXPECT_EQ(call.function.find("FindObjects"), std::string::npos)
+        << "C_FindObjects on the hot path";
+    if (call.function == "C_DeriveKey") {
+      EXPECT_TRUE(has(call, "0x103")) << "derive template without CKA_SENSITIVE";
+      EXPECT_TRUE(has(call, "0x162")) << "derive template without CKA_EXTRACTABLE";
+      EXPECT_FALSE(has(call, "0x11")) << "derive template with a value";
+    }
+    if (call.rv == "0x0") ++ok_counts[call.function];
+  }
+  // 4 admissions (1 + 3 retransmissions-or-admissions) x 8 derives, the refusal's 2,
+  // the release's 3 x 2: every derived object destroyed again.
+  EXPECT_GE(ok_counts["C_DeriveKey"], 4 * 8 + 2 + 6);
+  EXPECT_GE(ok_counts["C_Decrypt"], 8);
+  EXPECT_GE(ok_counts["C_WrapKey"], 8 + 3);
+  // Every derived object is destroyed; the only other destroys are root keys the key store
+  // unwrapped twice when threads raced for C's key (it keeps one). C's key was first used
+  // inside the recorded window, so at least one unwrap is there.
+  EXPECT_GE(ok_counts["C_UnwrapKey"], 1);
+  EXPECT_GE(ok_counts["C_DestroyObject"], ok_counts["C_DeriveKey"])
+      << "a derived session object was left in the token";
+  EXPECT_LE(ok_counts["C_DestroyObject"], ok_counts["C_DeriveKey"] + ok_counts["C_UnwrapKey"] - 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Tokens, RecordedServices,
+                         ::testing::Values(testsupport::TokenKind::softhsm,
+                                           testsupport::TokenKind::nss),
+                         kind_test_name);
+
+}  // namespace
+}  // namespace kmstest
