@@ -1,0 +1,170 @@
+// Runs the real kms-provision binary against a fresh test token and SQLite file, and
+// snapshots the token and the database to prove that failures leave them unchanged.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "software_kdf.h"
+#include "support/test_token.h"
+#include "tokens/key_database.h"
+#include "tokens/token_config.h"
+#include "tokens/token_context.h"
+
+namespace clitest {
+
+using testkdf::Bytes;
+
+inline std::string hex(const Bytes& bytes) {
+  static const char digits[] = "0123456789abcdef";
+  std::string out;
+  for (auto b : bytes) {
+    out += digits[b >> 4];
+    out += digits[b & 15];
+  }
+  return out;
+}
+
+inline Bytes unhex(const std::string& text) {
+  Bytes out;
+  for (std::size_t i = 0; i + 1 < text.size(); i += 2) {
+    out.push_back(static_cast<std::uint8_t>(std::stoi(text.substr(i, 2), nullptr, 16)));
+  }
+  return out;
+}
+
+inline void write_file(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// The last non-comment line of an export file, decoded from hex.
+inline Bytes exported_key(const std::string& path) {
+  std::istringstream in(read_file(path));
+  std::string line, last;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line[0] != '#') last = line;
+  }
+  return unhex(last);
+}
+
+class CliTest : public ::testing::TestWithParam<testsupport::TokenKind> {
+ protected:
+  void SetUp() override {
+    token_ = testsupport::TestToken::create(GetParam());
+    dir_ = std::make_unique<testsupport::TempDir>("kms-cli-test");
+    database_ = dir_->path() + "/kms.db";
+    transport_ = testkdf::random_bytes(32);
+    transport_file_ = dir_->path() + "/transport.key";
+    write_file(transport_file_, hex(transport_) + "\n");
+  }
+  void TearDown() override { token_.reset(); }
+
+  std::vector<std::string> base_args() const {
+    const hsm::ModuleConfig module = token_->module_config();
+    std::vector<std::string> args{KMS_PROVISION_PATH, "--module",    module.module,
+                                  "--token-uri",      token_->uri(), "--pin-file",
+                                  token_->pin_file(), "--database",  database_};
+    if (module.init_reserved) {
+      args.push_back("--init-reserved");
+      args.push_back(*module.init_reserved);
+    }
+    return args;
+  }
+
+  testsupport::CommandResult cli(const std::vector<std::string>& args) const {
+    std::vector<std::string> argv = base_args();
+    argv.insert(argv.end(), args.begin(), args.end());
+    return testsupport::run_command(argv, token_->environment());
+  }
+
+  testsupport::CommandResult cli_raw(const std::vector<std::string>& args) const {
+    std::vector<std::string> argv{KMS_PROVISION_PATH};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return testsupport::run_command(argv, token_->environment());
+  }
+
+  void init() {
+    const auto result = cli({"init", "--transport-key-file", transport_file_});
+    ASSERT_EQ(result.exit_code, 0) << result.err;
+  }
+
+  // Imports a personalisation key of known value under the transport key.
+  Bytes personalisation_key(const std::string& label) {
+    const Bytes value = testkdf::random_bytes(32);
+    const auto result = cli({"personalisation-key", "import", "--label", label, "--wrapped-hex",
+                             hex(testkdf::wrap_pad(transport_, value))});
+    EXPECT_EQ(result.exit_code, 0) << result.err;
+    return value;
+  }
+
+  tokens::TokenConfig config() const {
+    tokens::TokenConfig config;
+    const hsm::ModuleConfig module = token_->module_config();
+    config.module = module.module;
+    config.init_reserved = module.init_reserved;
+    config.uri = token_->uri();
+    config.pin_file = token_->pin_file();
+    config.database = database_;
+    return config;
+  }
+
+  std::unique_ptr<tokens::TokenContext> open_token() const {
+    return tokens::TokenContext::open(config());
+  }
+
+  // Labels of every token object (sorted), read in this process.
+  std::vector<std::string> token_objects() const {
+    auto context = open_token();
+    return context->pool().run([](hsm::Session& session) {
+      hsm::AttributeTemplate match;
+      match.set_bool(CKA_TOKEN, true);
+      std::vector<std::string> labels;
+      for (CK_OBJECT_HANDLE handle : session.find(std::move(match), 1 << 20)) {
+        labels.push_back(session.get_string(handle, CKA_LABEL));
+      }
+      std::sort(labels.begin(), labels.end());
+      return labels;
+    });
+  }
+
+  // Every record of the database, as text ("none" when there is no file).
+  std::string database_snapshot() const {
+    if (!std::filesystem::exists(database_)) return "none";
+    tokens::KeyDatabase db(database_);
+    std::string out;
+    for (const auto& r : db.list()) {
+      out += std::string(tokens::kind_name(r.kind)) + " " + r.identity + " " +
+             std::string(tokens::status_name(r.status)) + " v" + std::to_string(r.key_version) +
+             " " + hex(r.wrapped_key) + "\n";
+    }
+    return out;
+  }
+
+  std::unique_ptr<testsupport::TestToken> token_;
+  std::unique_ptr<testsupport::TempDir> dir_;
+  std::string database_;
+  Bytes transport_;
+  std::string transport_file_;
+};
+
+inline std::string kind_param_name(const ::testing::TestParamInfo<testsupport::TokenKind>& info) {
+  return testsupport::token_kind_name(info.param);
+}
+
+// One line on stderr (plus nothing else).
+inline bool one_line(const std::string& text) {
+  return !text.empty() && text.find('\n') == text.size() - 1;
+}
+
+}  // namespace clitest

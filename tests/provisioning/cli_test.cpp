@@ -1,0 +1,312 @@
+// kms-provision end to end on SoftHSM and NSS softoken: the real binary, a real token, a
+// real SQLite file; results checked in the token from this process.
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include "cli_fixture.h"
+#include "key_proof.h"
+#include "tokens/key_store.h"
+
+namespace {
+
+using clitest::Bytes;
+using clitest::CliTest;
+using clitest::hex;
+using tokens::IdentityKind;
+
+const std::vector<std::string> kKmsKeys = {"kms/master", "kms/storage", "kms/transport"};
+
+TEST_P(CliTest, InitCreatesTheKmsKeysAndIsIdempotent) {
+  auto result = cli({"--json", "init", "--transport-key-file", transport_file_});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  auto json = boost::json::parse(result.out).as_object();
+  EXPECT_EQ(json["created"].as_array().size(), 3u);
+  EXPECT_EQ(json["profile"].as_string(), token_->profile_name());
+  EXPECT_TRUE(json["transport_key_imported"].as_bool());
+  EXPECT_EQ(token_objects(), kKmsKeys);
+
+  result = cli({"init"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.out.find("already initialised"), std::string::npos) << result.out;
+  EXPECT_EQ(token_objects(), kKmsKeys);
+
+  result = cli({"status"});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.out.find("kms/storage sensitive wrap unwrap"), std::string::npos) << result.out;
+}
+
+TEST_P(CliTest, InitForceReplacesTheKeys) {
+  init();
+  auto result = cli({"--json", "init", "--force"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  auto json = boost::json::parse(result.out).as_object();
+  EXPECT_EQ(json["replaced"].as_array().size(), 3u);
+  EXPECT_EQ(token_objects(), kKmsKeys);
+}
+
+TEST_P(CliTest, AddExportsTheKeyUnderThePersonalisationKey) {
+  init();
+  const Bytes personalisation = personalisation_key("factory1");
+  const std::string out = dir_->path() + "/alice.wrapped";
+  auto result = cli({"subscriber", "add", "sip:alice@ims.example.net", "--generate",
+                     "--personalisation-key", "factory1", "--out", out});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.err, "");
+  EXPECT_EQ(std::filesystem::status(out).permissions() & std::filesystem::perms::group_read,
+            std::filesystem::perms::none);
+  const Bytes alice = testkdf::unwrap_pad(personalisation, clitest::exported_key(out));
+  ASSERT_EQ(alice.size(), 32u);
+
+  // Wrapped mode: the token holds only the KMS's own keys.
+  std::vector<std::string> expected = kKmsKeys;
+  expected.push_back("kms/personalisation/factory1");
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(token_objects(), expected);
+
+  auto context = open_token();
+  tokens::KeyDatabase db(database_);
+  tokens::KeyStore store(*context, db, 4);
+  EXPECT_TRUE(testkdf::key_holds(
+      *context, store.resolve(IdentityKind::subscriber, "sip:alice@ims.example.net").handle(),
+      alice));
+
+  result = cli({"personalisation-key", "list"});
+  EXPECT_EQ(result.out, "factory1\n");
+}
+
+TEST_P(CliTest, PlaintextExportOnlyWithTheInsecureFlagAndAWarning) {
+  init();
+  const std::string out = dir_->path() + "/bridge.key";
+  auto result = cli({"bridge", "add", "sip:bridge1@conf.ims.example.net",
+                     "--insecure-plaintext-export", "--out", out});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.err.find("WARNING"), std::string::npos);
+  const Bytes bridge = clitest::exported_key(out);
+  ASSERT_EQ(bridge.size(), 32u);
+  {
+    auto context = open_token();
+    tokens::KeyDatabase db(database_);
+    tokens::KeyStore store(*context, db, 4);
+    EXPECT_TRUE(testkdf::key_holds(
+        *context, store.resolve(IdentityKind::bridge, "sip:bridge1@conf.ims.example.net").handle(),
+        bridge));
+  }
+
+  result = cli({"--json", "bridge", "list"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  auto list = boost::json::parse(result.out).as_array();
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].as_object()["identity"].as_string(), "sip:bridge1@conf.ims.example.net");
+  result = cli({"bridge", "revoke", "sip:bridge1@conf.ims.example.net"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  result = cli({"bridge", "list", "--status", "revoked"});
+  EXPECT_NE(result.out.find("sip:bridge1@conf.ims.example.net  revoked"), std::string::npos);
+}
+
+TEST_P(CliTest, ImportShowRevokeRotate) {
+  init();
+  const Bytes v1 = testkdf::random_bytes(32);
+  const std::string wrapped_file = dir_->path() + "/bob.wrapped";
+  clitest::write_file(wrapped_file, hex(testkdf::wrap_pad(transport_, v1)) + "\n");
+  auto result = cli({"subscriber", "import", "tel:+12015550123", "--wrapped", wrapped_file});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+
+  result = cli({"--json", "subscriber", "show", "tel:+12015550123"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  auto shown = boost::json::parse(result.out).as_object();
+  EXPECT_EQ(shown["status"].as_string(), "active");
+  EXPECT_EQ(shown["key_version"].as_int64(), 1);
+  EXPECT_EQ(shown["store"].as_string(), "wrapped");
+
+  // Rotate to an imported v2.
+  const Bytes v2 = testkdf::random_bytes(32);
+  result = cli({"subscriber", "rotate", "tel:+12015550123", "--wrapped-hex",
+                hex(testkdf::wrap_pad(transport_, v2))});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  {
+    auto context = open_token();
+    tokens::KeyDatabase db(database_);
+    tokens::KeyStore store(*context, db, 4);
+    const auto key = store.resolve(IdentityKind::subscriber, "tel:+12015550123");
+    EXPECT_EQ(key.key_version, 2u);
+    EXPECT_TRUE(testkdf::key_holds(*context, key.handle(), v2));
+    EXPECT_FALSE(testkdf::key_holds(*context, key.handle(), v1));
+  }
+  result = cli({"subscriber", "revoke", "tel:+12015550123"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  {
+    auto context = open_token();
+    tokens::KeyDatabase db(database_);
+    tokens::KeyStore store(*context, db, 4);
+    EXPECT_THROW(store.resolve(IdentityKind::subscriber, "tel:+12015550123"), tokens::LookupError);
+  }
+  // Rotating with a generated key re-activates it as v3.
+  const std::string out = dir_->path() + "/bob.v3";
+  result = cli(
+      {"subscriber", "rotate", "tel:+12015550123", "--insecure-plaintext-export", "--out", out});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  result = cli({"--json", "subscriber", "show", "tel:+12015550123"});
+  shown = boost::json::parse(result.out).as_object();
+  EXPECT_EQ(shown["key_version"].as_int64(), 3);
+  EXPECT_EQ(shown["status"].as_string(), "active");
+}
+
+TEST_P(CliTest, TokenModeKeepsTheKeyAsATokenObject) {
+  init();
+  const Bytes key = testkdf::random_bytes(32);
+  auto result = cli({"--key-store", "token", "subscriber", "import", "sip:tm@ims.example.net",
+                     "--wrapped-hex", hex(testkdf::wrap_pad(transport_, key))});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  std::vector<std::string> expected = kKmsKeys;
+  expected.push_back("kms/subscriber/sip:tm@ims.example.net/v1");
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(token_objects(), expected);
+  {
+    auto context = open_token();
+    tokens::KeyDatabase db(database_);
+    tokens::KeyStore store(*context, db, 4);
+    EXPECT_TRUE(testkdf::key_holds(
+        *context, store.resolve(IdentityKind::subscriber, "sip:tm@ims.example.net").handle(), key));
+  }
+  // Rotation: a new token object v2, the old one destroyed.
+  const Bytes v2 = testkdf::random_bytes(32);
+  result = cli({"--key-store", "token", "subscriber", "rotate", "sip:tm@ims.example.net",
+                "--wrapped-hex", hex(testkdf::wrap_pad(transport_, v2))});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  expected = kKmsKeys;
+  expected.push_back("kms/subscriber/sip:tm@ims.example.net/v2");
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(token_objects(), expected);
+  {
+    auto context = open_token();
+    tokens::KeyDatabase db(database_);
+    tokens::KeyStore store(*context, db, 4);
+    EXPECT_TRUE(testkdf::key_holds(
+        *context, store.resolve(IdentityKind::subscriber, "sip:tm@ims.example.net").handle(), v2));
+  }
+  result = cli({"subscriber", "revoke", "sip:tm@ims.example.net"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(token_objects(), kKmsKeys);  // revoked: the token object is gone
+}
+
+TEST_P(CliTest, BulkImportReportsBadLinesAndKeepsTheGoodOnes) {
+  init();
+  const Bytes a = testkdf::random_bytes(32), b = testkdf::random_bytes(32);
+  const Bytes other_kek = testkdf::random_bytes(32);
+  std::string csv = "identity,wrapped_key\n";
+  csv += "sip:a@ims.example.net," + hex(testkdf::wrap_pad(transport_, a)) + "\n";  // line 2
+  csv += "not-an-identity," + hex(testkdf::wrap_pad(transport_, a)) + "\n";        // line 3
+  csv += "sip:c@ims.example.net,zz-not-hex!\n";                                    // line 4
+  csv += "sip:d@ims.example.net," + hex(testkdf::wrap_pad(other_kek, a)) + "\n";   // line 5
+  csv += "# a comment\n";                                                          // line 6
+  csv += "sip:a@ims.example.net," + hex(testkdf::wrap_pad(transport_, b)) + "\n";  // line 7
+  csv += "sip:e@ims.example.net\n";                                                // line 8
+  csv += "sip:f@ims.example.net," + hex(testkdf::wrap_pad(transport_, testkdf::random_bytes(16))) +
+         "\n";                                                                             // line 9
+  csv += "\"sip:b@ims.example.net\",\"" + hex(testkdf::wrap_pad(transport_, b)) + "\"\n";  // 10
+  const std::string file = dir_->path() + "/keys.csv";
+  clitest::write_file(file, csv);
+  auto result = cli({"subscriber", "import", "--file", file, "--batch-size", "2"});
+  EXPECT_EQ(result.exit_code, 12) << result.err;
+  for (const char* line :
+       {"line 3: ", "line 4: ", "line 5: ", "line 7: ", "line 8: ", "line 9: "}) {
+    EXPECT_NE(result.err.find(line), std::string::npos) << line << " missing in " << result.err;
+  }
+  EXPECT_EQ(result.err.find("line 2: "), std::string::npos);
+  EXPECT_EQ(result.err.find("line 10: "), std::string::npos);
+  EXPECT_NE(result.out.find("imported 2 subscribers, 6 failed"), std::string::npos) << result.out;
+
+  auto context = open_token();
+  tokens::KeyDatabase db(database_);
+  EXPECT_EQ(db.count(IdentityKind::subscriber), 2u);
+  tokens::KeyStore store(*context, db, 4);
+  EXPECT_TRUE(testkdf::key_holds(
+      *context, store.resolve(IdentityKind::subscriber, "sip:a@ims.example.net").handle(), a));
+  EXPECT_TRUE(testkdf::key_holds(
+      *context, store.resolve(IdentityKind::subscriber, "sip:b@ims.example.net").handle(), b));
+}
+
+TEST_P(CliTest, BulkImportFromJson) {
+  init();
+  const Bytes a = testkdf::random_bytes(32);
+  const std::string file = dir_->path() + "/keys.json";
+  clitest::write_file(file, "[{\"identity\": \"sips:j@ims.example.net\", \"wrapped_key\": \"" +
+                                hex(testkdf::wrap_pad(transport_, a)) +
+                                "\"}, {\"identity\": \"sip:k@ims.example.net\"}]");
+  auto result = cli({"--json", "bridge", "import", "--file", file});
+  EXPECT_EQ(result.exit_code, 12) << result.err;
+  auto json = boost::json::parse(result.out).as_object();
+  EXPECT_EQ(json["imported"].as_int64(), 1);
+  EXPECT_EQ(json["failed"].as_array()[0].as_object()["entry"].as_int64(), 2);
+  EXPECT_NE(result.err.find("entry 2: missing string field \"wrapped_key\""), std::string::npos)
+      << result.err;
+}
+
+// The shared TOML file (kmsd's) names the token and the database; relative paths are
+// relative to the file. KMS_* environment variables are the defaults beneath it.
+TEST_P(CliTest, ConfigFileAndEnvironmentDefaults) {
+  const hsm::ModuleConfig module = token_->module_config();
+  std::filesystem::create_directories(dir_->path() + "/etc");
+  std::filesystem::copy_file(token_->pin_file(), dir_->path() + "/etc/user.pin");
+  std::string toml = "[server]\nlisten = \"127.0.0.1:0\"\n\n[token]\nmodule = \"" + module.module +
+                     "\"\nuri = \"" + token_->uri() + "\"\npin_file = \"user.pin\"\n";
+  if (module.init_reserved) {
+    toml += "init_reserved = \"" + *module.init_reserved + "\"\n";
+  }
+  toml += "\n[database]\npath = \"kms.db\"\n";
+  const std::string config = dir_->path() + "/etc/kms.toml";
+  clitest::write_file(config, toml);
+  auto result = testsupport::run_command({KMS_PROVISION_PATH, "--config", config, "init"},
+                                         token_->environment());
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  result = testsupport::run_command(
+      {KMS_PROVISION_PATH, "--config", config, "subscriber", "add", "sip:cfg@ims.example.net",
+       "--insecure-plaintext-export", "--out", dir_->path() + "/cfg.key"},
+      token_->environment());
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_TRUE(std::filesystem::exists(dir_->path() + "/etc/kms.db"));
+
+  // Environment only: no file, no options; the PIN from a variable named by KMS_PIN_ENV.
+  std::map<std::string, std::string> environment = token_->environment();
+  environment["KMS_PKCS11_MODULE"] = module.module;
+  if (module.init_reserved) environment["KMS_PKCS11_INIT_RESERVED"] = *module.init_reserved;
+  environment["KMS_TOKEN_URI"] = token_->uri();
+  environment["KMS_PIN_ENV"] = "TEST_KMS_USER_PIN";
+  const std::string pin = clitest::read_file(token_->pin_file());
+  environment["TEST_KMS_USER_PIN"] = pin.substr(0, pin.find('\n'));
+  environment["KMS_DATABASE"] = dir_->path() + "/etc/kms.db";
+  result = testsupport::run_command(
+      {KMS_PROVISION_PATH, "subscriber", "show", "sip:cfg@ims.example.net"}, environment);
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  result = testsupport::run_command({KMS_PROVISION_PATH, "status"}, environment);
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+}
+
+TEST_P(CliTest, EveryCommandHasHelp) {
+  for (const std::vector<std::string>& command : {std::vector<std::string>{"--help"},
+                                                  {"init", "--help"},
+                                                  {"status", "--help"},
+                                                  {"personalisation-key", "import", "--help"},
+                                                  {"subscriber", "add", "--help"},
+                                                  {"subscriber", "import", "--help"},
+                                                  {"subscriber", "list", "--help"},
+                                                  {"subscriber", "show", "--help"},
+                                                  {"subscriber", "revoke", "--help"},
+                                                  {"subscriber", "rotate", "--help"},
+                                                  {"bridge", "add", "--help"},
+                                                  {"bridge", "list", "--help"},
+                                                  {"bridge", "show", "--help"},
+                                                  {"bridge", "revoke", "--help"}}) {
+    const auto result = cli_raw(command);
+    EXPECT_EQ(result.exit_code, 0) << command[0];
+    EXPECT_NE(result.out.find("Usage"), std::string::npos) << command[0];
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Tokens, CliTest,
+                         ::testing::Values(testsupport::TokenKind::softhsm,
+                                           testsupport::TokenKind::nss),
+                         clitest::kind_param_name);
+
+}  // namespace

@@ -1,0 +1,80 @@
+#include "tokens/key_database.h"
+
+#include <gtest/gtest.h>
+
+#include "support/test_token.h"
+
+namespace {
+
+using tokens::IdentityKind;
+
+tokens::IdentityRecord record(const std::string& identity, IdentityKind kind) {
+  tokens::IdentityRecord r;
+  r.identity = identity;
+  r.kind = kind;
+  r.wrapped_key = {1, 2, 3, 4, 5, 6, 7, 8};
+  return r;
+}
+
+TEST(KeyDatabase, InsertFindListCount) {
+  testsupport::TempDir dir("kms-db-test");
+  tokens::KeyDatabase db(dir.path() + "/kms.db");
+  db.insert(record("sip:a@example.net", IdentityKind::subscriber));
+  db.insert(record("sip:b@example.net", IdentityKind::subscriber));
+  db.insert(record("sip:a@example.net", IdentityKind::bridge));  // same ID, other kind
+  EXPECT_THROW(db.insert(record("sip:a@example.net", IdentityKind::subscriber)),
+               tokens::DuplicateIdentityError);
+
+  const auto found = db.find(IdentityKind::subscriber, "sip:a@example.net");
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->status, tokens::KeyStatus::active);
+  EXPECT_EQ(found->key_version, 1u);
+  EXPECT_EQ(found->wrapped_key, (hsm::Bytes{1, 2, 3, 4, 5, 6, 7, 8}));
+  EXPECT_GT(found->created_at, 0);
+  EXPECT_FALSE(db.find(IdentityKind::bridge, "sip:b@example.net"));
+  EXPECT_EQ(db.list(IdentityKind::subscriber).size(), 2u);
+  EXPECT_EQ(db.list().size(), 3u);
+  EXPECT_EQ(db.count(IdentityKind::subscriber), 2u);
+
+  EXPECT_TRUE(
+      db.set_status(IdentityKind::subscriber, "sip:b@example.net", tokens::KeyStatus::revoked));
+  EXPECT_FALSE(
+      db.set_status(IdentityKind::subscriber, "sip:zz@example.net", tokens::KeyStatus::revoked));
+  EXPECT_EQ(db.count(IdentityKind::subscriber, tokens::KeyStatus::revoked), 1u);
+
+  const hsm::Bytes rotated{9, 9, 9, 9, 9, 9, 9, 9};
+  EXPECT_TRUE(db.replace_key(IdentityKind::subscriber, "sip:b@example.net", 2,
+                             tokens::KeyStoreMode::wrapped, rotated));
+  const auto after = db.find(IdentityKind::subscriber, "sip:b@example.net");
+  EXPECT_EQ(after->key_version, 2u);
+  EXPECT_EQ(after->status, tokens::KeyStatus::active);
+  EXPECT_EQ(after->wrapped_key, rotated);
+}
+
+TEST(KeyDatabase, TransactionsRollBackUnlessCommitted) {
+  testsupport::TempDir dir("kms-db-test");
+  tokens::KeyDatabase db(dir.path() + "/kms.db");
+  {
+    tokens::KeyDatabase::Transaction transaction(db);
+    db.insert(record("sip:gone@example.net", IdentityKind::subscriber));
+  }
+  EXPECT_FALSE(db.find(IdentityKind::subscriber, "sip:gone@example.net"));
+  {
+    tokens::KeyDatabase::Transaction transaction(db);
+    db.insert(record("sip:kept@example.net", IdentityKind::subscriber));
+    // A failed statement inside the transaction does not undo the others.
+    EXPECT_THROW(db.insert(record("sip:kept@example.net", IdentityKind::subscriber)),
+                 tokens::DuplicateIdentityError);
+    transaction.commit();
+  }
+  EXPECT_TRUE(db.find(IdentityKind::subscriber, "sip:kept@example.net"));
+  // A second connection (another process: kmsd while kms-provision writes) sees it.
+  tokens::KeyDatabase other(dir.path() + "/kms.db");
+  EXPECT_TRUE(other.find(IdentityKind::subscriber, "sip:kept@example.net"));
+}
+
+TEST(KeyDatabase, UnopenableFileIsADatabaseError) {
+  EXPECT_THROW(tokens::KeyDatabase("/nonexistent/dir/kms.db"), tokens::DatabaseError);
+}
+
+}  // namespace

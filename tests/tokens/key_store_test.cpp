@@ -1,0 +1,262 @@
+// KeyStore against real tokens: identity -> usable key, refusals without token calls, the
+// LRU cache of unwrapped session objects, rotation, token mode, lost session objects.
+#include "tokens/key_store.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <optional>
+#include <thread>
+
+#include "hsm/error.h"
+#include "hsm/instrumentation.h"
+#include "key_proof.h"
+#include "software_kdf.h"
+#include "token_fixture.h"
+#include "tokens/kdf.h"
+
+namespace {
+
+using testkdf::Bytes;
+using tokens::IdentityKind;
+
+class KeyStoreTest : public tokentest::TokenTest {
+ protected:
+  void SetUp() override {
+    TokenTest::SetUp();
+    tokentest::create_kms_keys(*context_);
+    database_ = std::make_unique<tokens::KeyDatabase>(config_.database);
+  }
+  void TearDown() override {
+    database_.reset();
+    TokenTest::TearDown();
+  }
+
+  // Stores a root key of known value, as kms-provision would (wrapped or token mode).
+  Bytes provision(IdentityKind kind, const std::string& identity, tokens::KeyStoreMode mode,
+                  std::uint32_t version = 1) {
+    const Bytes value = testkdf::random_bytes(32);
+    const Bytes wrapped = context_->pool().run([&](hsm::Session& session) {
+      hsm::AttributeTemplate t = tokens::templates::root_key_in_transit();
+      t.set_bytes(CKA_VALUE, value);
+      hsm::ObjectGuard in_transit(session, session.create_object(std::move(t)));
+      const CK_OBJECT_HANDLE storage = context_->pool().resolve(session, tokens::storage_key_ref());
+      hsm::Mechanism wrap(context_->profile().wrap_mechanism);
+      Bytes blob = session.wrap_key(wrap, storage, in_transit.get());
+      if (mode == tokens::KeyStoreMode::token) {
+        hsm::Mechanism unwrap(context_->profile().wrap_mechanism);
+        session.unwrap_key(unwrap, storage, blob,
+                           tokens::templates::root_key(kind, identity, version, true));
+        blob.clear();
+      }
+      return blob;
+    });
+    tokens::IdentityRecord record;
+    record.identity = identity;
+    record.kind = kind;
+    record.mode = mode;
+    record.key_version = version;
+    record.wrapped_key = wrapped;
+    if (database_->find(kind, identity)) {
+      database_->replace_key(kind, identity, version, mode, wrapped);
+    } else {
+      database_->insert(record);
+    }
+    return value;
+  }
+
+  void expect_is(const tokens::ResolvedKey& key, const Bytes& value) {
+    EXPECT_TRUE(testkdf::key_holds(*context_, key.handle(), value));
+  }
+
+  std::size_t session_objects() {
+    return context_->pool().run([](hsm::Session& session) {
+      hsm::AttributeTemplate match;
+      match.set_ulong(CKA_CLASS, CKO_SECRET_KEY).set_bool(CKA_TOKEN, false);
+      return session.find(std::move(match), 100000).size();
+    });
+  }
+
+  std::unique_ptr<tokens::KeyDatabase> database_;
+};
+
+TEST_P(KeyStoreTest, WrappedModeResolvesToTheStoredKey) {
+  const Bytes alice = provision(IdentityKind::subscriber, "sip:alice@ims.example.net",
+                                tokens::KeyStoreMode::wrapped);
+  const Bytes bridge =
+      provision(IdentityKind::bridge, "sip:bridge@ims.example.net", tokens::KeyStoreMode::wrapped);
+  tokens::KeyStore store(*context_, *database_, 16);
+  const auto key = store.resolve(IdentityKind::subscriber, "sip:alice@ims.example.net");
+  EXPECT_EQ(key.key_version, 1u);
+  expect_is(key, alice);
+  EXPECT_FALSE(testkdf::key_holds(*context_, key.handle(), bridge));  // the proof can fail
+  expect_is(store.resolve(IdentityKind::bridge, "sip:bridge@ims.example.net"), bridge);
+  // A subscriber is not a bridge.
+  EXPECT_THROW(store.resolve(IdentityKind::bridge, "sip:alice@ims.example.net"),
+               tokens::LookupError);
+  // The unwrapped copy is a session object, not extractable, derive only.
+  context_->pool().run([&](hsm::Session& session) {
+    EXPECT_FALSE(session.get_bool(key.handle(), CKA_TOKEN));
+    EXPECT_FALSE(session.get_bool(key.handle(), CKA_EXTRACTABLE));
+    EXPECT_TRUE(session.get_bool(key.handle(), CKA_SENSITIVE));
+    EXPECT_TRUE(session.get_bool(key.handle(), CKA_DERIVE));
+    EXPECT_FALSE(session.get_bool(key.handle(), CKA_DECRYPT));
+    return 0;
+  });
+  // Second resolve: cache hit, same object.
+  EXPECT_EQ(store.resolve(IdentityKind::subscriber, "sip:alice@ims.example.net").handle(),
+            key.handle());
+  EXPECT_EQ(store.stats().hits, 1u);
+}
+
+TEST_P(KeyStoreTest, UnknownAndRevokedNeverReachTheToken) {
+  provision(IdentityKind::subscriber, "sip:bob@ims.example.net", tokens::KeyStoreMode::wrapped);
+  database_->set_status(IdentityKind::subscriber, "sip:bob@ims.example.net",
+                        tokens::KeyStatus::revoked);
+  tokens::KeyStore store(*context_, *database_, 16);
+  std::atomic<int> calls{0};
+  hsm::set_call_observer([&](const char*, CK_RV, std::chrono::nanoseconds) { ++calls; });
+  try {
+    store.resolve(IdentityKind::subscriber, "sip:nobody@ims.example.net");
+    ADD_FAILURE() << "unknown identity resolved";
+  } catch (const tokens::LookupError& error) {
+    EXPECT_EQ(error.reason(), tokens::LookupError::Reason::unknown);
+  }
+  try {
+    store.resolve(IdentityKind::subscriber, "sip:bob@ims.example.net");
+    ADD_FAILURE() << "revoked identity resolved";
+  } catch (const tokens::LookupError& error) {
+    EXPECT_EQ(error.reason(), tokens::LookupError::Reason::revoked);
+  }
+  hsm::set_call_observer({});
+  EXPECT_EQ(calls.load(), 0);
+  EXPECT_EQ(store.stats().refused, 2u);
+}
+
+TEST_P(KeyStoreTest, RevocationTakesEffectOnACachedKey) {
+  provision(IdentityKind::subscriber, "sip:carol@ims.example.net", tokens::KeyStoreMode::wrapped);
+  tokens::KeyStore store(*context_, *database_, 16);
+  store.resolve(IdentityKind::subscriber, "sip:carol@ims.example.net");
+  EXPECT_EQ(store.stats().cached, 1u);
+  database_->set_status(IdentityKind::subscriber, "sip:carol@ims.example.net",
+                        tokens::KeyStatus::revoked);
+  EXPECT_THROW(store.resolve(IdentityKind::subscriber, "sip:carol@ims.example.net"),
+               tokens::LookupError);
+  EXPECT_EQ(store.stats().cached, 0u);  // the unwrapped copy is gone too
+}
+
+TEST_P(KeyStoreTest, RotationResolvesTheNewVersion) {
+  provision(IdentityKind::subscriber, "sip:dave@ims.example.net", tokens::KeyStoreMode::wrapped);
+  tokens::KeyStore store(*context_, *database_, 16);
+  store.resolve(IdentityKind::subscriber, "sip:dave@ims.example.net");
+  const Bytes v2 = provision(IdentityKind::subscriber, "sip:dave@ims.example.net",
+                             tokens::KeyStoreMode::wrapped, 2);
+  const auto key = store.resolve(IdentityKind::subscriber, "sip:dave@ims.example.net");
+  EXPECT_EQ(key.key_version, 2u);
+  expect_is(key, v2);
+}
+
+TEST_P(KeyStoreTest, EvictionKeepsKeysInUseAndDestroysTheRest) {
+  const std::size_t before = session_objects();
+  std::vector<Bytes> values;
+  for (int i = 0; i < 6; ++i) {
+    values.push_back(provision(IdentityKind::subscriber,
+                               "sip:user" + std::to_string(i) + "@ims.example.net",
+                               tokens::KeyStoreMode::wrapped));
+  }
+  tokens::KeyStore store(*context_, *database_, 2);
+  std::optional<tokens::ResolvedKey> held =
+      store.resolve(IdentityKind::subscriber, "sip:user0@ims.example.net");
+  for (int i = 1; i < 6; ++i) {
+    store.resolve(IdentityKind::subscriber, "sip:user" + std::to_string(i) + "@ims.example.net");
+  }
+  EXPECT_EQ(store.stats().cached, 2u);
+  EXPECT_GE(store.stats().evictions, 4u);
+  expect_is(*held, values[0]);               // evicted from the cache, still usable while held
+  EXPECT_EQ(session_objects(), before + 3);  // two cached + the one held
+  store.clear();
+  EXPECT_EQ(session_objects(), before + 1);  // only the held one is left
+  held.reset();
+  EXPECT_EQ(session_objects(), before);  // destroyed on last release
+}
+
+TEST_P(KeyStoreTest, TokenModeFindsTheTokenObject) {
+  const Bytes erin =
+      provision(IdentityKind::subscriber, "sip:erin@ims.example.net", tokens::KeyStoreMode::token);
+  tokens::KeyStore store(*context_, *database_, 4);
+  const auto key = store.resolve(IdentityKind::subscriber, "sip:erin@ims.example.net");
+  expect_is(key, erin);
+  context_->pool().run([&](hsm::Session& session) {
+    EXPECT_TRUE(session.get_bool(key.handle(), CKA_TOKEN));
+    EXPECT_FALSE(session.get_bool(key.handle(), CKA_EXTRACTABLE));
+    return 0;
+  });
+}
+
+// Session objects die with the session that created them: after all sessions are closed
+// behind the pool's back, the next operation recovers and the store unwraps again.
+TEST_P(KeyStoreTest, LostSessionObjectsAreUnwrappedAgain) {
+  const Bytes frank = provision(IdentityKind::subscriber, "sip:frank@ims.example.net",
+                                tokens::KeyStoreMode::wrapped);
+  tokens::KeyStore store(*context_, *database_, 4);
+  auto use = [&] {
+    return context_->pool().run([&](hsm::Session& session) {
+      const auto key = store.resolve(IdentityKind::subscriber, "sip:frank@ims.example.net");
+      hsm::ObjectGuard child(session, tokens::derive(session, context_->profile(), key.handle(),
+                                                     tokens::protocol_label("response"), {},
+                                                     tokens::templates::response_key()));
+      return key.handle();
+    });
+  };
+  use();
+  const auto generation = context_->pool().session_object_generation();
+  context_->module()->functions()->C_CloseAllSessions(context_->pool().slot());
+  EXPECT_NO_THROW(use());
+  EXPECT_NE(context_->pool().session_object_generation(), generation);
+  expect_is(store.resolve(IdentityKind::subscriber, "sip:frank@ims.example.net"), frank);
+}
+
+TEST_P(KeyStoreTest, ConcurrentResolvesWithASmallCache) {
+  const int identities = 12;
+  std::vector<Bytes> values;
+  for (int i = 0; i < identities; ++i) {
+    values.push_back(provision(IdentityKind::subscriber,
+                               "sip:c" + std::to_string(i) + "@ims.example.net",
+                               tokens::KeyStoreMode::wrapped));
+  }
+  tokens::KeyStore store(*context_, *database_, 3);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int n = 0; n < 60; ++n) {
+        const int i = (n * 7 + t) % identities;
+        try {
+          context_->pool().run([&](hsm::Session& session) {
+            const auto key = store.resolve(IdentityKind::subscriber,
+                                           "sip:c" + std::to_string(i) + "@ims.example.net");
+            hsm::ObjectGuard child(session,
+                                   tokens::derive(session, context_->profile(), key.handle(),
+                                                  tokens::protocol_label("response"), {},
+                                                  tokens::templates::response_key()));
+            return 0;
+          });
+        } catch (const std::exception& error) {
+          ++failures;
+          ADD_FAILURE() << error.what();
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_LE(store.stats().cached, 3u);
+  store.clear();
+}
+
+INSTANTIATE_TEST_SUITE_P(Tokens, KeyStoreTest,
+                         ::testing::Values(testsupport::TokenKind::softhsm,
+                                           testsupport::TokenKind::nss),
+                         tokentest::kind_param_name);
+
+}  // namespace

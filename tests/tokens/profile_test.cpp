@@ -1,0 +1,66 @@
+#include "tokens/profile.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+namespace {
+
+using Mechs = std::vector<CK_MECHANISM_TYPE>;
+const Mechs kBase = {CKM_AES_KEY_GEN, CKM_AES_GCM};
+
+Mechs with(Mechs mechanisms, std::initializer_list<CK_MECHANISM_TYPE> more) {
+  mechanisms.insert(mechanisms.end(), more);
+  return mechanisms;
+}
+
+TEST(Profile, AutoPrefersSp800108WhenOffered) {
+  const auto profile = tokens::select_profile(
+      with(kBase, {CKM_AES_KEY_WRAP_PAD, CKM_AES_KEY_WRAP_KWP, CKM_SP800_108_COUNTER_KDF,
+                   CKM_AES_CMAC, CKM_AES_ECB_ENCRYPT_DATA}));
+  EXPECT_EQ(profile.id, tokens::ProfileId::sp800_108_cmac);
+  EXPECT_EQ(profile.name, "sp800-108-cmac");
+  EXPECT_EQ(profile.wire_id(), 2);
+  EXPECT_EQ(profile.kdf_mechanism, CKM_SP800_108_COUNTER_KDF);
+  EXPECT_EQ(profile.wrap_mechanism, CKM_AES_KEY_WRAP_KWP);  // 0x210B over 0x210A
+  EXPECT_TRUE(profile.extractable_base_for_extractable_children);
+}
+
+TEST(Profile, AutoFallsBackToAesEcb) {
+  const auto profile =
+      tokens::select_profile(with(kBase, {CKM_AES_KEY_WRAP_PAD, CKM_AES_ECB_ENCRYPT_DATA}));
+  EXPECT_EQ(profile.id, tokens::ProfileId::aes_ecb_sha256);
+  EXPECT_EQ(profile.wire_id(), 1);
+  EXPECT_EQ(profile.wrap_mechanism, CKM_AES_KEY_WRAP_PAD);
+  EXPECT_FALSE(profile.extractable_base_for_extractable_children);
+}
+
+TEST(Profile, NamedProfileMustBeOffered) {
+  const Mechs softhsm = with(kBase, {CKM_AES_KEY_WRAP_PAD, CKM_AES_ECB_ENCRYPT_DATA});
+  EXPECT_EQ(tokens::select_profile(softhsm, "aes-ecb-sha256").id,
+            tokens::ProfileId::aes_ecb_sha256);
+  EXPECT_THROW(tokens::select_profile(softhsm, "sp800-108-cmac"), tokens::MissingMechanismError);
+  EXPECT_THROW(tokens::select_profile(softhsm, "hkdf"), std::invalid_argument);
+}
+
+TEST(Profile, MissingMechanismsAreAllNamed) {
+  try {
+    tokens::select_profile(Mechs{CKM_AES_KEY_GEN});
+    FAIL();
+  } catch (const tokens::MissingMechanismError& error) {
+    const std::string message = error.what();
+    for (const char* name : {"CKM_AES_GCM", "CKM_AES_KEY_WRAP_KWP", "CKM_AES_KEY_WRAP_PAD",
+                             "CKM_SP800_108_COUNTER_KDF", "CKM_AES_ECB_ENCRYPT_DATA"}) {
+      EXPECT_NE(message.find(name), std::string::npos) << name << " not in: " << message;
+    }
+    EXPECT_EQ(error.missing().size(), 3u);
+  }
+}
+
+TEST(Profile, ById) {
+  EXPECT_EQ(tokens::profile_by_id(2, CKM_AES_KEY_WRAP_KWP)->name, "sp800-108-cmac");
+  EXPECT_FALSE(tokens::profile_by_id(3, CKM_AES_KEY_WRAP_KWP).has_value());
+  EXPECT_EQ(tokens::profile_by_name("aes-ecb-sha256", CKM_AES_KEY_WRAP_PAD)->wire_id(), 1);
+}
+
+}  // namespace

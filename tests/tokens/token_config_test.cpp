@@ -1,0 +1,120 @@
+#include "tokens/token_config.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+
+#include "support/test_token.h"
+
+namespace {
+
+// gtest_discover_tests runs each test in its own process: clearing is enough.
+void clear_environment() {
+  for (const char* name : {"KMS_PKCS11_MODULE", "KMS_PKCS11_INIT_RESERVED", "KMS_TOKEN_URI",
+                           "KMS_PIN_FILE", "KMS_PIN_ENV", "KMS_TOKEN_PROFILE", "KMS_DATABASE",
+                           "KMS_KEY_STORE", "KMS_KEY_CACHE_SIZE", "KMS_MAX_SESSIONS"}) {
+    unsetenv(name);
+  }
+}
+
+TEST(TokenConfig, DefaultsThenEnvironmentThenFile) {
+  clear_environment();
+  tokens::TokenConfig defaults = tokens::token_config_from_environment();
+  EXPECT_EQ(defaults.profile, "auto");
+  EXPECT_EQ(defaults.key_store, tokens::KeyStoreMode::wrapped);
+
+  setenv("KMS_TOKEN_URI", "pkcs11:token=from-env", 1);
+  setenv("KMS_PIN_ENV", "MY_PIN", 1);
+  setenv("KMS_KEY_CACHE_SIZE", "77", 1);
+  tokens::TokenConfig config = tokens::token_config_from_environment();
+  EXPECT_EQ(config.uri, "pkcs11:token=from-env");
+  EXPECT_EQ(config.pin_env, "MY_PIN");
+  EXPECT_EQ(config.key_cache_size, 77u);
+
+  tokens::apply_config_text(config, R"(
+[token]
+module = "/opt/hsm/lib.so"
+init_reserved = "configdir='sql:/x'"
+pin_file = "/etc/kms/pin"
+profile = "sp800-108-cmac"
+key_store = "token"
+max_sessions = 3
+
+[database]
+path = "/var/lib/kms/kms.db"
+registry_retention = "7d"   # another layer's key: ignored here
+
+[server]
+listen = "0.0.0.0:8443"
+)");
+  EXPECT_EQ(config.module, "/opt/hsm/lib.so");
+  EXPECT_EQ(config.init_reserved, "configdir='sql:/x'");
+  EXPECT_EQ(config.uri, "pkcs11:token=from-env");  // not in the file: environment stays
+  EXPECT_EQ(config.pin_file, "/etc/kms/pin");
+  EXPECT_FALSE(config.pin_env.has_value());  // the file chose a PIN file
+  EXPECT_EQ(config.profile, "sp800-108-cmac");
+  EXPECT_EQ(config.key_store, tokens::KeyStoreMode::token);
+  EXPECT_EQ(config.max_sessions, 3u);
+  EXPECT_EQ(config.database, "/var/lib/kms/kms.db");
+  EXPECT_EQ(config.pin_source().file, "/etc/kms/pin");
+  clear_environment();
+}
+
+TEST(TokenConfig, ErrorsNameTheKey) {
+  clear_environment();
+  tokens::TokenConfig config;
+  auto message = [&](const std::string& text) {
+    try {
+      tokens::apply_config_text(config, text, "kms.toml");
+    } catch (const tokens::ConfigError& error) {
+      return std::string(error.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message("[token]\nmodul = 'x'\n").find("modul"), std::string::npos);
+  EXPECT_NE(message("[token]\nkey_store = 'disk'\n").find("key_store"), std::string::npos);
+  EXPECT_NE(message("[token]\nmax_sessions = 'many'\n").find("max_sessions"), std::string::npos);
+  EXPECT_NE(message("[token\n").find("kms.toml"), std::string::npos);
+  EXPECT_THROW(tokens::apply_config_file(config, "/nonexistent/kms.toml"), tokens::ConfigError);
+
+  config = tokens::TokenConfig{};
+  config.profile = "fast";
+  EXPECT_THROW(config.validate(), tokens::ConfigError);
+  config = tokens::TokenConfig{};
+  config.uri = "token=kms";
+  EXPECT_THROW(config.validate(), tokens::ConfigError);
+}
+
+TEST(TokenConfig, PinSourcePrecedenceAndUriPinSource) {
+  clear_environment();
+  tokens::TokenConfig config;
+  config.uri = "pkcs11:token=kms?pin-source=file:/run/kms/pin";
+  EXPECT_EQ(config.pin_source().file, "/run/kms/pin");
+  config.pin_env = "KMS_USER_PIN";
+  EXPECT_EQ(config.pin_source().environment_variable, "KMS_USER_PIN");
+  config.pin_file = "/etc/pin";
+  EXPECT_EQ(config.pin_source().file, "/etc/pin");
+
+  tokens::TokenConfig with_value;
+  with_value.uri = "pkcs11:token=kms?pin-value=1234";
+  EXPECT_THROW(with_value.pin_source(), tokens::ConfigError);
+  tokens::TokenConfig without;
+  EXPECT_THROW(without.pin_source(), tokens::ConfigError);
+}
+
+TEST(TokenConfig, LoadsAFile) {
+  clear_environment();
+  testsupport::TempDir dir("kms-config-test");
+  const std::string path = dir.path() + "/kms.toml";
+  std::ofstream(path) << "[token]\nuri = \"pkcs11:token=file\"\npin_file = \"pins/user.pin\"\n"
+                         "module = \"libsofthsm2.so\"\n[database]\npath = \"x.db\"\n";
+  const tokens::TokenConfig config = tokens::load_token_config(path);
+  EXPECT_EQ(config.uri, "pkcs11:token=file");
+  // Relative to the file's folder; a module name without '/' stays a p11-kit name.
+  EXPECT_EQ(config.database, dir.path() + "/x.db");
+  EXPECT_EQ(config.pin_file, dir.path() + "/pins/user.pin");
+  EXPECT_EQ(config.module, "libsofthsm2.so");
+}
+
+}  // namespace

@@ -1,0 +1,79 @@
+// Which token the KMS uses and how: the [token] and [database] tables of the TOML
+// configuration shared by kmsd and kms-provision, with environment-variable defaults.
+//
+// Precedence (lowest first): built-in defaults < environment (KMS_*) < config file <
+// command-line overrides (applied by the caller on the returned struct).
+//
+//   [token]                                   environment default
+//   module = "/usr/lib/softhsm/libsofthsm2.so" KMS_PKCS11_MODULE  (path or p11-kit name)
+//   init_reserved = "configdir='sql:/d' ..."  KMS_PKCS11_INIT_RESERVED (NSS softoken)
+//   uri = "pkcs11:token=kms"                  KMS_TOKEN_URI
+//   pin_file = "/etc/kms/user.pin"            KMS_PIN_FILE
+//   pin_env = "KMS_USER_PIN"                  KMS_PIN_ENV (the NAME of the variable)
+//   profile = "auto"                          KMS_TOKEN_PROFILE
+//   key_store = "wrapped"                     KMS_KEY_STORE      ("wrapped" | "token")
+//   key_cache_size = 10000                    KMS_KEY_CACHE_SIZE
+//   max_sessions = 8                          KMS_MAX_SESSIONS
+//   [database]
+//   path = "kms.db"                           KMS_DATABASE
+//
+// The PIN: pin_file, else pin_env, else the URI's pin-source. A pin-value in the URI is
+// refused (a PIN never sits in a config file or on a command line).
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "hsm/module.h"
+#include "hsm/session_pool.h"
+#include "hsm/uri.h"
+
+namespace tokens {
+
+enum class KeyStoreMode { wrapped, token };
+std::string_view key_store_mode_name(KeyStoreMode mode);  // "wrapped" / "token"
+std::optional<KeyStoreMode> parse_key_store_mode(std::string_view name);
+
+// A configuration value is missing or wrong; what() names the key and its source.
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct TokenConfig {
+  std::string module = "/usr/lib/softhsm/libsofthsm2.so";
+  std::optional<std::string> init_reserved;
+  std::string uri = "pkcs11:token=kms";
+  std::optional<std::string> pin_file;
+  std::optional<std::string> pin_env;
+  std::string profile = "auto";
+  std::string database = "kms.db";
+  KeyStoreMode key_store = KeyStoreMode::wrapped;
+  std::size_t key_cache_size = 10000;
+  std::size_t max_sessions = 8;
+
+  hsm::ModuleConfig module_config() const;
+  // Where the PIN comes from (see above). Throws ConfigError if nothing names a source
+  // or the URI carries pin-value.
+  hsm::PinSource pin_source() const;
+  hsm::PoolConfig pool_config() const;
+  // Checks value ranges and names; throws ConfigError.
+  void validate() const;
+};
+
+// Built-in defaults overridden by the KMS_* environment variables.
+TokenConfig token_config_from_environment();
+// Overrides `config` with the [token] and [database] tables of a TOML file (unknown keys
+// in [token] are errors; other tables are ignored). Relative pin_file, database path and
+// module path (one with a '/') are taken relative to the file's folder. Throws ConfigError.
+void apply_config_file(TokenConfig& config, const std::filesystem::path& file);
+void apply_config_text(TokenConfig& config, std::string_view toml_text,
+                       std::string_view source_name = "config");
+// Environment, then the file when given.
+TokenConfig load_token_config(const std::optional<std::filesystem::path>& file);
+
+}  // namespace tokens

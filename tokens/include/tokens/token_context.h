@@ -1,0 +1,65 @@
+// One call that opens the configured token for the KMS: loads the module, selects the
+// token by URI, opens the session pool (logs in: a wrong PIN fails here), and selects the
+// token profile from the mechanism list. Used by kmsd and kms-provision alike.
+#pragma once
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "hsm/module.h"
+#include "hsm/session_pool.h"
+#include "tokens/key_templates.h"
+#include "tokens/profile.h"
+#include "tokens/token_config.h"
+
+namespace tokens {
+
+// The token lacks some of the KMS's own keys (`kms-provision init` not run).
+class NotInitialisedError : public std::runtime_error {
+ public:
+  NotInitialisedError(std::string message, std::vector<std::string> missing)
+      : std::runtime_error(std::move(message)), missing_(std::move(missing)) {}
+  const std::vector<std::string>& missing() const noexcept { return missing_; }
+
+ private:
+  std::vector<std::string> missing_;
+};
+
+class TokenContext {
+ public:
+  // Throws ConfigError (configuration, PIN source), hsm::Error (module, token not found:
+  // CKR_TOKEN_NOT_PRESENT listing the tokens that exist; wrong PIN: CKR_PIN_INCORRECT),
+  // MissingMechanismError (profile selection).
+  static std::unique_ptr<TokenContext> open(const TokenConfig& config);
+  ~TokenContext();
+  TokenContext(const TokenContext&) = delete;
+  TokenContext& operator=(const TokenContext&) = delete;
+
+  hsm::SessionPool& pool() noexcept { return *pool_; }
+  const TokenProfile& profile() const noexcept { return profile_; }
+  const hsm::TokenDescription& token() const noexcept { return token_; }
+  const TokenConfig& config() const noexcept { return config_; }
+  std::shared_ptr<hsm::Module> module() const noexcept { return module_; }
+
+  // The KMS's own token keys (labels in key_templates.h).
+  static hsm::KeyRef master_key() { return master_key_ref(); }
+  static hsm::KeyRef storage_key() { return storage_key_ref(); }
+  static hsm::KeyRef transport_key() { return transport_key_ref(); }
+
+  // Labels of the KMS keys that are not in the token (empty: initialised).
+  std::vector<std::string> missing_kms_keys();
+  // Throws NotInitialisedError naming the missing keys (kmsd calls this at start).
+  void require_kms_keys();
+
+ private:
+  TokenContext() = default;
+  TokenConfig config_;
+  std::shared_ptr<hsm::Module> module_;
+  hsm::TokenDescription token_{};
+  TokenProfile profile_;
+  std::unique_ptr<hsm::SessionPool> pool_;
+};
+
+}  // namespace tokens

@@ -1,0 +1,133 @@
+#include "tokens/key_templates.h"
+
+#include "hsm/error.h"
+#include "hsm/mechanism.h"
+
+namespace tokens {
+namespace {
+
+hsm::Bytes bytes_of(std::string_view text) { return hsm::Bytes(text.begin(), text.end()); }
+
+enum Purpose : unsigned {
+  kEncrypt = 1,
+  kDecrypt = 2,
+  kDerive = 4,
+  kWrap = 8,
+  kUnwrap = 16,
+};
+
+// Every usage flag is set explicitly (TRUE for the purpose, FALSE otherwise): token
+// defaults differ, and SoftHSM/NSS do not inherit them from a base key.
+hsm::AttributeTemplate secret_key(CK_KEY_TYPE key_type, unsigned purposes, bool token_object,
+                                  bool extractable) {
+  hsm::AttributeTemplate t;
+  t.set_ulong(CKA_CLASS, CKO_SECRET_KEY)
+      .set_ulong(CKA_KEY_TYPE, key_type)
+      .set_bool(CKA_TOKEN, token_object)
+      .set_bool(CKA_PRIVATE, true)
+      .set_bool(CKA_SENSITIVE, true)
+      .set_bool(CKA_EXTRACTABLE, extractable)
+      .set_bool(CKA_ENCRYPT, (purposes & kEncrypt) != 0)
+      .set_bool(CKA_DECRYPT, (purposes & kDecrypt) != 0)
+      .set_bool(CKA_DERIVE, (purposes & kDerive) != 0)
+      .set_bool(CKA_WRAP, (purposes & kWrap) != 0)
+      .set_bool(CKA_UNWRAP, (purposes & kUnwrap) != 0)
+      .set_bool(CKA_SIGN, false)
+      .set_bool(CKA_VERIFY, false);
+  return t;
+}
+
+void name(hsm::AttributeTemplate& t, std::string_view label) {
+  t.set_string(CKA_LABEL, label).set_bytes(CKA_ID, bytes_of(label));
+}
+
+hsm::AttributeTemplate kms_token_key(unsigned purposes, std::string_view label) {
+  hsm::AttributeTemplate t = secret_key(CKK_AES, purposes, true, false);
+  name(t, label);
+  return t;
+}
+
+hsm::KeyRef ref(std::string label) {
+  hsm::KeyRef r;
+  r.id = bytes_of(label);
+  r.label = std::move(label);
+  return r;
+}
+
+}  // namespace
+
+hsm::KeyRef master_key_ref() { return ref(std::string(kMasterKeyLabel)); }
+hsm::KeyRef storage_key_ref() { return ref(std::string(kStorageKeyLabel)); }
+hsm::KeyRef transport_key_ref() { return ref(std::string(kTransportKeyLabel)); }
+hsm::KeyRef personalisation_key_ref(std::string_view name) {
+  return ref(std::string(kPersonalisationKeyPrefix) + std::string(name));
+}
+
+std::string root_key_label(IdentityKind kind, std::string_view identity, std::uint32_t version) {
+  return "kms/" + std::string(kind_name(kind)) + "/" + std::string(identity) + "/v" +
+         std::to_string(version);
+}
+
+hsm::KeyRef root_key_ref(IdentityKind kind, std::string_view identity, std::uint32_t version) {
+  return ref(root_key_label(kind, identity, version));
+}
+
+namespace templates {
+
+hsm::AttributeTemplate master_key(const TokenProfile& profile) {
+  hsm::AttributeTemplate t = kms_token_key(kDerive, kMasterKeyLabel);
+  if (profile.extractable_base_for_extractable_children) {
+    t.set_bool(CKA_EXTRACTABLE, true).set_bool(CKA_WRAP_WITH_TRUSTED, true);
+  }
+  return t;
+}
+
+hsm::AttributeTemplate storage_key() { return kms_token_key(kWrap | kUnwrap, kStorageKeyLabel); }
+
+hsm::AttributeTemplate transport_key() { return kms_token_key(kUnwrap, kTransportKeyLabel); }
+
+hsm::AttributeTemplate personalisation_key(std::string_view key_name) {
+  return kms_token_key(kWrap, personalisation_key_ref(key_name).label);
+}
+
+hsm::AttributeTemplate root_key(IdentityKind kind, std::string_view identity, std::uint32_t version,
+                                bool token_object) {
+  hsm::AttributeTemplate t = secret_key(CKK_AES, kDerive, token_object, false);
+  if (token_object) name(t, root_key_label(kind, identity, version));
+  return t;
+}
+
+hsm::AttributeTemplate root_key_in_transit() { return secret_key(CKK_AES, kDerive, false, true); }
+
+hsm::AttributeTemplate envelope_key() { return secret_key(CKK_AES, kDecrypt, false, false); }
+hsm::AttributeTemplate response_key() { return secret_key(CKK_AES, kDerive, false, false); }
+hsm::AttributeTemplate response_wrap_key() { return secret_key(CKK_AES, kWrap, false, false); }
+hsm::AttributeTemplate bridge_wrap_key() { return secret_key(CKK_AES, kWrap, false, false); }
+
+hsm::AttributeTemplate media_key() {
+  // A generic secret has no cipher use at all; the one thing it can do is be wrapped.
+  hsm::AttributeTemplate t = secret_key(CKK_GENERIC_SECRET, 0, false, true);
+  return t;
+}
+
+}  // namespace templates
+
+CK_OBJECT_HANDLE generate_aes_key(hsm::Session& session, hsm::AttributeTemplate attributes) {
+  attributes.set_ulong(CKA_VALUE_LEN, 32);
+  hsm::Mechanism mechanism(CKM_AES_KEY_GEN);
+  return session.generate_key(mechanism, std::move(attributes));
+}
+
+CK_OBJECT_HANDLE unwrap_aes_key(hsm::Session& session, const TokenProfile& profile,
+                                CK_OBJECT_HANDLE unwrapping_key, hsm::ByteView wrapped,
+                                hsm::AttributeTemplate attributes) {
+  if (wrapped.size() != 40) {
+    throw hsm::Error(
+        CKR_WRAPPED_KEY_LEN_RANGE, "unwrap_aes_key",
+        "an RFC 5649-wrapped AES-256 key is 40 bytes, got " + std::to_string(wrapped.size()));
+  }
+  hsm::Mechanism mechanism(profile.wrap_mechanism);
+  return session.unwrap_key(mechanism, unwrapping_key, wrapped, std::move(attributes));
+}
+
+}  // namespace tokens

@@ -1,0 +1,227 @@
+#include "tokens/token_config.h"
+
+#include <toml++/toml.h>
+
+#include <cstdlib>
+#include <limits>
+#include <set>
+#include <sstream>
+
+#include "tokens/token_config_toml.h"
+
+namespace tokens {
+namespace {
+
+std::optional<std::string> env(const char* name) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || *value == '\0') return std::nullopt;
+  return std::string(value);
+}
+
+std::size_t parse_size(const std::string& text, const std::string& where) {
+  try {
+    std::size_t used = 0;
+    const unsigned long long value = std::stoull(text, &used);
+    if (used != text.size() || text.front() == '-') throw std::invalid_argument(text);
+    return static_cast<std::size_t>(value);
+  } catch (const std::exception&) {
+    throw ConfigError(where + ": \"" + text + "\" is not a non-negative integer");
+  }
+}
+
+std::string source_key(std::string_view source, std::string_view table, std::string_view key) {
+  return std::string(source) + ": [" + std::string(table) + "] " + std::string(key);
+}
+
+std::string require_string(const toml::node& node, const std::string& where) {
+  if (const auto* value = node.as_string()) return value->get();
+  throw ConfigError(where + " must be a string");
+}
+
+std::size_t require_size(const toml::node& node, const std::string& where) {
+  if (const auto* value = node.as_integer()) {
+    if (value->get() < 0) throw ConfigError(where + " must not be negative");
+    return static_cast<std::size_t>(value->get());
+  }
+  throw ConfigError(where + " must be an integer");
+}
+
+}  // namespace
+
+std::string_view key_store_mode_name(KeyStoreMode mode) {
+  return mode == KeyStoreMode::token ? "token" : "wrapped";
+}
+
+std::optional<KeyStoreMode> parse_key_store_mode(std::string_view name) {
+  if (name == "wrapped") return KeyStoreMode::wrapped;
+  if (name == "token") return KeyStoreMode::token;
+  return std::nullopt;
+}
+
+hsm::ModuleConfig TokenConfig::module_config() const {
+  return hsm::ModuleConfig{module, init_reserved};
+}
+
+hsm::PinSource TokenConfig::pin_source() const {
+  hsm::PinSource source;
+  if (pin_file) {
+    source.file = pin_file;
+    return source;
+  }
+  if (pin_env) {
+    source.environment_variable = pin_env;
+    return source;
+  }
+  std::optional<hsm::TokenUri> parsed;
+  try {
+    parsed = hsm::TokenUri::parse(uri);
+  } catch (const std::exception& error) {
+    throw ConfigError("token URI \"" + uri + "\": " + error.what());
+  }
+  if (parsed->pin_value()) {
+    throw ConfigError(
+        "token URI carries pin-value: PINs come from pin-source, a PIN file or "
+        "an environment variable, never from the configuration");
+  }
+  if (auto from_uri = parsed->pin_source()) {
+    std::string path = *from_uri;
+    if (path.starts_with("file:")) path = path.substr(5);
+    while (path.starts_with("//")) path = path.substr(1);  // file:///x -> /x
+    source.file = path;
+    return source;
+  }
+  throw ConfigError(
+      "no PIN source: set --pin-file, --pin-env, [token] pin_file/pin_env, "
+      "KMS_PIN_FILE/KMS_PIN_ENV, or pin-source in the token URI");
+}
+
+hsm::PoolConfig TokenConfig::pool_config() const {
+  hsm::PoolConfig pool;
+  pool.max_sessions = max_sessions;
+  return pool;
+}
+
+void TokenConfig::validate() const {
+  if (module.empty()) throw ConfigError("no PKCS#11 module configured ([token] module)");
+  if (!uri.starts_with("pkcs11:")) {
+    throw ConfigError("token URI \"" + uri + "\" is not a pkcs11: URI");
+  }
+  if (profile != "auto" && profile != "aes-ecb-sha256" && profile != "sp800-108-cmac") {
+    throw ConfigError("token profile \"" + profile +
+                      "\" is not auto, aes-ecb-sha256 or sp800-108-cmac");
+  }
+  if (database.empty()) throw ConfigError("no database path configured ([database] path)");
+  if (key_cache_size == 0) throw ConfigError("key_cache_size must be at least 1");
+  if (max_sessions == 0) throw ConfigError("max_sessions must be at least 1");
+}
+
+TokenConfig token_config_from_environment() {
+  TokenConfig config;
+  if (auto v = env("KMS_PKCS11_MODULE")) config.module = *v;
+  if (auto v = env("KMS_PKCS11_INIT_RESERVED")) config.init_reserved = *v;
+  if (auto v = env("KMS_TOKEN_URI")) config.uri = *v;
+  if (auto v = env("KMS_PIN_FILE")) config.pin_file = *v;
+  if (auto v = env("KMS_PIN_ENV")) config.pin_env = *v;
+  if (auto v = env("KMS_TOKEN_PROFILE")) config.profile = *v;
+  if (auto v = env("KMS_DATABASE")) config.database = *v;
+  if (auto v = env("KMS_KEY_STORE")) {
+    auto mode = parse_key_store_mode(*v);
+    if (!mode) throw ConfigError("KMS_KEY_STORE: \"" + *v + "\" is not wrapped or token");
+    config.key_store = *mode;
+  }
+  if (auto v = env("KMS_KEY_CACHE_SIZE"))
+    config.key_cache_size = parse_size(*v, "KMS_KEY_CACHE_SIZE");
+  if (auto v = env("KMS_MAX_SESSIONS")) config.max_sessions = parse_size(*v, "KMS_MAX_SESSIONS");
+  return config;
+}
+
+void apply_config_table(TokenConfig& config, const toml::table& root,
+                        std::string_view source_name) {
+  if (const toml::node* token_node = root.get("token")) {
+    const toml::table* token = token_node->as_table();
+    if (token == nullptr) throw ConfigError(std::string(source_name) + ": [token] must be a table");
+    for (const auto& [key, node] : *token) {
+      const std::string where = source_key(source_name, "token", key.str());
+      if (key == "module") {
+        config.module = require_string(node, where);
+      } else if (key == "init_reserved") {
+        config.init_reserved = require_string(node, where);
+      } else if (key == "uri") {
+        config.uri = require_string(node, where);
+      } else if (key == "pin_file") {
+        config.pin_file = require_string(node, where);
+        config.pin_env.reset();  // the file names one source, not two
+      } else if (key == "pin_env") {
+        config.pin_env = require_string(node, where);
+        if (!token->contains("pin_file")) config.pin_file.reset();
+      } else if (key == "profile") {
+        config.profile = require_string(node, where);
+      } else if (key == "key_store") {
+        const std::string value = require_string(node, where);
+        auto mode = parse_key_store_mode(value);
+        if (!mode) throw ConfigError(where + ": \"" + value + "\" is not wrapped or token");
+        config.key_store = *mode;
+      } else if (key == "key_cache_size") {
+        config.key_cache_size = require_size(node, where);
+      } else if (key == "max_sessions") {
+        config.max_sessions = require_size(node, where);
+      } else {
+        throw ConfigError(where + ": unknown key");
+      }
+    }
+  }
+  if (const toml::node* database_node = root.get("database")) {
+    const toml::table* database = database_node->as_table();
+    if (database == nullptr) {
+      throw ConfigError(std::string(source_name) + ": [database] must be a table");
+    }
+    // [database] may hold keys of other layers (the conference registry); only path is ours.
+    if (const toml::node* path = database->get("path")) {
+      config.database = require_string(*path, source_key(source_name, "database", "path"));
+    }
+  }
+}
+
+void apply_config_text(TokenConfig& config, std::string_view toml_text,
+                       std::string_view source_name) {
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, source_name);
+  } catch (const toml::parse_error& error) {
+    std::ostringstream message;
+    message << source_name << ":" << error.source().begin.line << ": " << error.description();
+    throw ConfigError(message.str());
+  }
+  apply_config_table(config, root, source_name);
+}
+
+void apply_config_file(TokenConfig& config, const std::filesystem::path& file) {
+  toml::table root;
+  try {
+    root = toml::parse_file(file.string());
+  } catch (const toml::parse_error& error) {
+    std::ostringstream message;
+    message << file.string() << ":" << error.source().begin.line << ": " << error.description();
+    throw ConfigError(message.str());
+  }
+  apply_config_table(config, root, file.string());
+  // Relative paths in the file are relative to the file's folder (as kmsd does).
+  const std::filesystem::path base = std::filesystem::absolute(file).parent_path();
+  auto anchor = [&](const char* table, const char* key, std::string& value) {
+    if (root.at_path(std::string(table) + "." + key) &&
+        std::filesystem::path(value).is_relative()) {
+      value = (base / value).string();
+    }
+  };
+  if (config.pin_file) anchor("token", "pin_file", *config.pin_file);
+  anchor("database", "path", config.database);
+  if (config.module.find('/') != std::string::npos) anchor("token", "module", config.module);
+}
+
+TokenConfig load_token_config(const std::optional<std::filesystem::path>& file) {
+  TokenConfig config = token_config_from_environment();
+  if (file) apply_config_file(config, *file);
+  return config;
+}
+
+}  // namespace tokens

@@ -1,0 +1,55 @@
+#include "tokens/token_context.h"
+
+#include "hsm/uri.h"
+
+namespace tokens {
+
+TokenContext::~TokenContext() = default;
+
+std::unique_ptr<TokenContext> TokenContext::open(const TokenConfig& config) {
+  config.validate();
+  const hsm::PinSource pin_source = config.pin_source();
+  hsm::TokenUri uri = [&] {
+    try {
+      return hsm::TokenUri::parse(config.uri);
+    } catch (const hsm::Error& error) {
+      throw ConfigError("token URI \"" + config.uri + "\": " + error.what());
+    }
+  }();
+  hsm::SecureString pin = pin_source.read();  // before loading: a missing PIN fails fast
+
+  std::unique_ptr<TokenContext> context(new TokenContext());
+  context->config_ = config;
+  context->module_ = hsm::Module::load(config.module_config());
+  context->token_ = uri.select(*context->module_);
+  const std::vector<CK_MECHANISM_TYPE> mechanisms =
+      context->module_->mechanisms(context->token_.slot);
+  context->profile_ = select_profile(mechanisms, config.profile);
+  context->pool_ = std::make_unique<hsm::SessionPool>(context->module_, context->token_.slot,
+                                                      std::move(pin), config.pool_config());
+  return context;
+}
+
+std::vector<std::string> TokenContext::missing_kms_keys() {
+  return pool_->run([](hsm::Session& session) {
+    std::vector<std::string> missing;
+    for (const hsm::KeyRef& ref : {master_key(), storage_key(), transport_key()}) {
+      hsm::AttributeTemplate match;
+      match.set_ulong(CKA_CLASS, ref.object_class).set_string(CKA_LABEL, ref.label);
+      if (session.find(std::move(match), 2).empty()) missing.push_back(ref.label);
+    }
+    return missing;
+  });
+}
+
+void TokenContext::require_kms_keys() {
+  const std::vector<std::string> missing = missing_kms_keys();
+  if (missing.empty()) return;
+  std::string names;
+  for (const auto& label : missing) names += (names.empty() ? "" : ", ") + label;
+  throw NotInitialisedError(
+      "token \"" + token_.label + "\" lacks the KMS keys " + names + " (run kms-provision init)",
+      missing);
+}
+
+}  // namespace tokens
