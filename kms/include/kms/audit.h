@@ -26,6 +26,14 @@ class AuditSink {
   // Durable before it returns (written and flushed); throws AuditUnavailable otherwise,
   // and the caller must then release nothing (fail closed).
   virtual void record(const AuditEvent& event) = 0;
+
+  // Group commit (several callers share one durable write). append() writes the event
+  // without waiting for it to be durable; sync() makes every event appended so far durable.
+  // Both throw AuditUnavailable; when sync() throws, every event appended since the last
+  // successful sync() must be treated as not durable (release nothing for it). The defaults
+  // keep every sink correct: append() is record() (durable at once), sync() has nothing left.
+  virtual void append(const AuditEvent& event) { record(event); }
+  virtual void sync() {}
 };
 
 }  // namespace kms

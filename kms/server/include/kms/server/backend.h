@@ -1,0 +1,55 @@
+// Everything kmsd serves with, opened from the configuration in dependency order: the
+// audit log, the token (module, URI, login, profile, the KMS keys), the key database and
+// key store, the conference registry, and the two services. Also feeds /metrics (PKCS#11
+// calls, session pool, key store, audit log) and purges expired conferences periodically.
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "kms/audit/audit_log.h"
+#include "kms/core/bridge_service.h"
+#include "kms/core/key_request_service.h"
+#include "kms/core/sqlite_conference_registry.h"
+#include "kms/server/config.h"
+#include "kms/server/logger.h"
+#include "kms/server/metrics.h"
+#include "kms/server/server.h"
+#include "tokens/key_database.h"
+#include "tokens/key_store.h"
+#include "tokens/token_context.h"
+
+namespace kms::server {
+
+class KmsBackend {
+ public:
+  // Throws with a message naming what failed (audit file, token, PIN, keys, database).
+  KmsBackend(const Config& config, Metrics& metrics, Logger& logger);
+  ~KmsBackend();
+  KmsBackend(const KmsBackend&) = delete;
+  KmsBackend& operator=(const KmsBackend&) = delete;
+
+  Backend backend();
+  tokens::TokenContext& token() { return *token_; }
+
+ private:
+  void purge_loop();
+
+  Logger& logger_;
+  std::unique_ptr<audit::AuditLog> audit_;
+  std::unique_ptr<tokens::TokenContext> token_;
+  std::unique_ptr<tokens::KeyDatabase> database_;
+  std::unique_ptr<tokens::KeyStore> keys_;
+  std::unique_ptr<SqliteConferenceRegistry> registry_;
+  std::unique_ptr<TokenKeyRequestService> key_requests_;
+  std::unique_ptr<TokenBridgeService> bridges_;
+
+  std::mutex purge_mutex_;
+  std::condition_variable purge_wake_;
+  bool stopping_ = false;
+  std::thread purge_thread_;
+};
+
+}  // namespace kms::server

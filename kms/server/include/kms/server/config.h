@@ -1,0 +1,88 @@
+// kmsd's configuration: one TOML file (docs/SERVER.md, "Configuration"). kmsd parses the
+// [server], [limits], [protocol], [audit] and [log] tables; the [token] and [database]
+// tables go to the token layer's parser (tokens/token_config_toml.h). Relative paths are
+// resolved against the configuration file's folder.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tokens/token_config.h"
+
+namespace kms::server {
+
+enum class TlsMinVersion { tls1_2, tls1_3 };
+enum class LogLevel { debug, info, warn, error };
+enum class LogFormat { kv, json };
+
+struct ServerSettings {
+  std::string listen_address = "127.0.0.1";
+  std::uint16_t listen_port = 8443;  // 0: chosen by the OS (see --port-file)
+  std::filesystem::path tls_cert;    // PEM: server certificate (+ chain)
+  std::filesystem::path tls_key;     // PEM: its private key
+  std::filesystem::path bridge_ca;   // PEM: CA(s) that bridge client certificates chain to
+  TlsMinVersion tls_min_version = TlsMinVersion::tls1_3;
+  std::size_t io_threads = 0;      // 0: the machine's hardware threads (at least 2)
+  std::size_t worker_threads = 0;  // token calls; 0: the machine's hardware threads (>= 2)
+  std::chrono::milliseconds drain_timeout{10000};
+};
+
+struct Limits {
+  std::size_t max_body_bytes = 16 * 1024;
+  std::size_t max_header_bytes = 8 * 1024;
+  std::size_t max_connections = 1024;
+  std::size_t max_pending_requests = 256;  // queued for the worker pool; beyond: 503
+  std::chrono::milliseconds handshake_timeout{5000};
+  std::chrono::milliseconds read_timeout{10000};  // idle wait + whole request
+  std::chrono::milliseconds write_timeout{10000};
+};
+
+struct ProtocolSettings {
+  std::chrono::seconds freshness_window{300};
+  std::chrono::seconds conference_ttl{86400};
+  std::size_t replay_cache_size = 1000000;
+};
+
+struct AuditSettings {
+  std::filesystem::path path = "audit.log";
+};
+
+struct LogSettings {
+  LogLevel level = LogLevel::info;
+  LogFormat format = LogFormat::kv;
+};
+
+struct Config {
+  ServerSettings server;
+  Limits limits;
+  ProtocolSettings protocol;
+  AuditSettings audit;
+  LogSettings log;
+  tokens::TokenConfig token;
+  std::filesystem::path source;  // the file it came from
+};
+
+// Every problem found, each naming the table.key and what is wrong; empty if valid.
+struct LoadResult {
+  Config config;
+  std::vector<std::string> problems;
+  bool ok() const { return problems.empty(); }
+};
+
+// Parses and validates (values, ranges, that the files named exist and are readable PEM).
+LoadResult load_config(const std::filesystem::path& file);
+// Re-validates after command-line overrides.
+std::vector<std::string> validate(const Config& config);
+
+// "127.0.0.1:8443", "[::1]:0" -> address and port; false if malformed.
+bool parse_listen(const std::string& text, std::string& address, std::uint16_t& port);
+
+std::string_view log_level_name(LogLevel level);
+std::optional<LogLevel> parse_log_level(std::string_view name);
+
+}  // namespace kms::server

@@ -1,0 +1,113 @@
+#include "kms/server/backend.h"
+
+#include <chrono>
+
+#include "hsm/instrumentation.h"
+
+namespace kms::server {
+namespace {
+
+void counter(std::string& out, const char* name, const char* type, const char* help,
+             std::uint64_t value) {
+  out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" +
+         name + " " + std::to_string(value) + "\n";
+}
+
+}  // namespace
+
+KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger) : logger_(logger) {
+  metrics.rv_namer = [](unsigned long rv) { return hsm::rv_name(rv); };
+  hsm::set_call_observer([&metrics](const char* function, CK_RV rv, std::chrono::nanoseconds t) {
+    metrics.pkcs11_call(function, rv, t);
+  });
+
+  audit_ = std::make_unique<audit::AuditLog>(config.audit.path.string());
+  token_ = tokens::TokenContext::open(config.token);
+  token_->require_kms_keys();
+  database_ = std::make_unique<tokens::KeyDatabase>(config.token.database);
+  keys_ = std::make_unique<tokens::KeyStore>(*token_, *database_, config.token.key_cache_size);
+  RegistryOptions registry_options;
+  registry_options.replay_capacity = config.protocol.replay_cache_size;
+  registry_ = std::make_unique<SqliteConferenceRegistry>(config.token.database, registry_options);
+  ServiceConfig service_config;
+  service_config.freshness_window_seconds = config.protocol.freshness_window.count();
+  service_config.conference_lifetime_seconds = config.protocol.conference_ttl.count();
+  key_requests_ = std::make_unique<TokenKeyRequestService>(*token_, *keys_, *registry_, *audit_,
+                                                           service_config);
+  bridges_ =
+      std::make_unique<TokenBridgeService>(*token_, *keys_, *registry_, *audit_, service_config);
+
+  metrics.add_renderer([this](std::string& out) {
+    const hsm::PoolStats pool = token_->pool().stats();
+    counter(out, "kms_session_pool_open", "gauge", "Open PKCS#11 sessions in the pool",
+            pool.open_sessions);
+    counter(out, "kms_session_pool_in_use", "gauge", "Pool sessions lent out now", pool.in_use);
+    counter(out, "kms_session_pool_opened_total", "counter", "Sessions opened",
+            pool.sessions_opened);
+    counter(out, "kms_session_pool_replaced_total", "counter",
+            "Sessions found dropped by the token and replaced", pool.sessions_replaced);
+    counter(out, "kms_session_pool_handles_refound_total", "counter",
+            "Object handles re-found after CKR_OBJECT_HANDLE_INVALID", pool.handles_refound);
+    counter(out, "kms_session_pool_relogins_total", "counter",
+            "Logins after CKR_USER_NOT_LOGGED_IN", pool.relogins);
+    counter(out, "kms_session_pool_reinitializations_total", "counter",
+            "Module re-initialisations after a device error", pool.reinitializations);
+    counter(out, "kms_session_pool_acquire_timeouts_total", "counter",
+            "Operations that found no free session in time", pool.acquire_timeouts);
+    const tokens::KeyStoreStats keys = keys_->stats();
+    counter(out, "kms_key_cache_hits_total", "counter", "Key store cache hits", keys.hits);
+    counter(out, "kms_key_cache_misses_total", "counter", "Key store unwraps/lookups", keys.misses);
+    counter(out, "kms_key_cache_entries", "gauge", "Unwrapped keys cached", keys.cached);
+    const audit::AuditLogStats audit = audit_->stats();
+    counter(out, "kms_audit_records_total", "counter", "Audit records written by this process",
+            audit.records);
+    counter(out, "kms_audit_failures_total", "counter", "Audit records that could not be written",
+            audit.failures);
+    counter(out, "kms_audit_syncs_total", "counter", "fdatasync calls on the audit log",
+            audit.syncs);
+    counter(out, "kms_audit_last_seq", "gauge",
+            "Sequence number of the last audit record (compare with kms-audit verify)",
+            audit_->last_seq());
+  });
+
+  purge_thread_ = std::thread([this] { purge_loop(); });
+}
+
+KmsBackend::~KmsBackend() {
+  {
+    std::lock_guard lock(purge_mutex_);
+    stopping_ = true;
+  }
+  purge_wake_.notify_all();
+  if (purge_thread_.joinable()) purge_thread_.join();
+  hsm::set_call_observer({});
+}
+
+Backend KmsBackend::backend() {
+  Backend backend;
+  backend.key_requests = key_requests_.get();
+  backend.bridges = bridges_.get();
+  backend.audit = audit_.get();
+  backend.ready = [this] { return token_->pool().ready(); };
+  return backend;
+}
+
+void KmsBackend::purge_loop() {
+  std::unique_lock lock(purge_mutex_);
+  while (!purge_wake_.wait_for(lock, std::chrono::seconds(60), [this] { return stopping_; })) {
+    lock.unlock();
+    try {
+      const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count();
+      const std::size_t purged = registry_->purge_expired(now);
+      if (purged > 0)
+        logger_.info("expired conferences purged", {{"count", std::to_string(purged)}});
+    } catch (const std::exception& error) {
+      logger_.warn("purging expired conferences failed", {{"error", error.what()}});
+    }
+    lock.lock();
+  }
+}
+
+}  // namespace kms::server

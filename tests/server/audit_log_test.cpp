@@ -1,0 +1,266 @@
+// The hash-chained audit log: chain verification, tamper detection at the right record,
+// resume after restart, torn tails, fail-closed writes, concurrency, and the kms-audit CLI.
+#include "kms/audit/audit_log.h"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "kms/audit/audit_record.h"
+#include "kms/audit/audit_verify.h"
+
+namespace fs = std::filesystem;
+using kms::AuditEvent;
+using kms::AuditUnavailable;
+using kms::audit::AuditLog;
+using kms::audit::verify_file;
+
+namespace {
+
+class AuditLogTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char pattern[] = "/tmp/kms-audit-test-XXXXXX";
+    ASSERT_NE(mkdtemp(pattern), nullptr);
+    dir_ = pattern;
+    path_ = (dir_ / "audit.log").string();
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  static AuditEvent release(int i) {
+    return {"key_release",
+            "ok",
+            {{"bridge", "sip:bridge1@ims.example.net"},
+             {"conference", "00112233445566778899aabbccddeeff"},
+             {"member", "sip:user" + std::to_string(i) + "@ims.example.net"}}};
+  }
+  void write_records(int count) {
+    AuditLog log(path_);
+    for (int i = 0; i < count; ++i) log.record(release(i));
+  }
+  std::vector<std::string> lines() const {
+    std::ifstream in(path_);
+    std::vector<std::string> result;
+    for (std::string line; std::getline(in, line);) result.push_back(line);
+    return result;
+  }
+  void write_lines(const std::vector<std::string>& content, bool final_newline = true) {
+    std::ofstream out(path_, std::ios::trunc | std::ios::binary);
+    for (std::size_t i = 0; i < content.size(); ++i) {
+      out << content[i];
+      if (i + 1 < content.size() || final_newline) out << '\n';
+    }
+  }
+
+  fs::path dir_;
+  std::string path_;
+};
+
+TEST_F(AuditLogTest, ChainOfRecordsVerifies) {
+  write_records(20);
+  const auto result = verify_file(path_);
+  EXPECT_TRUE(result.ok) << result.problem;
+  EXPECT_EQ(result.records, 20u);
+  EXPECT_EQ(result.last_seq, 20u);
+  EXPECT_EQ(lines().size(), 20u);
+  EXPECT_NE(lines()[0].find(std::string(kms::audit::kGenesisHash)), std::string::npos);
+}
+
+TEST_F(AuditLogTest, RecordIsOneLineEvenWithHostileFieldValues) {
+  {
+    AuditLog log(path_);
+    log.record({"refusal",
+                "malformed_request",
+                {{"detail", "quote\" newline\n brace} ,\"hash\":\"" + std::string(64, 'a')}}});
+    log.record(release(1));
+  }
+  EXPECT_EQ(lines().size(), 2u);
+  EXPECT_TRUE(verify_file(path_).ok);
+}
+
+TEST_F(AuditLogTest, ResumesTheChainAfterReopen) {
+  write_records(5);
+  std::string head;
+  {
+    AuditLog log(path_);
+    EXPECT_EQ(log.last_seq(), 5u);
+    head = log.head_hash();
+    log.record(release(6));
+    EXPECT_EQ(log.last_seq(), 6u);
+  }
+  const auto all = lines();
+  ASSERT_EQ(all.size(), 6u);
+  EXPECT_NE(all[5].find("\"seq\":6,"), std::string::npos);
+  EXPECT_NE(all[5].find(head), std::string::npos);
+  EXPECT_TRUE(verify_file(path_).ok);
+}
+
+TEST_F(AuditLogTest, FlippedByteIsReportedAtItsRecord) {
+  write_records(10);
+  for (std::size_t offset : {std::size_t{12}, std::size_t{40}, std::size_t{120}}) {
+    auto content = lines();
+    std::string& line = content[6];  // record 7
+    ASSERT_LT(offset, line.size());
+    line[offset] = static_cast<char>(line[offset] ^ 0x01);
+    write_lines(content);
+    const auto result = verify_file(path_);
+    EXPECT_FALSE(result.ok);
+    EXPECT_EQ(result.broken_line, 7u) << "offset " << offset << ": " << result.problem;
+    EXPECT_EQ(result.records, 6u);
+  }
+}
+
+TEST_F(AuditLogTest, AlteredHashFieldIsReportedAtItsRecord) {
+  write_records(10);
+  auto content = lines();
+  std::string& line = content[2];
+  line[line.size() - 5] = line[line.size() - 5] == '0' ? '1' : '0';
+  write_lines(content);
+  const auto result = verify_file(path_);
+  EXPECT_FALSE(result.ok);
+  EXPECT_EQ(result.broken_line, 3u);
+}
+
+TEST_F(AuditLogTest, DeletedRecordIsReportedWhereTheGapIs) {
+  write_records(10);
+  auto content = lines();
+  content.erase(content.begin() + 3);  // record 4
+  write_lines(content);
+  const auto result = verify_file(path_);
+  EXPECT_FALSE(result.ok);
+  EXPECT_EQ(result.broken_line, 4u);
+  EXPECT_NE(result.problem.find("seq 5, expected 4"), std::string::npos) << result.problem;
+}
+
+TEST_F(AuditLogTest, RecomputedRecordStillBreaksTheChainAfterIt) {
+  // An attacker who rewrites record 3 and recomputes its own hash breaks record 4's link.
+  write_records(6);
+  auto content = lines();
+  std::string forged = kms::audit::format_record(3, "2026-01-01T00:00:00.000Z",
+                                                 kms::audit::line_hash(content[1]).claimed,
+                                                 {"key_release", "ok", {{"member", "x"}}});
+  content[2] = forged;
+  write_lines(content);
+  const auto result = verify_file(path_);
+  EXPECT_FALSE(result.ok);
+  EXPECT_EQ(result.broken_line, 4u);
+}
+
+TEST_F(AuditLogTest, TruncatedLastLineIsDetectedAndCutOnResume) {
+  write_records(4);
+  auto content = lines();
+  content[3].resize(content[3].size() / 2);
+  write_lines(content, /*final_newline=*/false);
+  auto result = verify_file(path_);
+  EXPECT_FALSE(result.ok);
+  EXPECT_EQ(result.broken_line, 4u);
+
+  {
+    AuditLog log(path_);  // the torn record never returned from record(): cut it, note it
+    EXPECT_EQ(log.last_seq(), 4u);
+    log.record(release(9));
+  }
+  const auto all = lines();
+  ASSERT_EQ(all.size(), 5u);
+  EXPECT_NE(all[3].find("audit_recovered"), std::string::npos);
+  result = verify_file(path_);
+  EXPECT_TRUE(result.ok) << result.problem;
+}
+
+TEST_F(AuditLogTest, DamagedLastRecordRefusesToResume) {
+  write_records(3);
+  auto content = lines();
+  content[2][20] = static_cast<char>(content[2][20] ^ 0x01);
+  write_lines(content);
+  EXPECT_THROW(AuditLog log(path_), AuditUnavailable);
+}
+
+TEST_F(AuditLogTest, UnwritableDeviceFailsClosedAndStaysFailed) {
+  AuditLog log("/dev/full");  // every write fails with ENOSPC
+  EXPECT_THROW(log.record(release(1)), AuditUnavailable);
+  EXPECT_THROW(log.record(release(2)), AuditUnavailable);
+  EXPECT_EQ(log.stats().failures, 2u);
+  EXPECT_EQ(log.stats().records, 0u);
+}
+
+TEST_F(AuditLogTest, SecondWriterOnTheSameFileIsRefused) {
+  AuditLog first(path_);
+  EXPECT_THROW(AuditLog second(path_), AuditUnavailable);
+  first.record(release(1));
+  EXPECT_TRUE(verify_file(path_).ok);
+}
+
+TEST_F(AuditLogTest, AppendThenSyncSharesOneSync) {
+  {
+    AuditLog log(path_);
+    log.append(release(1));
+    log.append(release(2));
+    log.append(release(3));
+    log.sync();
+    log.sync();  // nothing new: no second fdatasync
+    EXPECT_EQ(log.stats().syncs, 1u);
+    EXPECT_EQ(log.stats().records, 3u);
+  }
+  EXPECT_EQ(verify_file(path_).records, 3u);
+  AuditLog full("/dev/full");
+  EXPECT_THROW(full.append(release(1)), AuditUnavailable);
+  EXPECT_THROW(full.sync(), AuditUnavailable);
+}
+
+TEST_F(AuditLogTest, UnopenablePathThrows) {
+  EXPECT_THROW(AuditLog log((dir_ / "missing" / "audit.log").string()), AuditUnavailable);
+}
+
+TEST_F(AuditLogTest, ConcurrentWritersKeepOneChain) {
+  {
+    AuditLog log(path_);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+      threads.emplace_back([&log, t] {
+        for (int i = 0; i < 25; ++i) log.record(release(t * 100 + i));
+      });
+    }
+    for (auto& thread : threads) thread.join();
+    EXPECT_EQ(log.stats().records, 200u);
+    EXPECT_LE(log.stats().syncs, 200u);
+  }
+  const auto result = verify_file(path_);
+  EXPECT_TRUE(result.ok) << result.problem;
+  EXPECT_EQ(result.records, 200u);
+}
+
+std::pair<int, std::string> run(const std::string& command) {
+  std::array<char, 512> buffer{};
+  std::string out;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (!pipe) return {-1, {}};
+  while (fgets(buffer.data(), buffer.size(), pipe)) out += buffer.data();
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+TEST_F(AuditLogTest, CliVerifiesAndNamesTheBrokenLine) {
+  write_records(8);
+  auto [code, out] = run(std::string(KMS_AUDIT_BIN) + " verify " + path_);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("8 records"), std::string::npos) << out;
+
+  auto content = lines();
+  content[4][30] = static_cast<char>(content[4][30] ^ 0x20);
+  write_lines(content);
+  std::tie(code, out) = run(std::string(KMS_AUDIT_BIN) + " verify " + path_);
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_NE(out.find("line 5"), std::string::npos) << out;
+
+  std::tie(code, out) = run(std::string(KMS_AUDIT_BIN) + " verify " + path_ + ".missing");
+  EXPECT_EQ(code, 2) << out;
+}
+
+}  // namespace

@@ -1,0 +1,87 @@
+// A real kmsd for tests: a fresh SoftHSM token (tests/support), test PKI, the KMS keys,
+// three subscribers and one bridge provisioned with kms-provision, a generated
+// configuration, and kmsd started as a child process on a port chosen by the OS.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kms/client/secret.h"
+#include "test_pki.h"
+#include "test_token.h"
+
+namespace kmstest {
+
+inline constexpr const char* kAlice = "sip:alice@ims.example.net";
+inline constexpr const char* kBob = "sip:bob@ims.example.net";
+inline constexpr const char* kCarol = "sip:carol@ims.example.net";
+
+struct ConfigOverrides {
+  std::map<std::string, std::string> limits;  // [limits] key -> TOML value text
+  std::string audit_path;                     // default: audit_path(name)
+  std::string tls_cert;                       // default: the PKI's server certificate
+  std::string tls_key;
+  std::string extra;  // appended TOML text
+};
+
+class KmsdEnvironment {
+ public:
+  // Creates the token, PKI, config and provisions kAlice, kBob, kCarol and kBridgeId.
+  static std::unique_ptr<KmsdEnvironment> create(
+      testsupport::TokenKind kind = testsupport::TokenKind::softhsm);
+  ~KmsdEnvironment();
+
+  const std::string& dir() const { return dir_->path(); }
+  const TestPki& pki() const { return pki_; }
+  testsupport::TestToken& token() { return *token_; }
+  std::string profile() const { return token_->profile_name(); }
+  // Each configuration gets its own audit log (one writer per log): audit-<name>.log.
+  std::string audit_path(const std::string& config_name = "kmsd.toml") const {
+    return dir() + "/audit-" + config_name + ".log";
+  }
+
+  // Writes a configuration file (named by `name`) and returns its path.
+  std::string write_config(const std::string& name, const ConfigOverrides& overrides = {}) const;
+  // The plaintext root key kms-provision exported for an identity (UE / bridge side).
+  kms::client::Secret root_key(const std::string& identity) const;
+  const std::string& key_file(const std::string& identity) const { return key_files_.at(identity); }
+  // Runs kms-provision with this environment's config; returns the result.
+  testsupport::CommandResult provision(std::vector<std::string> args) const;
+
+ private:
+  KmsdEnvironment() = default;
+  std::unique_ptr<testsupport::TestToken> token_;
+  std::unique_ptr<testsupport::TempDir> dir_;
+  TestPki pki_;
+  std::map<std::string, std::string> key_files_;
+};
+
+class KmsdProcess {
+ public:
+  // Starts kmsd --config FILE --listen 127.0.0.1:0 --port-file ...; waits until it listens.
+  // Throws std::runtime_error with kmsd's log if it exits or does not listen within 20 s.
+  KmsdProcess(KmsdEnvironment& environment, const std::string& config,
+              std::vector<std::string> extra_args = {});
+  ~KmsdProcess();  // SIGTERM, then SIGKILL after 10 s
+
+  std::uint16_t port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  std::string url() const { return "https://127.0.0.1:" + std::to_string(port_); }
+  void signal(int signal) const;
+  // Sends SIGTERM and waits; returns the exit status (or 128 + signal).
+  int terminate();
+  bool running() const;
+  long rss_kb() const;
+  std::string log() const;
+
+ private:
+  mutable pid_t pid_ = -1;  // -1 once reaped
+  std::uint16_t port_ = 0;
+  std::string log_path_;
+};
+
+}  // namespace kmstest

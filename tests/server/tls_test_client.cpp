@@ -1,0 +1,132 @@
+#include "tls_test_client.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <stdexcept>
+
+namespace kmstest {
+namespace {
+
+namespace net = boost::asio;
+namespace ssl = net::ssl;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+
+std::unique_ptr<ssl::context> client_context(const std::string& ca_file, const std::string& cert,
+                                             const std::string& key) {
+  auto context = std::make_unique<ssl::context>(ssl::context::tls_client);
+  context->set_verify_mode(ssl::verify_peer);
+  context->load_verify_file(ca_file);
+  if (!cert.empty()) {
+    context->use_certificate_chain_file(cert);
+    context->use_private_key_file(key, ssl::context::pem);
+  }
+  return context;
+}
+
+void set_timeouts(int fd, int ms) {
+  timeval tv{ms / 1000, (ms % 1000) * 1000};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+}  // namespace
+
+std::string RawResponse::header(const std::string& name) const {
+  const std::string needle = "\n" + name + ": ";
+  const auto at = headers.find(needle);
+  if (at == std::string::npos) return {};
+  const auto end = headers.find("\r\n", at + needle.size());
+  return headers.substr(at + needle.size(), end - at - needle.size());
+}
+
+RawResponse https_request(std::uint16_t port, const std::string& ca_file, const std::string& method,
+                          const std::string& target, const std::string& content_type,
+                          const std::string& body, const std::string& cert_file,
+                          const std::string& key_file) {
+  net::io_context ioc;
+  auto context = client_context(ca_file, cert_file, key_file);
+  beast::ssl_stream<tcp::socket> stream(ioc, *context);
+  stream.next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+  set_timeouts(stream.next_layer().native_handle(), 10000);
+  stream.handshake(ssl::stream_base::client);
+  http::request<http::string_body> request{http::string_to_verb(method), target, 11};
+  request.set(http::field::host, "127.0.0.1");
+  if (!content_type.empty()) request.set(http::field::content_type, content_type);
+  request.body() = body;
+  request.prepare_payload();
+  beast::error_code ec;
+  http::write(stream, request, ec);
+  RawResponse result;
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(1 << 24);
+  http::read(stream, buffer, parser, ec);  // the server may answer before reading it all
+  if (ec && !parser.is_header_done()) return result;
+  const auto& response = parser.get();
+  result.status = response.result_int();
+  result.body = response.body();
+  std::ostringstream headers;
+  headers << response.base();
+  result.headers = "\n" + headers.str();
+  return result;
+}
+
+struct SlowTlsConnection::Impl {
+  net::io_context ioc;
+  std::unique_ptr<ssl::context> context;
+  std::unique_ptr<beast::ssl_stream<tcp::socket>> stream;
+};
+
+SlowTlsConnection::SlowTlsConnection(std::uint16_t port, const std::string& ca_file)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->context = client_context(ca_file, {}, {});
+  impl_->stream = std::make_unique<beast::ssl_stream<tcp::socket>>(impl_->ioc, *impl_->context);
+  impl_->stream->next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+  set_timeouts(impl_->stream->next_layer().native_handle(), 10000);
+  impl_->stream->handshake(ssl::stream_base::client);
+}
+
+SlowTlsConnection::~SlowTlsConnection() = default;
+
+bool SlowTlsConnection::write(const std::string& bytes) {
+  beast::error_code ec;
+  net::write(*impl_->stream, net::buffer(bytes), ec);
+  return !ec;
+}
+
+bool SlowTlsConnection::closed_by_server(std::chrono::milliseconds wait) {
+  const int fd = impl_->stream->next_layer().native_handle();
+  pollfd descriptor{fd, POLLIN, 0};
+  if (::poll(&descriptor, 1, static_cast<int>(wait.count())) <= 0) return false;
+  char byte;
+  beast::error_code ec;
+  impl_->stream->read_some(net::buffer(&byte, 1), ec);
+  return static_cast<bool>(ec);  // EOF, truncated stream or reset
+}
+
+int open_silent_tcp(std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+}  // namespace kmstest
