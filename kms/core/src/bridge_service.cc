@@ -80,7 +80,7 @@ BridgeRelease TokenBridgeService::process(const std::string& bridge_id, const By
   });
 
   BridgeRelease release;
-  registry_.bind_for_release(conference_id, bridge_id, now, [&](const Conference& conference) {
+  const auto release_and_audit = [&](const Conference& conference) {
     if (conference.profile != profile.wire_id()) {
       throw ProtocolError(ErrorCode::profile_mismatch, "conference was created under profile " +
                                                            std::to_string(conference.profile));
@@ -118,7 +118,9 @@ BridgeRelease TokenBridgeService::process(const std::string& bridge_id, const By
       if (!key_ids.empty()) key_ids += ',';
       key_ids += to_hex(key.key_id);
     }
-    audit_.record(AuditEvent{"key_release",
+    // Durable once the registry syncs the audit, before the binding commits and before
+    // anything is returned. AuditUnavailable here or there: nothing released, no binding.
+    audit_.append(AuditEvent{"key_release",
                              "ok",
                              {{"conference", to_hex(conference.conference_id)},
                               {"bridge", bridge_id},
@@ -127,7 +129,8 @@ BridgeRelease TokenBridgeService::process(const std::string& bridge_id, const By
                               {"count", std::to_string(release.keys.size())},
                               {"peer", context.peer},
                               {"request_id", context.request_id}}});
-  });
+  };
+  registry_.bind_for_release(conference_id, bridge_id, now, release_and_audit, &audit_);
   return release;
 }
 

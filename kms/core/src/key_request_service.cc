@@ -237,7 +237,7 @@ KeyResponse TokenKeyRequestService::process(const KeyRequest& request,
   admission.now = now;
   admission.conference_expires_at = now + config_.conference_lifetime_seconds;
 
-  registry_.admit(admission, [&](AdmissionOutcome outcome) {
+  const auto audit_admission = [&](AdmissionOutcome outcome) {
     AuditEvent event{outcome == AdmissionOutcome::admitted ? "admission" : "retransmission",
                      "ok",
                      {{"conference", to_hex(computed.conference_id)},
@@ -248,8 +248,11 @@ KeyResponse TokenKeyRequestService::process(const KeyRequest& request,
                       {"suite", std::to_string(suite)},
                       {"peer", context.peer},
                       {"request_id", context.request_id}}};
-    audit_.record(event);  // AuditUnavailable: the registry rolls back, nothing is released
-  });
+    // Durable once the registry syncs the audit, before it commits (one sync shared by
+    // concurrent admissions). AuditUnavailable here or there: nothing is admitted or released.
+    audit_.append(event);
+  };
+  registry_.admit(admission, audit_admission, &audit_);
 
   KeyResponse response;
   response.conference_id = std::move(computed.conference_id);

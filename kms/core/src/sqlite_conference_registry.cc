@@ -2,6 +2,8 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
+
 #include "sqlite_statement.h"
 
 namespace kms {
@@ -76,19 +78,91 @@ void SqliteConferenceRegistry::exec(const char* sql) {
 }
 
 AdmissionOutcome SqliteConferenceRegistry::admit(const Admission& admission,
-                                                 const AdmissionHook& before_commit) {
-  std::lock_guard lock(mutex_);
-  if (options_.purge_interval_seconds > 0 && admission.now >= next_purge_) {
-    purge_locked(admission.now);
-    next_purge_ = admission.now + options_.purge_interval_seconds;
+                                                 const AdmissionHook& before_commit,
+                                                 AuditSink* audit) {
+  AdmissionOutcome outcome = AdmissionOutcome::admitted;
+  Write write;
+  write.apply = [&] { outcome = apply_admission(admission, before_commit); };
+  write.audit = audit;
+  write.now = admission.now;
+  submit(write);
+  return outcome;
+}
+
+void SqliteConferenceRegistry::submit(Write& write) {
+  std::unique_lock lock(queue_mutex_);
+  queue_.push_back(&write);
+  while (!write.done) {
+    if (leader_active_) {  // a batch is being committed; ours may be in the next one
+      queue_changed_.wait(lock);
+      continue;
+    }
+    leader_active_ = true;
+    const std::size_t take = std::min(queue_.size(), std::max<std::size_t>(options_.max_batch, 1));
+    const std::vector<Write*> batch(queue_.begin(),
+                                    queue_.begin() + static_cast<std::ptrdiff_t>(take));
+    queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(take));
+    lock.unlock();
+    commit_batch(batch);
+    lock.lock();
+    for (Write* member : batch) member->done = true;
+    ++stats_.batches;
+    stats_.writes += batch.size();
+    stats_.largest_batch = std::max(stats_.largest_batch, batch.size());
+    leader_active_ = false;
+    queue_changed_.notify_all();  // wakes the batch's callers and the next leader
   }
+  lock.unlock();
+  if (write.error) std::rethrow_exception(write.error);
+}
+
+void SqliteConferenceRegistry::commit_batch(const std::vector<Write*>& batch) {
+  try {  // never throws: every failure becomes the error of the writes it affects
+    std::lock_guard lock(mutex_);
+    std::int64_t now = 0;
+    for (const Write* write : batch) now = std::max(now, write->now);
+    if (options_.purge_interval_seconds > 0 && now >= next_purge_) {  // its own transaction
+      purge_locked(now);
+      next_purge_ = now + options_.purge_interval_seconds;
+    }
+    sqlite::Transaction transaction(db_);
+    pending_replay_count_ = replay_count_;
+    std::vector<AuditSink*> sinks;
+    for (Write* write : batch) {
+      const std::size_t replay_count_before = pending_replay_count_;
+      sqlite::Savepoint savepoint(db_);
+      try {
+        write->apply();
+        savepoint.release();
+      } catch (...) {  // this write alone is not recorded; the later ones don't see it
+        write->error = std::current_exception();
+        pending_replay_count_ = replay_count_before;
+        savepoint.rollback();
+        continue;
+      }
+      if (write->audit && std::find(sinks.begin(), sinks.end(), write->audit) == sinks.end()) {
+        sinks.push_back(write->audit);
+      }
+    }
+    for (AuditSink* sink : sinks) sink->sync();  // the audit records durable before COMMIT
+    transaction.commit();
+    replay_count_ = pending_replay_count_;
+  } catch (...) {  // nothing of the batch is recorded
+    const std::exception_ptr error = std::current_exception();
+    for (Write* write : batch) {
+      if (!write->error) write->error = error;
+    }
+  }
+}
+
+AdmissionOutcome SqliteConferenceRegistry::apply_admission(const Admission& admission,
+                                                           const AdmissionHook& before_commit) {
   {  // entries whose window has passed can never match a fresh envelope again
     sqlite::Statement expire(db_, "DELETE FROM used_envelopes WHERE expires_at < ?1");
     expire.bind(1, admission.now).run();
     const auto expired = static_cast<std::size_t>(sqlite3_changes(db_));
-    replay_count_ = replay_count_ > expired ? replay_count_ - expired : 0;
+    pending_replay_count_ = pending_replay_count_ > expired ? pending_replay_count_ - expired : 0;
   }
-  sqlite::Transaction transaction(db_);
 
   // Replay record: an envelope already used by another request is a replay; the same
   // request again is a retransmission, answered by recomputing the same responses.
@@ -126,11 +200,10 @@ AdmissionOutcome SqliteConferenceRegistry::admit(const Admission& admission,
 
   if (seen_before) {
     before_commit(AdmissionOutcome::retransmission);
-    transaction.commit();
     return AdmissionOutcome::retransmission;
   }
 
-  if (replay_count_ + admission.envelopes.size() > options_.replay_capacity) {
+  if (pending_replay_count_ + admission.envelopes.size() > options_.replay_capacity) {
     throw ProtocolError(ErrorCode::overloaded, "replay record full");
   }
 
@@ -170,9 +243,8 @@ AdmissionOutcome SqliteConferenceRegistry::admit(const Admission& admission,
     insert.bind(1, use.digest).bind(2, admission.request_digest).bind(3, use.expires_at).run();
   }
 
+  pending_replay_count_ += admission.envelopes.size();
   before_commit(AdmissionOutcome::admitted);
-  transaction.commit();
-  replay_count_ += admission.envelopes.size();
   return AdmissionOutcome::admitted;
 }
 
@@ -223,26 +295,32 @@ std::optional<Conference> SqliteConferenceRegistry::find(const Bytes& conference
 Conference SqliteConferenceRegistry::bind_for_release(const Bytes& conference_id,
                                                       const std::string& bridge_id,
                                                       std::int64_t now,
-                                                      const ReleaseHook& before_commit) {
-  std::lock_guard lock(mutex_);
-  sqlite::Transaction transaction(db_);
-  std::optional<Conference> conference = load(conference_id);
-  if (!conference) throw ProtocolError(ErrorCode::unknown_conference, "no such conference");
-  if (conference->expires_at <= now) {
-    throw ProtocolError(ErrorCode::conference_expired, "conference expired");
-  }
-  if (conference->bridge_id && *conference->bridge_id != bridge_id) {
-    throw ProtocolError(ErrorCode::bridge_not_authorized, "conference is bound to another bridge");
-  }
-  if (!conference->bridge_id) {
-    sqlite::Statement bind(db_,
-                           "UPDATE conferences SET bridge_id = ?2, bound_at = ?3 "
-                           "WHERE conference_id = ?1 AND bridge_id IS NULL");
-    bind.bind(1, conference_id).bind(2, bridge_id).bind(3, now).run();
-    conference->bridge_id = bridge_id;
-  }
-  before_commit(*conference);
-  transaction.commit();
+                                                      const ReleaseHook& before_commit,
+                                                      AuditSink* audit) {
+  std::optional<Conference> conference;
+  Write write;
+  write.apply = [&] {
+    conference = load(conference_id);
+    if (!conference) throw ProtocolError(ErrorCode::unknown_conference, "no such conference");
+    if (conference->expires_at <= now) {
+      throw ProtocolError(ErrorCode::conference_expired, "conference expired");
+    }
+    if (conference->bridge_id && *conference->bridge_id != bridge_id) {
+      throw ProtocolError(ErrorCode::bridge_not_authorized,
+                          "conference is bound to another bridge");
+    }
+    if (!conference->bridge_id) {
+      sqlite::Statement bind(db_,
+                             "UPDATE conferences SET bridge_id = ?2, bound_at = ?3 "
+                             "WHERE conference_id = ?1 AND bridge_id IS NULL");
+      bind.bind(1, conference_id).bind(2, bridge_id).bind(3, now).run();
+      conference->bridge_id = bridge_id;
+    }
+    before_commit(*conference);
+  };
+  write.audit = audit;
+  write.now = now;
+  submit(write);
   return std::move(*conference);
 }
 
@@ -274,6 +352,16 @@ std::size_t SqliteConferenceRegistry::replay_entries() {
   sqlite::Statement count(db_, "SELECT count(*) FROM used_envelopes");
   replay_count_ = count.step() ? static_cast<std::size_t>(count.integer(0)) : 0;
   return replay_count_;
+}
+
+GroupCommitStats SqliteConferenceRegistry::group_commit_stats() const {
+  std::lock_guard lock(queue_mutex_);
+  return stats_;
+}
+
+std::size_t SqliteConferenceRegistry::queued_writes() const {
+  std::lock_guard lock(queue_mutex_);
+  return queue_.size();
 }
 
 }  // namespace kms

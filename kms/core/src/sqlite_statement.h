@@ -112,4 +112,38 @@ class Transaction {
   bool done_ = false;
 };
 
+// SAVEPOINT inside an open transaction: release() keeps its changes, rollback() undoes
+// just them; the destructor undoes them (best effort) unless released or rolled back.
+class Savepoint {
+ public:
+  explicit Savepoint(sqlite3* db) : db_(db) {
+    if (sqlite3_exec(db_, "SAVEPOINT write", nullptr, nullptr, nullptr) != SQLITE_OK) {
+      fail(db_, "SAVEPOINT");
+    }
+  }
+  ~Savepoint() {
+    if (!done_) sqlite3_exec(db_, "ROLLBACK TO write; RELEASE write", nullptr, nullptr, nullptr);
+  }
+  Savepoint(const Savepoint&) = delete;
+  Savepoint& operator=(const Savepoint&) = delete;
+  void release() {
+    if (sqlite3_exec(db_, "RELEASE write", nullptr, nullptr, nullptr) != SQLITE_OK) {
+      fail(db_, "RELEASE");
+    }
+    done_ = true;
+  }
+  // Throws if the changes can't be undone (the transaction is then no longer usable).
+  void rollback() {
+    done_ = true;
+    if (sqlite3_exec(db_, "ROLLBACK TO write; RELEASE write", nullptr, nullptr, nullptr) !=
+        SQLITE_OK) {
+      fail(db_, "ROLLBACK TO");
+    }
+  }
+
+ private:
+  sqlite3* db_;
+  bool done_ = false;
+};
+
 }  // namespace kms::sqlite

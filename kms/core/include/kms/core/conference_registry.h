@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "hsm/secure_bytes.h"
+#include "kms/audit.h"
 #include "kms/services.h"
 
 namespace kms {
@@ -71,20 +72,27 @@ class ConferenceRegistry {
   // profile_mismatch against an existing conference), the replay record's capacity
   // (overloaded), then records the admission and calls before_commit with the outcome.
   // If before_commit throws (the audit failed), nothing is recorded and the exception
-  // propagates. Returns the outcome.
+  // propagates. Returns the outcome once the admission is durable.
+  //
+  // audit: when given, before_commit may only append() its audit records; the registry
+  // calls audit->sync() before it commits, and if that throws nothing is recorded and the
+  // exception propagates. This lets concurrent admissions share one durable write (group
+  // commit). Without it before_commit must make its records durable itself (record()).
+  // before_commit may run on another caller's thread (while this caller waits).
   using AdmissionHook = std::function<void(AdmissionOutcome)>;
-  virtual AdmissionOutcome admit(const Admission& admission,
-                                 const AdmissionHook& before_commit) = 0;
+  virtual AdmissionOutcome admit(const Admission& admission, const AdmissionHook& before_commit,
+                                 AuditSink* audit = nullptr) = 0;
 
   virtual std::optional<Conference> find(const Bytes& conference_id) = 0;
 
   // Atomically: unknown_conference, conference_expired (expires_at <= now), or
   // bridge_not_authorized when bound to another bridge; binds an unbound conference to
   // bridge_id; calls before_commit with the conference (members included). If it throws,
-  // the binding is rolled back and the exception propagates.
+  // the binding is rolled back and the exception propagates. audit: as for admit().
   using ReleaseHook = std::function<void(const Conference&)>;
   virtual Conference bind_for_release(const Bytes& conference_id, const std::string& bridge_id,
-                                      std::int64_t now, const ReleaseHook& before_commit) = 0;
+                                      std::int64_t now, const ReleaseHook& before_commit,
+                                      AuditSink* audit = nullptr) = 0;
 
   // Deletes conferences (and their members) expired before now - retention, and replay
   // entries whose window has passed. Returns the number of conferences deleted.
