@@ -162,37 +162,24 @@ void BM_AcquireRelease(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+// Both variants of an A/B argument, with 1 and 2 threads, in wall time.
+void ab_on_one_and_two_threads(benchmark::internal::Benchmark* bench, const char* name) {
+  bench->ArgName(name)->Arg(0)->Arg(1)->Threads(1)->Threads(2)->UseRealTime();
+}
 // Arg 0: token-object keys, 1: session-object copies.
-BENCHMARK(BM_GcmDecrypt)
-    ->ArgName("session_key")
-    ->Arg(0)
-    ->Arg(1)
-    ->Threads(1)
-    ->Threads(2)
-    ->UseRealTime();
-BENCHMARK(BM_DeriveDestroy)
-    ->ArgName("session_key")
-    ->Arg(0)
-    ->Arg(1)
-    ->Threads(1)
-    ->Threads(2)
-    ->UseRealTime();
-BENCHMARK(BM_Wrap)->ArgName("session_key")->Arg(0)->Arg(1)->Threads(1)->Threads(2)->UseRealTime();
-BENCHMARK(BM_DeriveWrapDestroy)
-    ->ArgName("session_key")
-    ->Arg(0)
-    ->Arg(1)
-    ->Threads(1)
-    ->Threads(2)
-    ->UseRealTime();
+void session_key_variants(benchmark::internal::Benchmark* bench) {
+  ab_on_one_and_two_threads(bench, "session_key");
+}
 // Arg 0: C_GetSessionInfo on every acquire (default), 1: no validation.
-BENCHMARK(BM_AcquireRelease)
-    ->ArgName("unvalidated")
-    ->Arg(0)
-    ->Arg(1)
-    ->Threads(1)
-    ->Threads(2)
-    ->UseRealTime();
+void validation_variants(benchmark::internal::Benchmark* bench) {
+  ab_on_one_and_two_threads(bench, "unvalidated");
+}
+
+BENCHMARK(BM_GcmDecrypt)->Apply(session_key_variants);
+BENCHMARK(BM_DeriveDestroy)->Apply(session_key_variants);
+BENCHMARK(BM_Wrap)->Apply(session_key_variants);
+BENCHMARK(BM_DeriveWrapDestroy)->Apply(session_key_variants);
+BENCHMARK(BM_AcquireRelease)->Apply(validation_variants);
 
 }  // namespace
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "support/test_token.h"
+#include "token_setup.h"
 #include "tokens/kdf.h"
 #include "tokens/key_store.h"
 #include "tokens/key_templates.h"
@@ -27,13 +28,7 @@ struct Fixture {
   explicit Fixture(testsupport::TokenKind kind, int subscribers) {
     token = testsupport::TestToken::create(kind);
     dir = std::make_unique<testsupport::TempDir>("kms-tokens-bench");
-    tokens::TokenConfig config;
-    const hsm::ModuleConfig module = token->module_config();
-    config.module = module.module;
-    config.init_reserved = module.init_reserved;
-    config.uri = token->uri();
-    config.pin_file = token->pin_file();
-    config.database = dir->path() + "/kms.db";
+    const tokens::TokenConfig config = tokentest::config_for(*token, dir->path() + "/kms.db");
     context = tokens::TokenContext::open(config);
     database = std::make_unique<tokens::KeyDatabase>(config.database);
     context->pool().run([&](hsm::Session& session) {

@@ -156,6 +156,17 @@ struct Stored {
   hsm::ObjectGuard object;  // token mode: the new token object, until committed
 };
 
+// The database record of a new identity (key version 1).
+tokens::IdentityRecord new_identity_record(IdentityKind kind, const std::string& identity,
+                                           KeyStoreMode mode, hsm::Bytes wrapped_key) {
+  tokens::IdentityRecord record;
+  record.identity = identity;
+  record.kind = kind;
+  record.mode = mode;
+  record.wrapped_key = std::move(wrapped_key);
+  return record;
+}
+
 Stored store_root_key(hsm::Session& session, const tokens::TokenProfile& profile, KeyStoreMode mode,
                       IdentityKind kind, const std::string& identity, std::uint32_t version,
                       CK_OBJECT_HANDLE in_transit) {
@@ -260,6 +271,20 @@ void require_ims_identity(const std::string& identity) {
                    "\"" + identity + "\" is not an IMS public identity: " + *error);
   }
 }
+
+namespace {
+
+// For a single add or import, inside its transaction: the identity is valid and not yet
+// provisioned. Returns its description for messages.
+std::string require_new_identity(tokens::KeyDatabase& database, IdentityKind kind,
+                                 const std::string& identity) {
+  require_ims_identity(identity);
+  std::string what = describe(kind, identity);
+  if (database.find(kind, identity)) throw CliError(kAlreadyExists, what + " already exists");
+  return what;
+}
+
+}  // namespace
 
 Provisioner::Provisioner(std::function<tokens::TokenContext&()> open_token,
                          tokens::KeyDatabase* database, KeyStoreMode mode)
@@ -420,10 +445,8 @@ std::vector<std::string> Provisioner::personalisation_keys() {
 
 void Provisioner::add_generated(IdentityKind kind, const std::string& identity,
                                 const ExportOptions& export_options) {
-  require_ims_identity(identity);
-  const std::string what = describe(kind, identity);
   tokens::KeyDatabase::Transaction transaction(database());
-  if (database().find(kind, identity)) throw CliError(kAlreadyExists, what + " already exists");
+  require_new_identity(database(), kind, identity);
 
   hsm::SessionPool::Lease lease = token().pool().acquire();
   hsm::Session& session = lease.session();
@@ -434,12 +457,7 @@ void Provisioner::add_generated(IdentityKind kind, const std::string& identity,
       export_key(session, profile, in_transit.get(), export_options, identity);
   Stored stored = store_root_key(session, profile, mode_, kind, identity, 1, in_transit.get());
 
-  tokens::IdentityRecord record;
-  record.identity = identity;
-  record.kind = kind;
-  record.mode = mode_;
-  record.wrapped_key = stored.wrapped;
-  database().insert(record);
+  database().insert(new_identity_record(kind, identity, mode_, std::move(stored.wrapped)));
   write_new_file(export_options.out_path, exported);
   try {
     transaction.commit();
@@ -452,21 +470,14 @@ void Provisioner::add_generated(IdentityKind kind, const std::string& identity,
 
 void Provisioner::import_wrapped(IdentityKind kind, const std::string& identity,
                                  hsm::ByteView wrapped) {
-  require_ims_identity(identity);
-  const std::string what = describe(kind, identity);
   tokens::KeyDatabase::Transaction transaction(database());
-  if (database().find(kind, identity)) throw CliError(kAlreadyExists, what + " already exists");
+  const std::string what = require_new_identity(database(), kind, identity);
   hsm::SessionPool::Lease lease = token().pool().acquire();
   hsm::Session& session = lease.session();
   const tokens::TokenProfile& profile = token().profile();
   hsm::ObjectGuard in_transit = unwrap_transported(session, profile, wrapped, what);
   Stored stored = store_root_key(session, profile, mode_, kind, identity, 1, in_transit.get());
-  tokens::IdentityRecord record;
-  record.identity = identity;
-  record.kind = kind;
-  record.mode = mode_;
-  record.wrapped_key = stored.wrapped;
-  database().insert(record);
+  database().insert(new_identity_record(kind, identity, mode_, std::move(stored.wrapped)));
   transaction.commit();
   stored.object.release();
 }
@@ -501,12 +512,8 @@ ImportResult Provisioner::import_bulk(IdentityKind kind, const BulkFile& file,
         hsm::ObjectGuard in_transit = unwrap_transported(session, profile, *wrapped, what);
         Stored stored =
             store_root_key(session, profile, mode_, kind, entry.identity, 1, in_transit.get());
-        tokens::IdentityRecord record;
-        record.identity = entry.identity;
-        record.kind = kind;
-        record.mode = mode_;
-        record.wrapped_key = std::move(stored.wrapped);
-        database().insert(record);
+        database().insert(
+            new_identity_record(kind, entry.identity, mode_, std::move(stored.wrapped)));
         if (stored.object.get() != CK_INVALID_HANDLE) objects.push_back(std::move(stored.object));
         ++imported;
       } catch (const CliError& error) {

@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
 #include "fault_control.h"
@@ -134,6 +136,12 @@ class FaultTest : public ::testing::TestWithParam<testsupport::TokenKind> {
     }
     return *pool_;
   }
+  // The pool after one successful round trip: sessions open, logged in, key handle cached.
+  hsm::SessionPool& warm_pool(hsm::PoolConfig config = {}) {
+    auto& p = pool(config);
+    if (!gcm_round_trip(p, kKey)) throw std::runtime_error("round trip failed before any fault");
+    return p;
+  }
   std::string record_file() const { return record_dir_->path() + "/calls.log"; }
 
   std::unique_ptr<testsupport::TestToken> token_;
@@ -145,8 +153,7 @@ class FaultTest : public ::testing::TestWithParam<testsupport::TokenKind> {
 };
 
 TEST_P(FaultTest, DeviceErrorIsRecoveredByReinitialisingTheModule) {
-  auto& p = pool();
-  ASSERT_TRUE(gcm_round_trip(p, kKey));
+  auto& p = warm_pool();
   const auto generation = p.session_object_generation();
   const auto initializations = faults_->call_count("C_Initialize");
   std::vector<std::string> seen;
@@ -169,8 +176,7 @@ TEST_P(FaultTest, DeviceErrorIsRecoveredByReinitialisingTheModule) {
 }
 
 TEST_P(FaultTest, TokenThatDisappearsAndComesBackIsUsedAgain) {
-  auto& p = pool();
-  ASSERT_TRUE(gcm_round_trip(p, kKey));
+  auto& p = warm_pool();
   faults_->set_token_present(false);
   try {
     gcm_round_trip(p, kKey);
@@ -187,8 +193,7 @@ TEST_P(FaultTest, TokenThatDisappearsAndComesBackIsUsedAgain) {
 }
 
 TEST_P(FaultTest, InjectedSessionHandleInvalidReplacesTheSession) {
-  auto& p = pool();
-  ASSERT_TRUE(gcm_round_trip(p, kKey));
+  auto& p = warm_pool();
   const auto calls = faults_->call_count("C_EncryptInit");
   faults_->fail_next("C_EncryptInit", CKR_SESSION_HANDLE_INVALID);
   EXPECT_TRUE(gcm_round_trip(p, kKey));
@@ -199,8 +204,7 @@ TEST_P(FaultTest, InjectedSessionHandleInvalidReplacesTheSession) {
 }
 
 TEST_P(FaultTest, InjectedKeyHandleInvalidReFindsTheKey) {
-  auto& p = pool();
-  ASSERT_TRUE(gcm_round_trip(p, kKey));
+  auto& p = warm_pool();
   const auto finds = faults_->call_count("C_FindObjectsInit");
   faults_->fail_next("C_EncryptInit", CKR_KEY_HANDLE_INVALID);
   EXPECT_TRUE(gcm_round_trip(p, kKey));
@@ -209,8 +213,7 @@ TEST_P(FaultTest, InjectedKeyHandleInvalidReFindsTheKey) {
 }
 
 TEST_P(FaultTest, InjectedUserNotLoggedInLogsInAgain) {
-  auto& p = pool();
-  ASSERT_TRUE(gcm_round_trip(p, kKey));
+  auto& p = warm_pool();
   const auto logins = faults_->call_count("C_Login");
   faults_->fail_next("C_DecryptInit", CKR_USER_NOT_LOGGED_IN);
   EXPECT_TRUE(gcm_round_trip(p, kKey));
@@ -219,8 +222,7 @@ TEST_P(FaultTest, InjectedUserNotLoggedInLogsInAgain) {
 }
 
 TEST_P(FaultTest, UnrecoverableErrorsAreNotRetried) {
-  auto& p = pool();
-  ASSERT_TRUE(gcm_round_trip(p, kKey));
+  auto& p = warm_pool();
   const auto calls = faults_->call_count("C_Decrypt");
   faults_->fail_next("C_Decrypt", CKR_ENCRYPTED_DATA_INVALID);
   EXPECT_THROW(gcm_round_trip(p, kKey), hsm::Error);
@@ -230,8 +232,7 @@ TEST_P(FaultTest, UnrecoverableErrorsAreNotRetried) {
 TEST_P(FaultTest, PersistentFaultGivesUpAfterMaxRetries) {
   hsm::PoolConfig config;
   config.max_retries = 2;
-  auto& p = pool(config);
-  ASSERT_TRUE(gcm_round_trip(p, kKey));
+  auto& p = warm_pool(config);
   const auto calls = faults_->call_count("C_EncryptInit");
   faults_->fail_next("C_EncryptInit", CKR_SESSION_HANDLE_INVALID, 100);
   try {
@@ -248,13 +249,17 @@ TEST_P(FaultTest, ConcurrentOperationsSurviveADeviceErrorWithOneReinitialisation
   config.max_sessions = 4;
   config.max_retries = 3;
   auto& p = pool(config);
-  constexpr int kThreads = 4, kOperations = 25;
-  std::atomic<int> good{0}, failed{0}, started{0};
+  constexpr int kThreads = 4, kOperations = 25, kBeforeFault = 5;
+  std::atomic<int> good{0}, failed{0}, warmed_up{0};
+  std::atomic<bool> fault_armed{false};
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&] {
       for (int i = 0; i < kOperations; ++i) {
-        ++started;
+        if (i == kBeforeFault) {  // every thread still has work when the device breaks
+          ++warmed_up;
+          while (!fault_armed.load()) std::this_thread::yield();
+        }
         try {
           good += gcm_round_trip(p, kKey) ? 1 : 0;
         } catch (const hsm::Error&) {
@@ -263,8 +268,9 @@ TEST_P(FaultTest, ConcurrentOperationsSurviveADeviceErrorWithOneReinitialisation
       }
     });
   }
-  while (started.load() < kThreads * 5) std::this_thread::yield();
+  while (warmed_up.load() < kThreads) std::this_thread::yield();
   faults_->fail_until_reinitialized(CKR_DEVICE_ERROR);
+  fault_armed = true;
   for (auto& thread : threads) thread.join();
   EXPECT_EQ(failed.load(), 0);
   EXPECT_EQ(good.load(), kThreads * kOperations);
@@ -275,9 +281,22 @@ TEST_P(FaultTest, ConcurrentOperationsSurviveADeviceErrorWithOneReinitialisation
   EXPECT_TRUE(p.ready());
 }
 
+TEST_P(FaultTest, DelayedCallsAreSlowAndStillSucceedUntilTheDelayIsRemoved) {
+  auto& p = warm_pool();
+  constexpr std::chrono::milliseconds kDelay{300};
+  faults_->delay("C_Decrypt", static_cast<unsigned>(kDelay.count()));
+  const auto started = std::chrono::steady_clock::now();
+  EXPECT_TRUE(gcm_round_trip(p, kKey));
+  EXPECT_GE(std::chrono::steady_clock::now() - started, kDelay);
+  faults_->delay("C_Decrypt", 0);
+  EXPECT_TRUE(gcm_round_trip(p, kKey));
+  const auto stats = p.stats();  // slow, not broken: nothing was recovered
+  EXPECT_EQ(stats.sessions_replaced, 0u);
+  EXPECT_EQ(stats.reinitializations, 0u);
+}
+
 TEST_P(FaultTest, RecordsEveryCallWithMechanismsAndAttributeTypes) {
-  auto& p = pool();
-  ASSERT_TRUE(gcm_round_trip(p, kKey));
+  auto& p = warm_pool();
   std::ifstream in(record_file());
   std::stringstream text;
   text << in.rdbuf();

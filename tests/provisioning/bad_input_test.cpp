@@ -78,12 +78,11 @@ TEST_P(BadInputTest, DuplicateIdentity) {
   EXPECT_FALSE(std::filesystem::exists(out("dup")));
   expect_failure(5,
                  {"subscriber", "import", "sip:existing@ims.example.net", "--wrapped-hex",
-                  hex(testkdf::wrap_pad(transport_, testkdf::random_bytes(32)))},
+                  random_wrapped_hex()},
                  "already exists");
-  expect_failure(5,
-                 {"personalisation-key", "import", "--label", "p1", "--wrapped-hex",
-                  hex(testkdf::wrap_pad(transport_, testkdf::random_bytes(32)))},
-                 "already exists");
+  expect_failure(
+      5, {"personalisation-key", "import", "--label", "p1", "--wrapped-hex", random_wrapped_hex()},
+      "already exists");
 }
 
 TEST_P(BadInputTest, WrongPin) {
@@ -140,19 +139,19 @@ TEST_P(BadInputTest, BadKeyMaterial) {
                  "does not unwrap");
   expect_failure(11, {"subscriber", "import", "sip:n@ims.example.net", "--wrapped-hex", "zz"},
                  "not hex");
-  expect_failure(11,
-                 {"subscriber", "import", "sip:n@ims.example.net", "--wrapped-hex",
-                  hex(testkdf::wrap_pad(transport_, testkdf::random_bytes(16)))},
-                 "AES-256 key (32 bytes)");
+  expect_failure(
+      11,
+      {"subscriber", "import", "sip:n@ims.example.net", "--wrapped-hex", random_wrapped_hex(16)},
+      "AES-256 key (32 bytes)");
 }
 
 TEST_P(BadInputTest, UnknownIdentityOrPersonalisationKey) {
   expect_failure(6, {"subscriber", "show", "sip:nobody@ims.example.net"}, "is not provisioned");
   expect_failure(6, {"subscriber", "revoke", "sip:nobody@ims.example.net"}, "is not provisioned");
-  expect_failure(6,
-                 {"subscriber", "rotate", "sip:nobody@ims.example.net", "--wrapped-hex",
-                  hex(testkdf::wrap_pad(transport_, testkdf::random_bytes(32)))},
-                 "is not provisioned");
+  expect_failure(
+      6,
+      {"subscriber", "rotate", "sip:nobody@ims.example.net", "--wrapped-hex", random_wrapped_hex()},
+      "is not provisioned");
   expect_failure(6,
                  {"subscriber", "add", "sip:n@ims.example.net", "--personalisation-key", "nope",
                   "--out", out("k")},
@@ -183,8 +182,8 @@ class NotInitialisedTest : public clitest::CliTest {};
 
 TEST_P(NotInitialisedTest, CommandsNameTheMissingKeys) {
   const auto objects = token_objects();
-  const auto result = cli({"subscriber", "import", "sip:n@ims.example.net", "--wrapped-hex",
-                           hex(testkdf::wrap_pad(transport_, testkdf::random_bytes(32)))});
+  const auto result =
+      cli({"subscriber", "import", "sip:n@ims.example.net", "--wrapped-hex", random_wrapped_hex()});
   EXPECT_EQ(result.exit_code, 10) << result.err;
   EXPECT_TRUE(clitest::one_line(result.err)) << result.err;
   EXPECT_NE(result.err.find("kms/transport"), std::string::npos) << result.err;

@@ -11,9 +11,12 @@
 #include <string>
 #include <vector>
 
+#include "key_proof.h"
 #include "software_kdf.h"
 #include "support/test_token.h"
+#include "token_setup.h"
 #include "tokens/key_database.h"
+#include "tokens/key_store.h"
 #include "tokens/token_config.h"
 #include "tokens/token_context.h"
 
@@ -99,6 +102,12 @@ class CliTest : public ::testing::TestWithParam<testsupport::TokenKind> {
     ASSERT_EQ(result.exit_code, 0) << result.err;
   }
 
+  // A fresh random key of `size` bytes wrapped under the transport key, as hex (for imports
+  // whose key value the test does not need).
+  std::string random_wrapped_hex(std::size_t size = 32) const {
+    return hex(testkdf::wrap_pad(transport_, testkdf::random_bytes(size)));
+  }
+
   // Imports a personalisation key of known value under the transport key.
   Bytes personalisation_key(const std::string& label) {
     const Bytes value = testkdf::random_bytes(32);
@@ -108,19 +117,19 @@ class CliTest : public ::testing::TestWithParam<testsupport::TokenKind> {
     return value;
   }
 
-  tokens::TokenConfig config() const {
-    tokens::TokenConfig config;
-    const hsm::ModuleConfig module = token_->module_config();
-    config.module = module.module;
-    config.init_reserved = module.init_reserved;
-    config.uri = token_->uri();
-    config.pin_file = token_->pin_file();
-    config.database = database_;
-    return config;
-  }
+  tokens::TokenConfig config() const { return tokentest::config_for(*token_, database_); }
 
   std::unique_ptr<tokens::TokenContext> open_token() const {
     return tokens::TokenContext::open(config());
+  }
+
+  // Whether the current key of (kind, identity) in the token holds `value`.
+  bool stored_key_holds(tokens::IdentityKind kind, const std::string& identity,
+                        const Bytes& value) const {
+    auto context = open_token();
+    tokens::KeyDatabase db(database_);
+    tokens::KeyStore store(*context, db, 4);
+    return testkdf::key_holds(*context, store.resolve(kind, identity).handle(), value);
   }
 
   // Labels of every token object (sorted), read in this process.

@@ -17,6 +17,14 @@ using tokens::IdentityKind;
 
 const std::vector<std::string> kKmsKeys = {"kms/master", "kms/storage", "kms/transport"};
 
+// The token's labels after kms-provision init plus one more object.
+std::vector<std::string> kms_keys_and(const std::string& label) {
+  std::vector<std::string> labels = kKmsKeys;
+  labels.push_back(label);
+  std::sort(labels.begin(), labels.end());
+  return labels;
+}
+
 TEST_P(CliTest, InitCreatesTheKmsKeysAndIsIdempotent) {
   auto result = cli({"--json", "init", "--transport-key-file", transport_file_});
   ASSERT_EQ(result.exit_code, 0) << result.err;
@@ -59,17 +67,8 @@ TEST_P(CliTest, AddExportsTheKeyUnderThePersonalisationKey) {
   ASSERT_EQ(alice.size(), 32u);
 
   // Wrapped mode: the token holds only the KMS's own keys.
-  std::vector<std::string> expected = kKmsKeys;
-  expected.push_back("kms/personalisation/factory1");
-  std::sort(expected.begin(), expected.end());
-  EXPECT_EQ(token_objects(), expected);
-
-  auto context = open_token();
-  tokens::KeyDatabase db(database_);
-  tokens::KeyStore store(*context, db, 4);
-  EXPECT_TRUE(testkdf::key_holds(
-      *context, store.resolve(IdentityKind::subscriber, "sip:alice@ims.example.net").handle(),
-      alice));
+  EXPECT_EQ(token_objects(), kms_keys_and("kms/personalisation/factory1"));
+  EXPECT_TRUE(stored_key_holds(IdentityKind::subscriber, "sip:alice@ims.example.net", alice));
 
   result = cli({"personalisation-key", "list"});
   EXPECT_EQ(result.out, "factory1\n");
@@ -84,14 +83,7 @@ TEST_P(CliTest, PlaintextExportOnlyWithTheInsecureFlagAndAWarning) {
   EXPECT_NE(result.err.find("WARNING"), std::string::npos);
   const Bytes bridge = clitest::exported_key(out);
   ASSERT_EQ(bridge.size(), 32u);
-  {
-    auto context = open_token();
-    tokens::KeyDatabase db(database_);
-    tokens::KeyStore store(*context, db, 4);
-    EXPECT_TRUE(testkdf::key_holds(
-        *context, store.resolve(IdentityKind::bridge, "sip:bridge1@conf.ims.example.net").handle(),
-        bridge));
-  }
+  EXPECT_TRUE(stored_key_holds(IdentityKind::bridge, "sip:bridge1@conf.ims.example.net", bridge));
 
   result = cli({"--json", "bridge", "list"});
   ASSERT_EQ(result.exit_code, 0) << result.err;
@@ -158,33 +150,15 @@ TEST_P(CliTest, TokenModeKeepsTheKeyAsATokenObject) {
   auto result = cli({"--key-store", "token", "subscriber", "import", "sip:tm@ims.example.net",
                      "--wrapped-hex", hex(testkdf::wrap_pad(transport_, key))});
   ASSERT_EQ(result.exit_code, 0) << result.err;
-  std::vector<std::string> expected = kKmsKeys;
-  expected.push_back("kms/subscriber/sip:tm@ims.example.net/v1");
-  std::sort(expected.begin(), expected.end());
-  EXPECT_EQ(token_objects(), expected);
-  {
-    auto context = open_token();
-    tokens::KeyDatabase db(database_);
-    tokens::KeyStore store(*context, db, 4);
-    EXPECT_TRUE(testkdf::key_holds(
-        *context, store.resolve(IdentityKind::subscriber, "sip:tm@ims.example.net").handle(), key));
-  }
+  EXPECT_EQ(token_objects(), kms_keys_and("kms/subscriber/sip:tm@ims.example.net/v1"));
+  EXPECT_TRUE(stored_key_holds(IdentityKind::subscriber, "sip:tm@ims.example.net", key));
   // Rotation: a new token object v2, the old one destroyed.
   const Bytes v2 = testkdf::random_bytes(32);
   result = cli({"--key-store", "token", "subscriber", "rotate", "sip:tm@ims.example.net",
                 "--wrapped-hex", hex(testkdf::wrap_pad(transport_, v2))});
   ASSERT_EQ(result.exit_code, 0) << result.err;
-  expected = kKmsKeys;
-  expected.push_back("kms/subscriber/sip:tm@ims.example.net/v2");
-  std::sort(expected.begin(), expected.end());
-  EXPECT_EQ(token_objects(), expected);
-  {
-    auto context = open_token();
-    tokens::KeyDatabase db(database_);
-    tokens::KeyStore store(*context, db, 4);
-    EXPECT_TRUE(testkdf::key_holds(
-        *context, store.resolve(IdentityKind::subscriber, "sip:tm@ims.example.net").handle(), v2));
-  }
+  EXPECT_EQ(token_objects(), kms_keys_and("kms/subscriber/sip:tm@ims.example.net/v2"));
+  EXPECT_TRUE(stored_key_holds(IdentityKind::subscriber, "sip:tm@ims.example.net", v2));
   result = cli({"subscriber", "revoke", "sip:tm@ims.example.net"});
   ASSERT_EQ(result.exit_code, 0) << result.err;
   EXPECT_EQ(token_objects(), kKmsKeys);  // revoked: the token object is gone
@@ -195,15 +169,14 @@ TEST_P(CliTest, BulkImportReportsBadLinesAndKeepsTheGoodOnes) {
   const Bytes a = testkdf::random_bytes(32), b = testkdf::random_bytes(32);
   const Bytes other_kek = testkdf::random_bytes(32);
   std::string csv = "identity,wrapped_key\n";
-  csv += "sip:a@ims.example.net," + hex(testkdf::wrap_pad(transport_, a)) + "\n";  // line 2
-  csv += "not-an-identity," + hex(testkdf::wrap_pad(transport_, a)) + "\n";        // line 3
-  csv += "sip:c@ims.example.net,zz-not-hex!\n";                                    // line 4
-  csv += "sip:d@ims.example.net," + hex(testkdf::wrap_pad(other_kek, a)) + "\n";   // line 5
-  csv += "# a comment\n";                                                          // line 6
-  csv += "sip:a@ims.example.net," + hex(testkdf::wrap_pad(transport_, b)) + "\n";  // line 7
-  csv += "sip:e@ims.example.net\n";                                                // line 8
-  csv += "sip:f@ims.example.net," + hex(testkdf::wrap_pad(transport_, testkdf::random_bytes(16))) +
-         "\n";                                                                             // line 9
+  csv += "sip:a@ims.example.net," + hex(testkdf::wrap_pad(transport_, a)) + "\n";          // line 2
+  csv += "not-an-identity," + hex(testkdf::wrap_pad(transport_, a)) + "\n";                // line 3
+  csv += "sip:c@ims.example.net,zz-not-hex!\n";                                            // line 4
+  csv += "sip:d@ims.example.net," + hex(testkdf::wrap_pad(other_kek, a)) + "\n";           // line 5
+  csv += "# a comment\n";                                                                  // line 6
+  csv += "sip:a@ims.example.net," + hex(testkdf::wrap_pad(transport_, b)) + "\n";          // line 7
+  csv += "sip:e@ims.example.net\n";                                                        // line 8
+  csv += "sip:f@ims.example.net," + random_wrapped_hex(16) + "\n";                         // line 9
   csv += "\"sip:b@ims.example.net\",\"" + hex(testkdf::wrap_pad(transport_, b)) + "\"\n";  // 10
   const std::string file = dir_->path() + "/keys.csv";
   clitest::write_file(file, csv);
@@ -217,14 +190,9 @@ TEST_P(CliTest, BulkImportReportsBadLinesAndKeepsTheGoodOnes) {
   EXPECT_EQ(result.err.find("line 10: "), std::string::npos);
   EXPECT_NE(result.out.find("imported 2 subscribers, 6 failed"), std::string::npos) << result.out;
 
-  auto context = open_token();
-  tokens::KeyDatabase db(database_);
-  EXPECT_EQ(db.count(IdentityKind::subscriber), 2u);
-  tokens::KeyStore store(*context, db, 4);
-  EXPECT_TRUE(testkdf::key_holds(
-      *context, store.resolve(IdentityKind::subscriber, "sip:a@ims.example.net").handle(), a));
-  EXPECT_TRUE(testkdf::key_holds(
-      *context, store.resolve(IdentityKind::subscriber, "sip:b@ims.example.net").handle(), b));
+  EXPECT_EQ(tokens::KeyDatabase(database_).count(IdentityKind::subscriber), 2u);
+  EXPECT_TRUE(stored_key_holds(IdentityKind::subscriber, "sip:a@ims.example.net", a));
+  EXPECT_TRUE(stored_key_holds(IdentityKind::subscriber, "sip:b@ims.example.net", b));
 }
 
 TEST_P(CliTest, BulkImportFromJson) {

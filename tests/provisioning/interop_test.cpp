@@ -56,9 +56,8 @@ class InteropTest : public clitest::CliTest {};
 TEST_P(InteropTest, ToolsWeDidNotWriteSeeSensitiveOnePurposeKeys) {
   init();
   personalisation_key("factory1");
-  const auto token_mode =
-      cli({"--key-store", "token", "subscriber", "import", "sip:alice@ims.example.net",
-           "--wrapped-hex", hex(testkdf::wrap_pad(transport_, testkdf::random_bytes(32)))});
+  const auto token_mode = cli({"--key-store", "token", "subscriber", "import",
+                               "sip:alice@ims.example.net", "--wrapped-hex", random_wrapped_hex()});
   ASSERT_EQ(token_mode.exit_code, 0) << token_mode.err;
   const std::string pin = clitest::read_file(token_->pin_file())
                               .substr(0, clitest::read_file(token_->pin_file()).find('\n'));

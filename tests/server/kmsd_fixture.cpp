@@ -77,7 +77,9 @@ std::string KmsdEnvironment::write_config(const std::string& name,
   toml << "[audit]\npath = \""
        << (overrides.audit_path.empty() ? audit_path(name) : overrides.audit_path) << "\"\n"
        << "[log]\nlevel = \"info\"\n"
-       << "[token]\nmodule = \"" << token_->module_path() << "\"\n"
+       << "[token]\nmodule = \""
+       << (overrides.token_module.empty() ? token_->module_path() : overrides.token_module)
+       << "\"\n"
        << "uri = \"" << token_->uri() << "\"\n"
        << (token_->module_config().init_reserved
                ? "init_reserved = \"" + *token_->module_config().init_reserved + "\"\n"
@@ -109,7 +111,8 @@ kms::client::Secret KmsdEnvironment::root_key(const std::string& identity) const
 }
 
 KmsdProcess::KmsdProcess(KmsdEnvironment& environment, const std::string& config,
-                         std::vector<std::string> extra_args) {
+                         std::vector<std::string> extra_args,
+                         std::map<std::string, std::string> extra_environment) {
   static int counter = 0;
   const std::string tag = std::to_string(::getpid()) + "-" + std::to_string(++counter);
   const std::string port_file = environment.dir() + "/kmsd-" + tag + ".port";
@@ -122,7 +125,8 @@ KmsdProcess::KmsdProcess(KmsdEnvironment& environment, const std::string& config
   argv.push_back(nullptr);
 
   std::vector<std::string> env_strings;
-  const auto token_env = environment.token().environment();
+  auto token_env = environment.token().environment();
+  token_env.merge(extra_environment);
   for (char** e = environ; *e; ++e) {
     const std::string entry(*e);
     const std::string key = entry.substr(0, entry.find('='));

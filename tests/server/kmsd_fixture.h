@@ -25,7 +25,8 @@ struct ConfigOverrides {
   std::string audit_path;                     // default: audit_path(name)
   std::string tls_cert;                       // default: the PKI's server certificate
   std::string tls_key;
-  std::string extra;  // appended TOML text
+  std::string token_module;  // default: the test token's module (e.g. the fault module)
+  std::string extra;         // appended TOML text
 };
 
 class KmsdEnvironment {
@@ -63,9 +64,11 @@ class KmsdEnvironment {
 class KmsdProcess {
  public:
   // Starts kmsd --config FILE --listen 127.0.0.1:0 --port-file ...; waits until it listens.
+  // extra_environment: variables set for kmsd beside the token's (KMS_FAULT_TARGET, ...).
   // Throws std::runtime_error with kmsd's log if it exits or does not listen within 20 s.
   KmsdProcess(KmsdEnvironment& environment, const std::string& config,
-              std::vector<std::string> extra_args = {});
+              std::vector<std::string> extra_args = {},
+              std::map<std::string, std::string> extra_environment = {});
   ~KmsdProcess();  // SIGTERM, then SIGKILL after 10 s
 
   std::uint16_t port() const { return port_; }

@@ -19,6 +19,7 @@
 #include "kms/client/ue_client.h"
 #include "kms/server/wire.h"
 #include "kmsd_fixture.h"
+#include "kmsd_requests.h"
 #include "srtp_media.h"
 #include "tls_test_client.h"
 
@@ -27,31 +28,6 @@ namespace {
 using namespace kmstest;
 namespace client = kms::client;
 namespace fs = std::filesystem;
-using kms::tools::ClientTlsOptions;
-using kms::tools::HttpsClient;
-using kms::tools::ServerUrl;
-
-constexpr auto kSuite = client::Suite::aes_cm_128_hmac_sha1_80;
-
-client::Profile profile_of(const std::string& name) {
-  return name == "sp800-108-cmac" ? client::Profile::sp800_108_cmac
-                                  : client::Profile::aes_ecb_sha256;
-}
-
-std::unique_ptr<HttpsClient> ue_connection(const KmsdProcess& kmsd, const TestPki& pki) {
-  ClientTlsOptions tls;
-  tls.ca_file = pki.server_ca;
-  return std::make_unique<HttpsClient>(ServerUrl::parse(kmsd.url()), tls);
-}
-
-std::unique_ptr<HttpsClient> bridge_connection(const KmsdProcess& kmsd, const TestPki& pki,
-                                               const CertFiles& cert) {
-  ClientTlsOptions tls;
-  tls.ca_file = pki.server_ca;
-  tls.cert_file = cert.cert;
-  tls.key_file = cert.key;
-  return std::make_unique<HttpsClient>(ServerUrl::parse(kmsd.url()), tls);
-}
 
 std::vector<std::string> audit_lines(const std::string& path) {
   std::ifstream in(path);
@@ -88,8 +64,7 @@ class KmsdTest : public ::testing::Test {
   }
 
   static client::UeClient ue(const std::string& identity) {
-    return client::UeClient(identity, environment_->root_key(identity), 1,
-                            profile_of(environment_->profile()));
+    return ue_client(*environment_, identity);
   }
 
   // Steps 2-8 for one invitee, over HTTPS.
@@ -97,8 +72,8 @@ class KmsdTest : public ::testing::Test {
     const client::UeClient chair = ue(kAlice);
     const client::UeClient responder = ue(invitee);
     const client::Secret r_b = client::UeClient::make_nonce();
-    kms::KeyRequest request{kAlice, invitee, chair.chair_envelope(conference.r_a, invitee, kSuite),
-                            responder.responder_envelope(r_b, kAlice, kSuite)};
+    const kms::KeyRequest request =
+        key_request(*environment_, kAlice, conference.r_a, invitee, r_b);
     auto http = ue_connection(kmsd, environment_->pki());
     const auto result = http->post_json("/v1/key-request", kms::wire::key_request_to_json(request));
     ASSERT_EQ(result.status, 200u) << result.body;
@@ -434,11 +409,8 @@ TEST_F(KmsdTest, UnwritableAuditLogMakesKeyReleaseFail) {
   EXPECT_EQ(error, "audit_unavailable");
   EXPECT_TRUE(release.keys.empty());
 
-  const client::UeClient chair = ue(kAlice);
-  const client::UeClient responder = ue(kCarol);
   const client::Secret r_a = client::UeClient::make_nonce(), r_c = client::UeClient::make_nonce();
-  kms::KeyRequest request{kAlice, kCarol, chair.chair_envelope(r_a, kCarol, kSuite),
-                          responder.responder_envelope(r_c, kAlice, kSuite)};
+  const kms::KeyRequest request = key_request(*environment_, kAlice, r_a, kCarol, r_c);
   auto http = ue_connection(kmsd, environment_->pki());
   const auto result = http->post_json("/v1/key-request", kms::wire::key_request_to_json(request));
   EXPECT_EQ(result.status, 503u);

@@ -13,6 +13,8 @@
 #include <boost/beast/ssl.hpp>
 #include <stdexcept>
 
+#include "client_tls.h"
+
 namespace kmstest {
 namespace {
 
@@ -25,20 +27,15 @@ using tcp = net::ip::tcp;
 std::unique_ptr<ssl::context> client_context(const std::string& ca_file, const std::string& cert,
                                              const std::string& key) {
   auto context = std::make_unique<ssl::context>(ssl::context::tls_client);
-  context->set_verify_mode(ssl::verify_peer);
-  context->load_verify_file(ca_file);
-  if (!cert.empty()) {
-    context->use_certificate_chain_file(cert);
-    context->use_private_key_file(key, ssl::context::pem);
-  }
+  kms::tools::ClientTlsOptions options;
+  options.ca_file = ca_file;
+  options.cert_file = cert;
+  options.key_file = key;
+  kms::tools::configure_client_context(context->native_handle(), options);
   return context;
 }
 
-void set_timeouts(int fd, int ms) {
-  timeval tv{ms / 1000, (ms % 1000) * 1000};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-}
+constexpr std::chrono::milliseconds kSocketTimeout{10000};
 
 }  // namespace
 
@@ -58,7 +55,7 @@ RawResponse https_request(std::uint16_t port, const std::string& ca_file, const 
   auto context = client_context(ca_file, cert_file, key_file);
   beast::ssl_stream<tcp::socket> stream(ioc, *context);
   stream.next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
-  set_timeouts(stream.next_layer().native_handle(), 10000);
+  kms::tools::set_socket_timeouts(stream.next_layer().native_handle(), kSocketTimeout);
   stream.handshake(ssl::stream_base::client);
   http::request<http::string_body> request{http::string_to_verb(method), target, 11};
   request.set(http::field::host, "127.0.0.1");
@@ -93,7 +90,7 @@ SlowTlsConnection::SlowTlsConnection(std::uint16_t port, const std::string& ca_f
   impl_->context = client_context(ca_file, {}, {});
   impl_->stream = std::make_unique<beast::ssl_stream<tcp::socket>>(impl_->ioc, *impl_->context);
   impl_->stream->next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
-  set_timeouts(impl_->stream->next_layer().native_handle(), 10000);
+  kms::tools::set_socket_timeouts(impl_->stream->next_layer().native_handle(), kSocketTimeout);
   impl_->stream->handshake(ssl::stream_base::client);
 }
 

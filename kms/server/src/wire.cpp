@@ -1,24 +1,15 @@
 #include "kms/server/wire.h"
 
-#include <array>
 #include <boost/json.hpp>
+#include <limits>
 #include <set>
+
+#include "kms/core/base64url.h"
 
 namespace kms::wire {
 namespace {
 
 namespace json = boost::json;
-
-constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-constexpr std::array<std::int8_t, 256> make_decode_table() {
-  std::array<std::int8_t, 256> table{};
-  for (auto& entry : table) entry = -1;
-  for (int i = 0; i < 64; ++i)
-    table[static_cast<unsigned char>(kAlphabet[i])] = static_cast<std::int8_t>(i);
-  return table;
-}
-constexpr auto kDecode = make_decode_table();
 
 [[noreturn]] void malformed(std::string detail) {
   throw ProtocolError(ErrorCode::malformed_request, std::move(detail));
@@ -54,9 +45,7 @@ std::string string_field(const json::object& object, std::string_view name, std:
 
 Bytes binary_field(const json::object& object, std::string_view name, std::size_t max_bytes) {
   const std::string text = string_field(object, name, (max_bytes * 4 + 2) / 3);
-  auto bytes = base64url_decode(text);
-  if (!bytes) malformed("field \"" + std::string(name) + "\" is not base64url (no padding)");
-  return std::move(*bytes);
+  return kms::base64url_decode(text, name, max_bytes);  // ProtocolError naming the field
 }
 
 std::int64_t integer_field(const json::object& object, std::string_view name) {
@@ -68,48 +57,15 @@ std::int64_t integer_field(const json::object& object, std::string_view name) {
 
 }  // namespace
 
-std::string base64url_encode(const Bytes& data) {
-  std::string out;
-  out.reserve((data.size() * 4 + 2) / 3);
-  std::size_t i = 0;
-  for (; i + 3 <= data.size(); i += 3) {
-    const std::uint32_t n = (data[i] << 16) | (data[i + 1] << 8) | data[i + 2];
-    out += kAlphabet[(n >> 18) & 63];
-    out += kAlphabet[(n >> 12) & 63];
-    out += kAlphabet[(n >> 6) & 63];
-    out += kAlphabet[n & 63];
-  }
-  if (data.size() - i == 1) {
-    const std::uint32_t n = data[i] << 16;
-    out += kAlphabet[(n >> 18) & 63];
-    out += kAlphabet[(n >> 12) & 63];
-  } else if (data.size() - i == 2) {
-    const std::uint32_t n = (data[i] << 16) | (data[i + 1] << 8);
-    out += kAlphabet[(n >> 18) & 63];
-    out += kAlphabet[(n >> 12) & 63];
-    out += kAlphabet[(n >> 6) & 63];
-  }
-  return out;
-}
+// The codec is kms_core's (kms/core/base64url.h); these keep the wire API's shape.
+std::string base64url_encode(const Bytes& data) { return kms::base64url_encode(data); }
 
 std::optional<Bytes> base64url_decode(std::string_view text) {
-  if (text.size() % 4 == 1) return std::nullopt;
-  Bytes out;
-  out.reserve(text.size() * 3 / 4);
-  std::uint32_t buffer = 0;
-  int bits = 0;
-  for (const char c : text) {
-    const std::int8_t v = kDecode[static_cast<unsigned char>(c)];
-    if (v < 0) return std::nullopt;
-    buffer = (buffer << 6) | static_cast<std::uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<std::uint8_t>((buffer >> bits) & 0xff));
-    }
+  try {
+    return kms::base64url_decode(text, "value", std::numeric_limits<std::size_t>::max());
+  } catch (const ProtocolError&) {
+    return std::nullopt;
   }
-  if (bits > 0 && (buffer & ((1u << bits) - 1)) != 0) return std::nullopt;  // non-canonical
-  return out;
 }
 
 std::string key_request_to_json(const KeyRequest& request) {

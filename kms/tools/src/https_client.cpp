@@ -1,9 +1,7 @@
 #include "https_client.h"
 
-#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
-#include <sys/socket.h>
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
@@ -11,6 +9,8 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <optional>
+
+#include "client_tls.h"
 
 namespace kms::tools {
 namespace {
@@ -20,16 +20,6 @@ namespace ssl = net::ssl;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = net::ip::tcp;
-
-std::string ssl_errors() {
-  std::string text;
-  while (const unsigned long code = ERR_get_error()) {
-    char buffer[256];
-    ERR_error_string_n(code, buffer, sizeof buffer);
-    text += (text.empty() ? "" : "; ") + std::string(buffer);
-  }
-  return text;
-}
 
 }  // namespace
 
@@ -89,11 +79,7 @@ struct HttpsClient::Impl {
     net::connect(socket, endpoints, ec);
     if (ec)
       throw TransportError("cannot connect to " + url.host + ":" + url.port + ": " + ec.message());
-    timeval tv{};
-    tv.tv_sec = options.timeout.count() / 1000;
-    tv.tv_usec = (options.timeout.count() % 1000) * 1000;
-    ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    set_socket_timeouts(socket.native_handle(), options.timeout);
     stream->handshake(ssl::stream_base::client, ec);
     if (ec) {
       const std::string detail = ssl_errors();
@@ -145,24 +131,7 @@ HttpsClient::HttpsClient(ServerUrl url, ClientTlsOptions options)
     : impl_(std::make_unique<Impl>()) {
   impl_->url = std::move(url);
   impl_->options = std::move(options);
-  SSL_CTX* ctx = impl_->context.native_handle();
-  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-  impl_->context.set_verify_mode(ssl::verify_peer);
-  if (SSL_CTX_load_verify_locations(ctx, impl_->options.ca_file.c_str(), nullptr) != 1) {
-    throw TransportError("cannot load CA file " + impl_->options.ca_file + ": " + ssl_errors());
-  }
-  if (!impl_->options.cert_file.empty()) {
-    if (SSL_CTX_use_certificate_chain_file(ctx, impl_->options.cert_file.c_str()) != 1) {
-      throw TransportError("cannot load client certificate " + impl_->options.cert_file + ": " +
-                           ssl_errors());
-    }
-    const std::string& key =
-        impl_->options.key_file.empty() ? impl_->options.cert_file : impl_->options.key_file;
-    if (SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_check_private_key(ctx) != 1) {
-      throw TransportError("cannot load client key " + key + ": " + ssl_errors());
-    }
-  }
+  configure_client_context(impl_->context.native_handle(), impl_->options);
 }
 
 HttpsClient::~HttpsClient() = default;

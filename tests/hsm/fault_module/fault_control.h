@@ -23,6 +23,7 @@ class FaultControl {
     resolve(close_all_sessions_, "kms_fault_close_all_sessions");
     resolve(clear_, "kms_fault_clear");
     resolve(call_count_, "kms_fault_call_count");
+    resolve(delay_, "kms_fault_delay");
   }
   ~FaultControl() {
     if (handle_ != nullptr) dlclose(handle_);
@@ -36,6 +37,7 @@ class FaultControl {
   void close_all_sessions() { close_all_sessions_(); }
   void clear() { clear_(); }
   unsigned long call_count(const char* function) { return call_count_(function); }
+  void delay(const char* function, unsigned milliseconds) { delay_(function, milliseconds); }
 
  private:
   template <class Fn>
@@ -50,6 +52,7 @@ class FaultControl {
   void (*close_all_sessions_)() = nullptr;
   void (*clear_)() = nullptr;
   unsigned long (*call_count_)(const char*) = nullptr;
+  void (*delay_)(const char*, unsigned) = nullptr;
 };
 
 }  // namespace hsmtest

@@ -22,6 +22,18 @@
 //   void kms_fault_clear(void)             drops every armed fault; the token is present.
 //   unsigned long kms_fault_call_count(const char* function)
 //       calls of `function` seen so far ("*": all), including failed ones.
+//   void kms_fault_delay(const char* function, unsigned milliseconds)
+//       every later call of `function` (an exact name) sleeps this long before it is
+//       forwarded (a slow device; 0 removes the delay). The sleep holds no lock of this
+//       module, so concurrent calls are delayed concurrently, as on a device with several
+//       sessions in flight.
+//
+// DELAYS FROM ANOTHER PROCESS (the application under test is not the test process):
+//   KMS_FAULT_DELAY="C_Decrypt=1500,C_DeriveKey=200" read when the target is loaded.
+//   KMS_FAULT_DELAY_FILE=<file>: the file (same syntax; commas, spaces or newlines between
+//   entries) is checked at every call and, when it changed (inode, size or mtime), its
+//   entries replace all delays; a missing file means no delays. Write it with a rename
+//   so that a call never reads half a file.
 //
 // CALL RECORD: when KMS_PKCS11_RECORD=<file> is set when the target is loaded, one
 // line per call is appended to <file> (O_APPEND, so several processes may share it):
@@ -41,15 +53,21 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <p11-kit/pkcs11.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <mutex>
+#include <sstream>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -71,7 +89,56 @@ std::map<std::string, Armed> g_armed;  // function name or "*"
 CK_RV g_until_reinit = CKR_OK;
 bool g_token_present = true;
 std::map<std::string, unsigned long> g_counts;
-std::atomic<bool> g_faults_active{false};  // nothing armed: skip the fault lookups
+std::atomic<bool> g_faults_active{false};     // nothing armed: skip the fault lookups
+std::map<std::string, unsigned> g_delays_ms;  // exact function name -> sleep before forwarding
+
+// KMS_FAULT_DELAY_FILE and what it looked like when it was last read.
+std::string g_delay_file;
+struct FileStamp {
+  ino_t inode = 0;
+  off_t size = -1;
+  timespec modified{};
+  bool operator==(const FileStamp& other) const {
+    return inode == other.inode && size == other.size && modified.tv_sec == other.modified.tv_sec &&
+           modified.tv_nsec == other.modified.tv_nsec;
+  }
+};
+FileStamp g_delay_file_stamp;
+
+// "C_Decrypt=1500,C_DeriveKey=200" (commas, spaces or newlines between entries).
+std::map<std::string, unsigned> parse_delays(std::string text, const char* source) {
+  for (char& c : text) {
+    if (c == ',') c = ' ';
+  }
+  std::map<std::string, unsigned> delays;
+  std::istringstream entries(text);
+  for (std::string entry; entries >> entry;) {
+    const auto equals = entry.find('=');
+    try {
+      if (equals == std::string::npos || equals == 0) throw std::invalid_argument(entry);
+      delays[entry.substr(0, equals)] = static_cast<unsigned>(std::stoul(entry.substr(equals + 1)));
+    } catch (const std::exception&) {
+      std::fprintf(stderr, "kms_fault_pkcs11: %s: ignored \"%s\" (want FUNCTION=MILLISECONDS)\n",
+                   source, entry.c_str());
+    }
+  }
+  return delays;
+}
+
+// Re-reads KMS_FAULT_DELAY_FILE when it changed since the last call.
+void poll_delay_file_locked() {
+  if (g_delay_file.empty()) return;
+  FileStamp stamp;
+  struct stat info {};
+  if (::stat(g_delay_file.c_str(), &info) == 0) {
+    stamp = FileStamp{info.st_ino, info.st_size, info.st_mtim};
+  }
+  if (stamp == g_delay_file_stamp) return;
+  g_delay_file_stamp = stamp;
+  std::ostringstream text;
+  if (stamp.size >= 0) text << std::ifstream(g_delay_file).rdbuf();
+  g_delays_ms = parse_delays(text.str(), g_delay_file.c_str());
+}
 
 bool exempt_from_star(const std::string& name) {
   return name == "C_Initialize" || name == "C_Finalize" || name == "C_GetInfo" ||
@@ -84,12 +151,8 @@ void refresh_active_locked() {
   g_faults_active.store(active);
 }
 
-// Counts the call and returns the injected CK_RV, or CKR_OK to forward it.
-CK_RV injected(const char* function) {
-  std::lock_guard lock(g_mutex);
-  const std::string name(function);
-  ++g_counts[name];
-  ++g_counts["*"];
+// The CK_RV armed for this call (consuming it), or CKR_OK.
+CK_RV injected_rv_locked(const std::string& name) {
   if (!g_faults_active.load()) return CKR_OK;
   if (name == "C_Initialize" && g_until_reinit != CKR_OK) {
     g_until_reinit = CKR_OK;  // the application re-initialised: the device is back
@@ -112,6 +175,21 @@ CK_RV injected(const char* function) {
   return CKR_OK;
 }
 
+struct Injection {
+  CK_RV rv = CKR_OK;  // CKR_OK: forward the call
+  unsigned delay_ms = 0;
+};
+
+// Counts the call; returns the delay and the injected CK_RV (CKR_OK: forward it).
+Injection injected(const char* function) {
+  std::lock_guard lock(g_mutex);
+  const std::string name(function);
+  ++g_counts[name];
+  ++g_counts["*"];
+  poll_delay_file_locked();
+  const auto delay = g_delays_ms.find(name);
+  return {injected_rv_locked(name), delay == g_delays_ms.end() ? 0u : delay->second};
+}
 std::string hex(unsigned long value) {
   char buffer[24];
   std::snprintf(buffer, sizeof buffer, "0x%lx", value);
@@ -156,7 +234,11 @@ template <class... Args>
 struct Forwarder<CK_RV (*)(Args...)> {
   template <CK_RV (*CK_FUNCTION_LIST::*Member)(Args...), const char* Name>
   static CK_RV call(Args... args) {
-    CK_RV rv = injected(Name);
+    const Injection injection = injected(Name);
+    if (injection.delay_ms > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(injection.delay_ms));
+    }
+    CK_RV rv = injection.rv;
     if (rv == CKR_OK) rv = (g_real->*Member)(args...);
     record(Name, rv, args...);
     return rv;
@@ -222,6 +304,13 @@ bool load_target_locked() {
   if (const char* path = std::getenv("KMS_PKCS11_RECORD"); path != nullptr && *path != '\0') {
     g_record_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   }
+  if (const char* delays = std::getenv("KMS_FAULT_DELAY"); delays != nullptr) {
+    g_delays_ms = parse_delays(delays, "KMS_FAULT_DELAY");
+  }
+  if (const char* file = std::getenv("KMS_FAULT_DELAY_FILE"); file != nullptr) {
+    g_delay_file = file;
+    g_delay_file_stamp = FileStamp{};
+  }
   g_target = target;
   g_list_ready = true;
   return true;
@@ -277,7 +366,18 @@ __attribute__((visibility("default"))) void kms_fault_clear(void) {
   g_armed.clear();
   g_until_reinit = CKR_OK;
   g_token_present = true;
+  g_delays_ms.clear();
   refresh_active_locked();
+}
+
+__attribute__((visibility("default"))) void kms_fault_delay(const char* function,
+                                                            unsigned milliseconds) {
+  std::lock_guard lock(g_mutex);
+  if (milliseconds == 0) {
+    g_delays_ms.erase(function);
+  } else {
+    g_delays_ms[function] = milliseconds;
+  }
 }
 
 __attribute__((visibility("default"))) unsigned long kms_fault_call_count(const char* function) {
