@@ -5,14 +5,17 @@
 //
 // BM_KeyRequestThreads: admissions from 1-8 threads with and without the registry's group
 // commit, with no audit, the real audit log, or a plain file sink with append()/sync().
+// BM_BridgeReleaseCommitHold: time a release spends inside the registry's commit.
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <ctime>
 #include <mutex>
 
+#include "interleaving_registry.h"
 #include "kms/client/crypto.h"
 #include "testbed.h"
 #ifdef KMS_HAVE_AUDIT_LOG
@@ -244,6 +247,46 @@ BENCHMARK(BM_RegistryAdmitThreads)
     ->ArgNames({"group", "audit"})
     ->Iterations(200)
     ->ThreadRange(1, 8)
+    ->UseRealTime();
+
+// How long a release holds the registry's commit (where admissions batched with it wait),
+// against the whole release: the token work (2 derives and a wrap per member) runs before
+// the commit, which only re-checks the conference and appends the audit record.
+// range(0): members including the chair (admitted straight into the registry). SoftHSM.
+void BM_BridgeReleaseCommitHold(benchmark::State& state) {
+  kmstest::TestbedOptions options;
+  NullAudit audit;
+  options.audit = &audit;
+  kmstest::Testbed bed(testsupport::TokenKind::softhsm, options);
+  bed.add_bridge("sip:bridge1@conf.example.net", random_key());
+  kms::Admission admission;
+  for (int n = 1; n < state.range(0); ++n) {
+    admission = bench_admission(0, n);
+    bed.registry().admit(admission, [](kms::AdmissionOutcome) {});
+  }
+  kmstest::InterleavingRegistry registry(bed.registry());
+  std::chrono::steady_clock::time_point hook_start;
+  std::chrono::nanoseconds in_commit{0};
+  registry.before_release_hook = [&] { hook_start = std::chrono::steady_clock::now(); };
+  registry.after_release_hook = [&] { in_commit += std::chrono::steady_clock::now() - hook_start; };
+  kms::TokenBridgeService bridges(bed.token(), bed.store(), registry, audit);
+  for (auto _ : state) {
+    const kms::BridgeRelease release =
+        bridges.release("sip:bridge1@conf.example.net", admission.conference_id, {"bench", "b"});
+    if (release.keys.size() != static_cast<std::size_t>(state.range(0))) {
+      state.SkipWithError("wrong member count");
+      break;
+    }
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.counters["commit_hook_us"] = benchmark::Counter(
+      static_cast<double>(in_commit.count()) / 1000.0 / static_cast<double>(state.iterations()));
+}
+BENCHMARK(BM_BridgeReleaseCommitHold)
+    ->Arg(2)
+    ->Arg(16)
+    ->ArgName("members")
+    ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 
 }  // namespace

@@ -4,11 +4,13 @@
 // and destroy on handles; never a key value read (C_GetAttributeValue of CKA_VALUE), never
 // a key created from a value (C_CreateObject), never C_Encrypt, no C_FindObjects on the
 // hot path, every derived object destroyed, every derive template sensitive.
+#include <filesystem>
 #include <fstream>
 #include <regex>
 #include <sstream>
 #include <thread>
 
+#include "interleaving_registry.h"
 #include "service_fixture.h"
 
 namespace kmstest {
@@ -128,6 +130,36 @@ TEST_P(RecordedServices, TokenCallsNeverExposeKeyMaterial) {
   EXPECT_GE(ok_counts["C_DestroyObject"], ok_counts["C_DeriveKey"])
       << "a derived session object was left in the token";
   EXPECT_LE(ok_counts["C_DestroyObject"], ok_counts["C_DeriveKey"] + ok_counts["C_UnwrapKey"] - 1);
+}
+
+// The release's token work (derive, wrap) happens before the registry's commit: inside the
+// commit hook, where every admission batched with the release would wait for it, the
+// token is not called at all.
+TEST_P(RecordedServices, ReleaseMakesNoTokenCallsInsideTheRegistryCommit) {
+  const UeClient a = ue(a_id, k_a), b = ue(b_id, k_b), c = ue(c_id, k_c);
+  const kms::client::Secret r_a = UeClient::make_nonce();
+  invite(a, r_a, b);
+  invite(a, r_a, c);
+  InterleavingRegistry registry(bed->registry());
+  std::uintmax_t at_hook_start = 0, at_hook_end = 0;
+  registry.before_release_hook = [&] { at_hook_start = std::filesystem::file_size(record_file); };
+  registry.after_release_hook = [&] { at_hook_end = std::filesystem::file_size(record_file); };
+  kms::TokenBridgeService bridges(bed->token(), bed->store(), registry, bed->audit());
+  std::ofstream(record_file, std::ios::trunc).close();
+
+  const kms::BridgeRelease release =
+      bridges.release(bridge_id, kms::client::conference_id(a_id, r_a), context("bridge"));
+
+  EXPECT_EQ(release.keys.size(), 3u);
+  ASSERT_EQ(registry.release_hooks, 1);
+  int wraps_before_commit = 0;
+  for (const Call& call : read_record(record_file)) {
+    if (call.function == "C_WrapKey" && call.rv == "0x0") ++wraps_before_commit;
+  }
+  EXPECT_EQ(wraps_before_commit, 3) << "the keys were not wrapped before the commit";
+  EXPECT_GT(at_hook_start, 0u);
+  EXPECT_EQ(at_hook_end, at_hook_start) << "token calls inside the registry's commit";
+  EXPECT_EQ(std::filesystem::file_size(record_file), at_hook_end) << "token calls after the commit";
 }
 
 INSTANTIATE_TEST_SUITE_P(Tokens, RecordedServices,

@@ -41,6 +41,7 @@ class Testbed {
   kms::client::Profile profile() const;
   tokens::TokenContext& token() { return *token_; }
   tokens::KeyDatabase& database() { return *database_; }
+  tokens::KeyStore& store() { return *store_; }
   kms::SqliteConferenceRegistry& registry() { return *registry_; }
   kms::TokenKeyRequestService& key_requests() { return *key_requests_; }
   kms::TokenBridgeService& bridges() { return *bridges_; }

@@ -1,5 +1,7 @@
 #include "kms/core/bridge_service.h"
 
+#include <algorithm>
+
 #include "error_mapping.h"
 #include "hex.h"
 #include "kms/core/protocol.h"
@@ -62,6 +64,34 @@ BridgeRelease TokenBridgeService::release(const std::string& bridge_id, const By
   }
 }
 
+namespace {
+
+// Thrown by the commit hook when the conference is no longer the one the keys were wrapped
+// for (a member was admitted or re-admitted meanwhile): the release is redone.
+struct ConferenceChanged {};
+
+constexpr int kReleaseAttempts = 3;
+
+// Everything the released items depend on: profile, suite and each member's id, role,
+// nonce and key id, in order.
+bool same_release_inputs(const Conference& read, const Conference& now) {
+  if (read.profile != now.profile || read.suite != now.suite ||
+      read.members.size() != now.members.size()) {
+    return false;
+  }
+  for (std::size_t i = 0; i < read.members.size(); ++i) {
+    const ConferenceMember& a = read.members[i];
+    const ConferenceMember& b = now.members[i];
+    if (a.member_id != b.member_id || a.role != b.role || a.key_id != b.key_id ||
+        !std::ranges::equal(a.nonce.view(), b.nonce.view())) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
 BridgeRelease TokenBridgeService::process(const std::string& bridge_id, const Bytes& conference_id,
                                           const RequestContext& context) {
   if (conference_id.size() != protocol::kConferenceIdSize) {
@@ -71,7 +101,6 @@ BridgeRelease TokenBridgeService::process(const std::string& bridge_id, const By
     throw ProtocolError(ErrorCode::bridge_not_authorized, "no bridge identity");
   }
   const std::int64_t now = config_.now();
-  const tokens::TokenProfile& profile = token_.profile();
 
   // Provisioned and active, before the conference is looked at (and bound).
   token_.pool().run([&](hsm::Session&) {
@@ -79,59 +108,95 @@ BridgeRelease TokenBridgeService::process(const std::string& bridge_id, const By
     return 0;
   });
 
-  BridgeRelease release;
-  const auto release_and_audit = [&](const Conference& conference) {
-    if (conference.profile != profile.wire_id()) {
-      throw ProtocolError(ErrorCode::profile_mismatch, "conference was created under profile " +
-                                                           std::to_string(conference.profile));
-    }
-    release.conference_id = conference.conference_id;
-    release.profile = conference.profile;
-    release.expires_at = conference.expires_at;
-    release.keys = token_.pool().run([&](hsm::Session& session) {
-      const tokens::ResolvedKey bridge_key = keys_.resolve(tokens::IdentityKind::bridge, bridge_id);
-      const CK_OBJECT_HANDLE master =
-          token_.pool().resolve(session, tokens::TokenContext::master_key());
-      std::vector<ReleasedKey> keys;
-      for (const ConferenceMember& member : conference.members) {
-        hsm::ObjectGuard media = token_steps::derive(
-            session, profile, master, member.role == 1 ? "media-chair" : "media-member",
-            media_context(conference, member).view(), tokens::templates::media_key());
-        const Bytes wrap_context = protocol::bridge_wrap_context(
-            bridge_id, conference.conference_id, member.member_id,
-            static_cast<protocol::Role>(member.role), member.key_id, conference.suite);
-        hsm::ObjectGuard wrap_key =
-            token_steps::derive(session, profile, bridge_key.handle(), "bridge-wrap", wrap_context,
-                                tokens::templates::bridge_wrap_key());
-        ReleasedKey item;
-        item.member_id = member.member_id;
-        item.role = member.role;
-        item.key_id = member.key_id;
-        item.suite = conference.suite;
-        item.wrapped = token_steps::wrap(session, profile, wrap_key.get(), media.get());
-        keys.push_back(std::move(item));
-      }
-      return keys;
-    });
+  // The token work runs outside the registry's commit (where it would hold up every
+  // admission batched with this release); the commit hook only re-checks that the
+  // conference is still the one the keys were wrapped for, and appends the audit record.
+  for (int attempt = 0; attempt < kReleaseAttempts; ++attempt) {
+    const std::optional<Conference> conference = registry_.find(conference_id);
+    check_releasable(conference, bridge_id, now);
+    BridgeRelease release;
+    release.conference_id = conference->conference_id;
+    release.profile = conference->profile;
+    release.expires_at = conference->expires_at;
+    release.keys = wrap_member_keys(*conference, bridge_id);
     std::string key_ids;
     for (const ReleasedKey& key : release.keys) {
       if (!key_ids.empty()) key_ids += ',';
       key_ids += to_hex(key.key_id);
     }
-    // Durable once the registry syncs the audit, before the binding commits and before
-    // anything is returned. AuditUnavailable here or there: nothing released, no binding.
-    audit_.append(AuditEvent{"key_release",
-                             "ok",
-                             {{"conference", to_hex(conference.conference_id)},
-                              {"bridge", bridge_id},
-                              {"members", member_list(conference)},
-                              {"key_ids", key_ids},
-                              {"count", std::to_string(release.keys.size())},
-                              {"peer", context.peer},
-                              {"request_id", context.request_id}}});
-  };
-  registry_.bind_for_release(conference_id, bridge_id, now, release_and_audit, &audit_);
-  return release;
+    const auto recheck_and_audit = [&](const Conference& current) {
+      if (!same_release_inputs(*conference, current)) throw ConferenceChanged{};
+      // Durable once the registry syncs the audit, before the binding commits and before
+      // anything is returned. AuditUnavailable here or there: nothing released, no binding.
+      audit_.append(AuditEvent{"key_release",
+                               "ok",
+                               {{"conference", to_hex(current.conference_id)},
+                                {"bridge", bridge_id},
+                                {"members", member_list(current)},
+                                {"key_ids", key_ids},
+                                {"count", std::to_string(release.keys.size())},
+                                {"peer", context.peer},
+                                {"request_id", context.request_id}}});
+    };
+    try {
+      const Conference bound =
+          registry_.bind_for_release(conference_id, bridge_id, now, recheck_and_audit, &audit_);
+      release.expires_at = bound.expires_at;
+      return release;
+    } catch (const ConferenceChanged&) {
+      // Admitted meanwhile: nothing bound or audited; wrap again for the new member set.
+    }
+  }
+  throw ProtocolError(ErrorCode::overloaded, "conference changed during each of " +
+                                                 std::to_string(kReleaseAttempts) +
+                                                 " release attempts");
+}
+
+// The registry re-checks unknown/expired/bound inside its transaction; checked here first so
+// no token work is done for a release that is refused anyway (same codes, same order).
+void TokenBridgeService::check_releasable(const std::optional<Conference>& conference,
+                                          const std::string& bridge_id, std::int64_t now) const {
+  if (!conference) throw ProtocolError(ErrorCode::unknown_conference, "no such conference");
+  if (conference->expires_at <= now) {
+    throw ProtocolError(ErrorCode::conference_expired, "conference expired");
+  }
+  if (conference->bridge_id && *conference->bridge_id != bridge_id) {
+    throw ProtocolError(ErrorCode::bridge_not_authorized, "conference is bound to another bridge");
+  }
+  if (conference->profile != token_.profile().wire_id()) {
+    throw ProtocolError(ErrorCode::profile_mismatch, "conference was created under profile " +
+                                                         std::to_string(conference->profile));
+  }
+}
+
+std::vector<ReleasedKey> TokenBridgeService::wrap_member_keys(const Conference& conference,
+                                                              const std::string& bridge_id) {
+  const tokens::TokenProfile& profile = token_.profile();
+  return token_.pool().run([&](hsm::Session& session) {
+    const tokens::ResolvedKey bridge_key = keys_.resolve(tokens::IdentityKind::bridge, bridge_id);
+    const CK_OBJECT_HANDLE master =
+        token_.pool().resolve(session, tokens::TokenContext::master_key());
+    std::vector<ReleasedKey> keys;
+    for (const ConferenceMember& member : conference.members) {
+      hsm::ObjectGuard media = token_steps::derive(
+          session, profile, master, member.role == 1 ? "media-chair" : "media-member",
+          media_context(conference, member).view(), tokens::templates::media_key());
+      const Bytes wrap_context = protocol::bridge_wrap_context(
+          bridge_id, conference.conference_id, member.member_id,
+          static_cast<protocol::Role>(member.role), member.key_id, conference.suite);
+      hsm::ObjectGuard wrap_key =
+          token_steps::derive(session, profile, bridge_key.handle(), "bridge-wrap", wrap_context,
+                              tokens::templates::bridge_wrap_key());
+      ReleasedKey item;
+      item.member_id = member.member_id;
+      item.role = member.role;
+      item.key_id = member.key_id;
+      item.suite = conference.suite;
+      item.wrapped = token_steps::wrap(session, profile, wrap_key.get(), media.get());
+      keys.push_back(std::move(item));
+    }
+    return keys;
+  });
 }
 
 }  // namespace kms

@@ -3,6 +3,11 @@
 // (docs/PROTOCOL.md "Bridge key release", "Bridge binding").
 #pragma once
 
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
 #include "kms/audit.h"
 #include "kms/core/conference_registry.h"
 #include "kms/core/service_config.h"
@@ -20,13 +25,20 @@ class TokenBridgeService : public BridgeService {
   // bridge_id: the identity from the bridge's client certificate, as provisioned
   // (kms-provision bridge add). Throws ProtocolError; every release and refusal is audited;
   // if the release can't be audited nothing is released (audit_unavailable) and the
-  // binding is not recorded.
+  // binding is not recorded. The keys are wrapped outside the registry's commit; the commit
+  // re-checks the conference is unchanged (else the release is redone, at most 3 times, then
+  // overloaded), so a member admitted meanwhile is never silently left out.
   BridgeRelease release(const std::string& bridge_id, const Bytes& conference_id,
                         const RequestContext& context) override;
 
  private:
   BridgeRelease process(const std::string& bridge_id, const Bytes& conference_id,
                         const RequestContext& context);
+  void check_releasable(const std::optional<Conference>& conference, const std::string& bridge_id,
+                        std::int64_t now) const;
+  // Each member's media key wrapped for the bridge, in the token (no registry lock held).
+  std::vector<ReleasedKey> wrap_member_keys(const Conference& conference,
+                                            const std::string& bridge_id);
   tokens::TokenContext& token_;
   tokens::KeyStore& keys_;
   ConferenceRegistry& registry_;
