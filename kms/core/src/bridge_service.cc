@@ -45,21 +45,12 @@ BridgeRelease TokenBridgeService::release(const std::string& bridge_id, const By
       rethrow_as_protocol_error(true);
     }
   } catch (const ProtocolError& error) {
-    if (error.code() != ErrorCode::audit_unavailable) {
-      AuditEvent refusal{"refusal",
-                         std::string(error_code_name(error.code())),
-                         {{"operation", "key_release"},
-                          {"bridge", bridge_id.substr(0, protocol::kMaxIdentitySize)},
-                          {"conference", to_hex(conference_id).substr(0, 64)},
-                          {"peer", context.peer},
-                          {"request_id", context.request_id},
-                          {"detail", error.detail()}}};
-      try {
-        audit_.record(refusal);
-      } catch (const std::exception&) {
-        // A refusal releases nothing: it stands even if it could not be recorded.
-      }
-    }
+    audit_refusal(audit_, error,
+                  {{"operation", "key_release"},
+                   {"bridge", bridge_id.substr(0, protocol::kMaxIdentitySize)},
+                   {"conference", to_hex(conference_id).substr(0, 64)},
+                   {"peer", context.peer},
+                   {"request_id", context.request_id}});
     throw;
   }
 }

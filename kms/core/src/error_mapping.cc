@@ -34,4 +34,16 @@ void rethrow_as_protocol_error(bool bridge_lookup) {
   }
 }
 
+void audit_refusal(AuditSink& audit, const ProtocolError& error,
+                   std::map<std::string, std::string> fields) {
+  if (error.code() == ErrorCode::audit_unavailable) return;
+  fields["detail"] = error.detail();
+  try {
+    audit.record(
+        AuditEvent{"refusal", std::string(error_code_name(error.code())), std::move(fields)});
+  } catch (const std::exception&) {
+    // Best effort, see the header.
+  }
+}
+
 }  // namespace kms

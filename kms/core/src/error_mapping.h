@@ -2,8 +2,10 @@
 #pragma once
 
 #include <exception>
+#include <map>
 #include <string>
 
+#include "kms/audit.h"
 #include "kms/errors.h"
 
 namespace kms {
@@ -12,5 +14,11 @@ namespace kms {
 // token_unavailable (overloaded for a session-pool timeout); AuditUnavailable as
 // audit_unavailable; tokens::LookupError as the subscriber/bridge code; else internal_error.
 [[noreturn]] void rethrow_as_protocol_error(bool bridge_lookup);
+
+// Records a refusal with the error's code and detail added to `fields`. Best effort: a
+// refusal releases nothing, so it stands even if the audit log cannot take it. An
+// audit_unavailable error is not recorded (the log is what failed).
+void audit_refusal(AuditSink& audit, const ProtocolError& error,
+                   std::map<std::string, std::string> fields);
 
 }  // namespace kms

@@ -105,21 +105,12 @@ KeyResponse TokenKeyRequestService::handle(const KeyRequest& request,
       rethrow_as_protocol_error(false);
     }
   } catch (const ProtocolError& error) {
-    if (error.code() != ErrorCode::audit_unavailable) {
-      AuditEvent refusal{"refusal",
-                         std::string(error_code_name(error.code())),
-                         {{"operation", "key_request"},
-                          {"chair", request.chair_id.substr(0, protocol::kMaxIdentitySize)},
-                          {"member", request.responder_id.substr(0, protocol::kMaxIdentitySize)},
-                          {"peer", context.peer},
-                          {"request_id", context.request_id},
-                          {"detail", error.detail()}}};
-      try {
-        audit_.record(refusal);
-      } catch (const std::exception&) {
-        // Best effort: a refusal releases nothing, so the refusal itself stands.
-      }
-    }
+    audit_refusal(audit_, error,
+                  {{"operation", "key_request"},
+                   {"chair", request.chair_id.substr(0, protocol::kMaxIdentitySize)},
+                   {"member", request.responder_id.substr(0, protocol::kMaxIdentitySize)},
+                   {"peer", context.peer},
+                   {"request_id", context.request_id}});
     throw;
   }
 }

@@ -8,20 +8,20 @@
 namespace kms {
 
 enum class ErrorCode {
-  malformed_request,      // bad JSON, bad base64url, truncated or over-long field
+  malformed_request,  // bad JSON, bad base64url, truncated or over-long field
   unsupported_version,
-  unknown_message_type,   // includes a response or envelope of the wrong type (reflection)
-  profile_mismatch,       // envelope profile != the deployment's profile
+  unknown_message_type,  // includes a response or envelope of the wrong type (reflection)
+  profile_mismatch,      // envelope profile != the deployment's profile
   unsupported_suite,
-  suite_mismatch,         // chair and responder envelopes name different suites
-  invalid_identity,       // not a sip:/sips:/tel: IMS public identity
+  suite_mismatch,    // chair and responder envelopes name different suites
+  invalid_identity,  // not a sip:/sips:/tel: IMS public identity
   unknown_subscriber,
   subscriber_revoked,
   key_version_mismatch,
   envelope_authentication_failed,  // GCM tag / AAD check failed
-  identity_mismatch,      // encrypted IDs differ from the plain IDs
-  stale_timestamp,        // outside the freshness window (past or future)
-  replay,                 // an envelope already used in a different request
+  identity_mismatch,               // encrypted IDs differ from the plain IDs
+  stale_timestamp,                 // outside the freshness window (past or future)
+  replay,                          // an envelope already used in a different request
   unknown_conference,
   conference_expired,
   bridge_not_provisioned,
@@ -38,7 +38,8 @@ std::string_view error_code_name(ErrorCode code);  // "envelope_authentication_f
 class ProtocolError : public std::runtime_error {
  public:
   ProtocolError(ErrorCode code, std::string detail)
-      : std::runtime_error(std::string(error_code_name(code)) + ": " + detail), code_(code),
+      : std::runtime_error(std::string(error_code_name(code)) + ": " + detail),
+        code_(code),
         detail_(std::move(detail)) {}
   ErrorCode code() const noexcept { return code_; }
   const std::string& detail() const noexcept { return detail_; }

@@ -45,7 +45,7 @@ struct ReleasedKey {
   std::uint8_t role = 0;  // 1 chair, 2 member
   Bytes key_id;           // 8 bytes
   std::uint8_t suite = 0;
-  Bytes wrapped;          // RFC 5649 under the bridge's per-key wrap key
+  Bytes wrapped;  // RFC 5649 under the bridge's per-key wrap key
 };
 
 struct BridgeRelease {
