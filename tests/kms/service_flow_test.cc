@@ -7,9 +7,15 @@
 #include "service_fixture.h"
 
 #ifdef KMS_HAVE_AUDIT_LOG
+#include <sys/wait.h>
+
+#include <cstdio>
 #include <fstream>
+#include <utility>
+#include <vector>
 
 #include "kms/audit/audit_log.h"
+#include "kms/audit/audit_record.h"
 #include "kms/audit/audit_verify.h"
 #endif
 
@@ -243,6 +249,87 @@ TEST_P(SeedFlow, WritesTheHashChainedAuditLog) {
   const std::string r_a_hex = kmstest::hex(r_a.view());
   EXPECT_EQ(text.find(k1_hex.substr(0, 16)), std::string::npos);
   EXPECT_EQ(text.find(r_a_hex.substr(0, 16)), std::string::npos);
+}
+#endif
+
+#if defined(KMS_HAVE_AUDIT_LOG) && defined(KMS_AUDIT_BIN)
+std::vector<std::string> read_lines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+void write_lines(const std::string& path, const std::vector<std::string>& lines) {
+  std::ofstream out(path, std::ios::trunc);
+  for (const std::string& line : lines) out << line << "\n";
+}
+
+// Runs kms-audit as a process: exit code and stdout + stderr.
+std::pair<int, std::string> kms_audit(const std::string& arguments) {
+  const std::string command = std::string(KMS_AUDIT_BIN) + " verify " + arguments + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) return {-1, "popen failed"};
+  std::string out;
+  char buffer[512];
+  while (std::fgets(buffer, sizeof buffer, pipe)) out += buffer;
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+// The registry stores the audit log's durable head in the COMMIT of every admission and
+// release: a log whose last records were deleted (cut at a line boundary, which the chain
+// alone still accepts) or whose last record was rewritten fails `--anchor-db`.
+TEST_P(SeedFlow, AuditAnchorInTheRegistryCatchesATruncatedOrAlteredLog) {
+  const std::string path = bed->dir() + "/audit.jsonl";
+  const std::string db = bed->dir() + "/kms.db";
+  kms::audit::AuditLog log(path);
+  bed->rebuild_services(log, {});
+  const UeClient a = ue(a_id, k_a), b = ue(b_id, k_b), c = ue(c_id, k_c);
+  const kms::client::Secret r_a = UeClient::make_nonce();
+  const Invitation with_b = invite(a, r_a, b);
+  invite(a, r_a, c);
+  fetch(with_b.response.conference_id, 3);
+  ASSERT_TRUE(log.head());
+  EXPECT_EQ(log.head()->seq, 3u);
+  const std::string anchored = "anchored seq 3 (hash " + log.head()->hash + ")";
+
+  auto [code, out] = kms_audit("'" + path + "' --anchor-db '" + db + "'");
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("anchored seq 3"), std::string::npos) << out;
+
+  const std::vector<std::string> lines = read_lines(path);
+  ASSERT_EQ(lines.size(), 3u);
+  write_lines(path, {lines[0], lines[1]});  // the key release's record deleted
+  std::tie(code, out) = kms_audit("'" + path + "'");
+  EXPECT_EQ(code, 0) << "the chain alone can't see a cut at a record boundary: " << out;
+  std::tie(code, out) = kms_audit("'" + path + "' --anchor-db '" + db + "'");
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_NE(out.find("audit log truncated or altered: " + anchored + " not found"),
+            std::string::npos)
+      << out;
+
+  // The last record rewritten, its hash recomputed: still a valid chain, not the anchored one.
+  std::string body = lines[2].substr(0, lines[2].find(kms::audit::kHashMarker));
+  const auto outcome = body.find("\"outcome\":\"ok\"");
+  ASSERT_NE(outcome, std::string::npos) << body;
+  body.replace(outcome, 14, "\"outcome\":\"no\"");
+  const std::string altered =
+      body + std::string(kms::audit::kHashMarker) + kms::audit::sha256_hex(body) + "\"}";
+  ASSERT_TRUE(kms::audit::line_hash(altered).ok());
+  write_lines(path, {lines[0], lines[1], altered});
+  std::tie(code, out) = kms_audit("'" + path + "'");
+  EXPECT_EQ(code, 0) << out;
+  std::tie(code, out) = kms_audit("'" + path + "' --anchor-db '" + db + "'");
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_NE(out.find(anchored + " not found"), std::string::npos) << out;
+  EXPECT_NE(out.find("record 3 has hash " + kms::audit::line_hash(altered).claimed),
+            std::string::npos)
+      << out;
+
+  write_lines(path, lines);  // the original log verifies again
+  std::tie(code, out) = kms_audit("'" + path + "' --anchor-db '" + db + "'");
+  EXPECT_EQ(code, 0) << out;
 }
 #endif
 

@@ -214,6 +214,66 @@ TEST_F(AuditLogTest, AppendThenSyncSharesOneSync) {
   EXPECT_THROW(full.sync(), AuditUnavailable);
 }
 
+TEST_F(AuditLogTest, HeadIsTheLastDurableRecordNotTheLastAppended) {
+  AuditLog log(path_);
+  EXPECT_FALSE(log.head());  // nothing durable: nothing to anchor
+  log.record(release(1));
+  ASSERT_TRUE(log.head());
+  const kms::AuditHead first = *log.head();
+  EXPECT_EQ(first.seq, 1u);
+  EXPECT_EQ(first.hash, log.head_hash());
+  log.append(release(2));  // written, not yet synced: a crash could still lose it
+  EXPECT_EQ(log.head()->seq, 1u);
+  EXPECT_EQ(log.head()->hash, first.hash);
+  log.sync();
+  EXPECT_EQ(log.head()->seq, 2u);
+  EXPECT_EQ(log.head()->hash, log.head_hash());
+}
+
+TEST_F(AuditLogTest, HeadResumesFromTheFile) {
+  write_records(4);
+  AuditLog log(path_);
+  ASSERT_TRUE(log.head());
+  EXPECT_EQ(log.head()->seq, 4u);
+  EXPECT_EQ(log.head()->hash, verify_file(path_).head_hash);
+}
+
+TEST_F(AuditLogTest, AnchorCatchesDeletedLastRecordsTheChainAloneAccepts) {
+  write_records(5);
+  const auto full = verify_file(path_);
+  const kms::AuditHead anchor{5, full.head_hash};
+  EXPECT_TRUE(verify_file(path_, anchor).ok);
+  auto content = lines();
+  content.resize(3);
+  write_lines(content);
+  EXPECT_TRUE(verify_file(path_).ok);  // a cut at a record boundary is a valid chain
+  const auto cut = verify_file(path_, anchor);
+  EXPECT_FALSE(cut.ok);
+  EXPECT_TRUE(cut.anchor_missing);
+  EXPECT_EQ(cut.problem, "audit log truncated or altered: anchored seq 5 (hash " + anchor.hash +
+                             ") not found (the log ends at seq 3)");
+  // An anchor older than the file's end still holds (records after it are not anchored).
+  const std::string second_hash = kms::audit::line_hash(lines()[1]).claimed;
+  EXPECT_TRUE(verify_file(path_, kms::AuditHead{2, second_hash}).ok);
+  EXPECT_FALSE(verify_file(path_, kms::AuditHead{2, full.head_hash}).ok);
+}
+
+TEST_F(AuditLogTest, AnchorCatchesARewrittenRecordWithARecomputedHash) {
+  write_records(3);
+  const kms::AuditHead anchor{3, verify_file(path_).head_hash};
+  auto content = lines();
+  std::string body = content[2].substr(0, content[2].find(kms::audit::kHashMarker));
+  body.replace(body.find("user2"), 5, "userX");
+  content[2] = body + std::string(kms::audit::kHashMarker) + kms::audit::sha256_hex(body) + "\"}";
+  write_lines(content);
+  EXPECT_TRUE(verify_file(path_).ok);
+  const auto altered = verify_file(path_, anchor);
+  EXPECT_FALSE(altered.ok);
+  EXPECT_TRUE(altered.anchor_missing);
+  EXPECT_NE(altered.problem.find("anchored seq 3"), std::string::npos) << altered.problem;
+  EXPECT_NE(altered.problem.find("record 3 has hash"), std::string::npos) << altered.problem;
+}
+
 TEST_F(AuditLogTest, UnopenablePathThrows) {
   EXPECT_THROW(AuditLog log((dir_ / "missing" / "audit.log").string()), AuditUnavailable);
 }

@@ -95,6 +95,7 @@ void AuditLog::resume() {
     seq_ = static_cast<std::uint64_t>(seq->as_int64());
     head_ = hash.claimed;
     synced_seq_ = seq_;
+    synced_hash_ = head_;
   }
   if (torn_bytes > 0) {
     record({"audit_recovered", "ok", {{"torn_bytes_removed", std::to_string(torn_bytes)}}});
@@ -155,6 +156,7 @@ void AuditLog::sync_through(std::uint64_t seq) {
   std::lock_guard sync_lock(sync_mutex_);
   if (synced_seq_ >= seq) return;
   std::uint64_t covered = 0;
+  std::string covered_hash;
   {
     std::lock_guard lock(write_mutex_);
     // After a failed sync the kernel may have dropped dirty pages: trust no later sync.
@@ -163,6 +165,7 @@ void AuditLog::sync_through(std::uint64_t seq) {
       throw AuditUnavailable("audit: log " + path_ + " failed earlier; record not durable");
     }
     covered = seq_;
+    covered_hash = head_;
   }
   if (regular_file_ && ::fdatasync(fd_) != 0) {
     const int error = errno;
@@ -172,8 +175,15 @@ void AuditLog::sync_through(std::uint64_t seq) {
     throw AuditUnavailable("audit: fdatasync of " + path_ + " failed: " + errno_text(error));
   }
   synced_seq_ = covered;
+  synced_hash_ = std::move(covered_hash);
   std::lock_guard lock(write_mutex_);
   ++stats_.syncs;
+}
+
+std::optional<AuditHead> AuditLog::head() const {
+  std::lock_guard lock(sync_mutex_);
+  if (synced_seq_ == 0) return std::nullopt;
+  return AuditHead{synced_seq_, synced_hash_};
 }
 
 std::uint64_t AuditLog::last_seq() const {

@@ -36,9 +36,14 @@ std::string check_line(const std::string& line, std::uint64_t expected_seq,
   return {};
 }
 
+std::string anchor_problem(const AuditHead& anchor, const std::string& found) {
+  return "audit log truncated or altered: anchored seq " + std::to_string(anchor.seq) + " (hash " +
+         anchor.hash + ") not found (" + found + ")";
+}
+
 }  // namespace
 
-VerifyResult verify_chain(std::istream& in) {
+VerifyResult verify_chain(std::istream& in, const std::optional<AuditHead>& anchor) {
   VerifyResult result;
   result.head_hash = std::string(kGenesisHash);
   std::string line;
@@ -58,11 +63,24 @@ VerifyResult verify_chain(std::istream& in) {
     ++result.records;
     ++result.last_seq;
     result.head_hash = hash;
+    if (anchor && result.last_seq == anchor->seq && hash != anchor->hash) {
+      result.ok = false;
+      result.anchor_missing = true;
+      result.problem =
+          anchor_problem(*anchor, "record " + std::to_string(anchor->seq) + " has hash " + hash);
+      return result;
+    }
+  }
+  if (anchor && result.last_seq < anchor->seq) {
+    result.ok = false;
+    result.anchor_missing = true;
+    result.problem =
+        anchor_problem(*anchor, "the log ends at seq " + std::to_string(result.last_seq));
   }
   return result;
 }
 
-VerifyResult verify_file(const std::string& path) {
+VerifyResult verify_file(const std::string& path, const std::optional<AuditHead>& anchor) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     VerifyResult result;
@@ -70,7 +88,7 @@ VerifyResult verify_file(const std::string& path) {
     result.problem = "cannot open " + path;
     return result;
   }
-  return verify_chain(in);
+  return verify_chain(in, anchor);
 }
 
 }  // namespace kms::audit

@@ -38,7 +38,24 @@ CREATE TABLE IF NOT EXISTS used_envelopes (
   expires_at     INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS used_envelopes_by_expiry ON used_envelopes(expires_at);
+CREATE TABLE IF NOT EXISTS audit_anchor (
+  id         INTEGER PRIMARY KEY CHECK (id = 1),
+  seq        INTEGER NOT NULL,
+  hash       TEXT NOT NULL,
+  updated_at INTEGER NOT NULL
+);
 )sql";
+
+// The audit log's durable head, written in the transaction of the batch it audited: the
+// log can't then lose its last records unnoticed (kms-audit verify --anchor-db).
+void store_audit_anchor(sqlite3* db, const AuditHead& head, std::int64_t now) {
+  sqlite::Statement anchor(db,
+                           "INSERT INTO audit_anchor (id, seq, hash, updated_at) "
+                           "VALUES (1, ?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET "
+                           "seq = excluded.seq, hash = excluded.hash, "
+                           "updated_at = excluded.updated_at");
+  anchor.bind(1, static_cast<std::int64_t>(head.seq)).bind(2, head.hash).bind(3, now).run();
+}
 
 }  // namespace
 
@@ -144,7 +161,10 @@ void SqliteConferenceRegistry::commit_batch(const std::vector<Write*>& batch) {
         sinks.push_back(write->audit);
       }
     }
-    for (AuditSink* sink : sinks) sink->sync();  // the audit records durable before COMMIT
+    for (AuditSink* sink : sinks) {  // the audit records durable before COMMIT
+      sink->sync();
+      if (const std::optional<AuditHead> head = sink->head()) store_audit_anchor(db_, *head, now);
+    }
     transaction.commit();
     replay_count_ = pending_replay_count_;
   } catch (...) {  // nothing of the batch is recorded

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -13,6 +14,14 @@ struct AuditEvent {
   std::string event;    // "admission", "key_release", "refusal", "retransmission", ...
   std::string outcome;  // "ok" or an error code name
   std::map<std::string, std::string> fields;  // conference (hex), chair, member, bridge, peer, ...
+};
+
+// The last record a sink has made durable: its seq and its hash (hex SHA-256). The
+// registry stores it in the same COMMIT as the batch it audited (table audit_anchor), so
+// `kms-audit verify FILE --anchor-db DB` detects a log cut at a record boundary.
+struct AuditHead {
+  std::uint64_t seq = 0;
+  std::string hash;
 };
 
 class AuditUnavailable : public std::runtime_error {
@@ -34,6 +43,9 @@ class AuditSink {
   // keep every sink correct: append() is record() (durable at once), sync() has nothing left.
   virtual void append(const AuditEvent& event) { record(event); }
   virtual void sync() {}
+  // The head as of the last successful sync() or record(); nullopt when the sink keeps no
+  // chain (then nothing is anchored).
+  virtual std::optional<AuditHead> head() const { return std::nullopt; }
 };
 
 }  // namespace kms

@@ -1,14 +1,19 @@
 // kms-audit: checks the hash chain of kmsd's audit log.
-//   kms-audit verify FILE   exit 0 if the chain is intact, 1 at the first broken record
+//   kms-audit verify FILE [--anchor-db DB]
+//     exit 0 if the chain is intact (and holds the record anchored in DB), 1 at the first
+//     broken record or when the anchored record is missing or different, 2 unreadable
 #include <CLI/CLI.hpp>
 #include <iostream>
+#include <optional>
 
+#include "audit_anchor_db.h"
 #include "kms/audit/audit_verify.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"kms-audit: inspect and verify kmsd's hash-chained audit log"};
   app.require_subcommand(1);
   std::string file;
+  std::string anchor_db;
   bool quiet = false;
   auto* verify = app.add_subcommand(
       "verify",
@@ -16,16 +21,40 @@ int main(int argc, char** argv) {
       "record; report the first broken record (line number). Exit 0 intact, 1 broken, "
       "2 unreadable.");
   verify->add_option("FILE", file, "audit log (JSON lines)")->required();
+  verify->add_option("--anchor-db", anchor_db,
+                     "kmsd's registry database: the log must still hold the record (seq and "
+                     "hash) anchored there by the last committed admission or release; "
+                     "detects deleted last records, which the chain alone cannot");
   verify->add_flag("-q,--quiet", quiet, "print nothing on success");
   CLI11_PARSE(app, argc, argv);
 
-  const kms::audit::VerifyResult result = kms::audit::verify_file(file);
+  std::optional<kms::AuditHead> anchor;
+  if (!anchor_db.empty()) {
+    try {
+      anchor = kms::tools::read_audit_anchor(anchor_db);
+    } catch (const kms::tools::AnchorDbError& error) {
+      std::cerr << "kms-audit: " << error.what() << "\n";
+      return 2;
+    }
+  }
+
+  const kms::audit::VerifyResult result = kms::audit::verify_file(file, anchor);
   if (result.ok) {
     if (!quiet) {
       std::cout << "ok: " << file << ": " << result.records << " records, last seq "
                 << result.last_seq << ", head " << result.head_hash << "\n";
+      if (anchor) {
+        std::cout << "ok: anchored seq " << anchor->seq << " (" << anchor_db
+                  << ") present and unchanged\n";
+      } else if (!anchor_db.empty()) {
+        std::cout << "note: " << anchor_db << " holds no audit anchor yet (nothing committed)\n";
+      }
     }
     return 0;
+  }
+  if (result.anchor_missing) {
+    std::cout << "BROKEN: " << file << ": " << result.problem << "\n";
+    return 1;
   }
   if (result.broken_line == 0) {
     std::cerr << "kms-audit: " << result.problem << "\n";

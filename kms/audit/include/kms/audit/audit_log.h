@@ -35,6 +35,9 @@ class AuditLog : public AuditSink {
   // every record appended so far durable with one fdatasync.
   void append(const AuditEvent& event) override;
   void sync() override;
+  // The last durable record (what a sync covered), not the last appended one: an anchor
+  // must never name a record a crash could still lose.
+  std::optional<AuditHead> head() const override;
 
   const std::string& path() const noexcept { return path_; }
   std::uint64_t last_seq() const;
@@ -57,8 +60,9 @@ class AuditLog : public AuditSink {
   bool broken_ = false;
   AuditLogStats stats_;
 
-  std::mutex sync_mutex_;  // one fdatasync at a time; a sync covers every earlier write
+  mutable std::mutex sync_mutex_;  // one fdatasync at a time; covers every earlier write
   std::uint64_t synced_seq_ = 0;
+  std::string synced_hash_;  // hash of record synced_seq_
 };
 
 }  // namespace kms::audit
