@@ -4,6 +4,7 @@
 #include "kms/client/envelope_builder.h"
 #include "kms/core/envelope_codec.h"
 #include "kms/core/error_status.h"
+#include "protocol_error_of.h"
 #include "reference_kms.h"
 
 namespace {
@@ -19,16 +20,7 @@ Bytes vector_value(const std::string& name) {
   return kmstest::value_of(values, name);
 }
 
-template <class F>
-ErrorCode error_of(F&& f) {
-  try {
-    f();
-  } catch (const ProtocolError& error) {
-    return error.code();
-  }
-  ADD_FAILURE() << "no ProtocolError";
-  return ErrorCode::internal_error;
-}
+using kmstest::error_of;
 
 TEST(EnvelopeCodec, ParsesTheClientsEnvelope) {
   const Bytes bytes = vector_value("E_A_for_B");

@@ -6,6 +6,7 @@
 
 #include "kms/core/protocol.h"
 #include "kms/core/sqlite_conference_registry.h"
+#include "protocol_error_of.h"
 #include "support/test_token.h"
 
 namespace {
@@ -40,16 +41,7 @@ Admission admission(std::uint8_t chair_nonce, const std::string& responder,
   return a;
 }
 
-template <class F>
-ErrorCode error_of(F&& f) {
-  try {
-    f();
-  } catch (const ProtocolError& error) {
-    return error.code();
-  }
-  ADD_FAILURE() << "no ProtocolError";
-  return ErrorCode::internal_error;
-}
+using kmstest::error_of;
 
 class RegistryTest : public ::testing::Test {
  protected:

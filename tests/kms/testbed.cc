@@ -127,14 +127,4 @@ kms::client::BridgeClient Testbed::bridge(const std::string& id, const Bytes& ke
   return kms::client::BridgeClient(id, key, profile());
 }
 
-kms::ErrorCode error_of(const std::function<void()>& call) {
-  try {
-    call();
-  } catch (const kms::ProtocolError& error) {
-    return error.code();
-  }
-  ADD_FAILURE() << "expected a ProtocolError";
-  return kms::ErrorCode::internal_error;
-}
-
 }  // namespace kmstest

@@ -15,6 +15,7 @@
 #include "kms/core/bridge_service.h"
 #include "kms/core/key_request_service.h"
 #include "kms/core/sqlite_conference_registry.h"
+#include "protocol_error_of.h"
 #include "support/test_token.h"
 #include "tokens/key_database.h"
 #include "tokens/key_store.h"
@@ -79,8 +80,5 @@ class Testbed {
   std::unique_ptr<kms::TokenKeyRequestService> key_requests_;
   std::unique_ptr<kms::TokenBridgeService> bridges_;
 };
-
-// The ProtocolError code a call throws (ADD_FAILURE and internal_error if none).
-kms::ErrorCode error_of(const std::function<void()>& call);
 
 }  // namespace kmstest
