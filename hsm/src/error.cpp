@@ -111,8 +111,10 @@ constexpr RvName kRvNames[] = {
 };
 #undef HSM_RV
 
-std::string compose(CK_RV rv, const std::string& function, const std::string& context) {
-  std::string message = function + " failed: " + rv_name(rv);
+std::string compose(ErrorKind kind, CK_RV rv, const std::string& function,
+                    const std::string& context) {
+  std::string message = function + " failed: ";
+  message += kind == ErrorKind::pkcs11 ? rv_name(rv) : std::string(kind_name(kind));
   if (!context.empty()) message += " (" + context + ")";
   return message;
 }
@@ -128,27 +130,70 @@ std::string rv_name(CK_RV rv) {
   return buffer;
 }
 
+const char* kind_name(ErrorKind kind) noexcept {
+  switch (kind) {
+    case ErrorKind::pkcs11:
+      return "PKCS#11 error";
+    case ErrorKind::not_logged_in:
+      return "not logged in";
+    case ErrorKind::not_found:
+      return "not found";
+    case ErrorKind::not_unique:
+      return "not unique";
+    case ErrorKind::pool_exhausted:
+      return "no session available";
+    case ErrorKind::invalid_argument:
+      return "invalid argument";
+    case ErrorKind::module_load:
+      return "module not loaded";
+    case ErrorKind::pin_unavailable:
+      return "PIN unavailable";
+    case ErrorKind::software:
+      return "software failure";
+  }
+  return "unknown";
+}
+
 Error::Error(CK_RV rv, std::string function, std::string context)
-    : std::runtime_error(compose(rv, function, context)),
+    : std::runtime_error(compose(ErrorKind::pkcs11, rv, function, context)),
+      kind_(ErrorKind::pkcs11),
       rv_(rv),
       function_(std::move(function)),
       context_(std::move(context)) {}
 
+Error::Error(ErrorKind kind, std::string function, std::string context)
+    : std::runtime_error(compose(kind, CKR_OK, function, context)),
+      kind_(kind),
+      rv_(CKR_OK),
+      function_(std::move(function)),
+      context_(std::move(context)) {}
+
+Error Error::with_context(std::string context) const {
+  return kind_ == ErrorKind::pkcs11 ? Error(rv_, function_, std::move(context))
+                                    : Error(kind_, function_, std::move(context));
+}
+
 bool Error::session_lost() const noexcept {
-  return rv_ == CKR_SESSION_HANDLE_INVALID || rv_ == CKR_SESSION_CLOSED;
+  return kind_ == ErrorKind::pkcs11 &&
+         (rv_ == CKR_SESSION_HANDLE_INVALID || rv_ == CKR_SESSION_CLOSED);
 }
 
 bool Error::handle_lost() const noexcept {
-  return rv_ == CKR_OBJECT_HANDLE_INVALID || rv_ == CKR_KEY_HANDLE_INVALID ||
-         rv_ == CKR_WRAPPING_KEY_HANDLE_INVALID || rv_ == CKR_UNWRAPPING_KEY_HANDLE_INVALID;
+  return kind_ == ErrorKind::pkcs11 &&
+         (rv_ == CKR_OBJECT_HANDLE_INVALID || rv_ == CKR_KEY_HANDLE_INVALID ||
+          rv_ == CKR_WRAPPING_KEY_HANDLE_INVALID || rv_ == CKR_UNWRAPPING_KEY_HANDLE_INVALID);
 }
 
 bool Error::device_lost() const noexcept {
-  return rv_ == CKR_DEVICE_ERROR || rv_ == CKR_DEVICE_REMOVED || rv_ == CKR_TOKEN_NOT_PRESENT ||
-         rv_ == CKR_CRYPTOKI_NOT_INITIALIZED;
+  return kind_ == ErrorKind::pkcs11 &&
+         (rv_ == CKR_DEVICE_ERROR || rv_ == CKR_DEVICE_REMOVED || rv_ == CKR_TOKEN_NOT_PRESENT ||
+          rv_ == CKR_CRYPTOKI_NOT_INITIALIZED);
 }
 
-bool Error::not_logged_in() const noexcept { return rv_ == CKR_USER_NOT_LOGGED_IN; }
+bool Error::not_logged_in() const noexcept {
+  return kind_ == ErrorKind::not_logged_in ||
+         (kind_ == ErrorKind::pkcs11 && rv_ == CKR_USER_NOT_LOGGED_IN);
+}
 
 void check(CK_RV rv, const char* function, const std::string& context) {
   if (rv != CKR_OK) throw Error(rv, function, context);

@@ -75,7 +75,7 @@ CK_FUNCTION_LIST* load_by_name(const std::string& name, std::optional<std::strin
   CK_FUNCTION_LIST** modules = p11_kit_modules_load(nullptr, P11_KIT_MODULE_UNMANAGED);
   if (modules == nullptr) {
     const char* message = p11_kit_message();
-    throw Error(CKR_GENERAL_ERROR, "p11_kit_modules_load",
+    throw Error(ErrorKind::module_load, "p11_kit_modules_load",
                 std::string("loading p11-kit modules: ") + (message ? message : "unknown error"));
   }
   CK_FUNCTION_LIST* chosen = p11_kit_module_for_name(modules, name.c_str());
@@ -87,7 +87,7 @@ CK_FUNCTION_LIST* load_by_name(const std::string& name, std::optional<std::strin
   }
   std::free(modules);
   if (chosen == nullptr) {
-    throw Error(CKR_ARGUMENTS_BAD, "Module::load",
+    throw Error(ErrorKind::not_found, "Module::load",
                 "no p11-kit module named '" + name +
                     "' (configured: " + (known.empty() ? "none" : known) + ")");
   }
@@ -102,7 +102,8 @@ CK_FUNCTION_LIST* load_by_name(const std::string& name, std::optional<std::strin
 
 std::shared_ptr<Module> Module::load(const ModuleConfig& config) {
   if (config.module.empty()) {
-    throw Error(CKR_ARGUMENTS_BAD, "Module::load", "no module path or p11-kit module name given");
+    throw Error(ErrorKind::invalid_argument, "Module::load",
+                "no module path or p11-kit module name given");
   }
   std::shared_ptr<Module> module(new Module());
   module->config_ = config;
@@ -111,7 +112,7 @@ std::shared_ptr<Module> Module::load(const ModuleConfig& config) {
     module->functions_ = p11_kit_module_load(config.module.c_str(), P11_KIT_MODULE_UNMANAGED);
     if (module->functions_ == nullptr) {
       const char* message = p11_kit_message();
-      throw Error(CKR_GENERAL_ERROR, "p11_kit_module_load",
+      throw Error(ErrorKind::module_load, "p11_kit_module_load",
                   "cannot load " + config.module + ": " + (message ? message : "unknown error"));
     }
     module->library_path_ = config.module;
@@ -130,7 +131,7 @@ std::shared_ptr<Module> Module::load(const ModuleConfig& config) {
       module->shared_.reset();
       p11_kit_module_release(module->functions_);
       module->functions_ = nullptr;
-      throw Error(CKR_CRYPTOKI_ALREADY_INITIALIZED, "Module::load",
+      throw Error(ErrorKind::invalid_argument, "Module::load",
                   path + " is already initialised in this process with other init arguments");
     }
     return module;
@@ -163,9 +164,14 @@ Module::~Module() {
   p11_kit_module_release(functions_);
 }
 
-std::string Module::description() const {
+CK_INFO Module::info() const {
   CK_INFO info{};
   check(HSM_CALL(*this, C_GetInfo, &info), "C_GetInfo", library_path_);
+  return info;
+}
+
+std::string Module::description() const {
+  const CK_INFO info = this->info();
   char version[64];
   std::snprintf(version, sizeof version, " %u.%u (Cryptoki %u.%u)", info.libraryVersion.major,
                 info.libraryVersion.minor, info.cryptokiVersion.major, info.cryptokiVersion.minor);

@@ -120,7 +120,7 @@ std::optional<CK_OBJECT_HANDLE> Session::find_one(AttributeTemplate match) {
   const auto found = find(std::move(match), 2);
   if (found.empty()) return std::nullopt;
   if (found.size() > 1) {
-    throw Error(CKR_GENERAL_ERROR, "Session::find_one",
+    throw Error(ErrorKind::not_unique, "Session::find_one",
                 "more than one object matches, expected exactly one");
   }
   return found.front();

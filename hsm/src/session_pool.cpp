@@ -52,7 +52,7 @@ SessionPool::Lease SessionPool::acquire() {
       if (available_.wait_until(lock, deadline) == std::cv_status::timeout && idle_.empty() &&
           open_ >= config_.max_sessions) {
         ++stats_.acquire_timeouts;
-        throw Error(CKR_FUNCTION_FAILED, "SessionPool::acquire",
+        throw Error(ErrorKind::pool_exhausted, "SessionPool::acquire",
                     "all " + std::to_string(config_.max_sessions) + " sessions busy for " +
                         std::to_string(config_.acquire_timeout.count()) + " ms");
       }
@@ -71,6 +71,9 @@ SessionPool::Lease SessionPool::acquire() {
           ensure_pinned();  // whatever dropped this session may have dropped the rest
         }
         if (!session) session = open_session();
+        // After a re-initialisation a new session sees only public objects until the pinned
+        // session has logged in again (login is per application): never hand one out before.
+        if (login_generation_.load() != session->generation()) ensure_pinned();
         break;
       } catch (const Error& error) {
         // The token is gone or broken: re-initialise (once for all threads) and retry.
@@ -139,15 +142,18 @@ CK_OBJECT_HANDLE SessionPool::resolve(Session& session, const KeyRef& ref) {
   match.set_bool(CKA_TOKEN, true);
   if (!ref.label.empty()) match.set_string(CKA_LABEL, ref.label);
   if (!ref.id.empty()) match.set_bytes(CKA_ID, ref.id);
+  // Read before the search: a login completed during it must not turn a miss made without
+  // login into "no such key".
+  const bool logged_in_before = login_generation_.load() == generation;
   const auto found = session.find_one(std::move(match));
   if (!found) {
     // A session without login sees only public objects: that is a lost login, not a
     // missing key.
     const CK_STATE state = session.state();
-    if (state == CKS_RO_PUBLIC_SESSION || state == CKS_RW_PUBLIC_SESSION) {
-      throw Error(CKR_USER_NOT_LOGGED_IN, "resolve", "looking up '" + ref.label + "'");
+    if (!logged_in_before || state == CKS_RO_PUBLIC_SESSION || state == CKS_RW_PUBLIC_SESSION) {
+      throw Error(ErrorKind::not_logged_in, "resolve", "looking up '" + ref.label + "'");
     }
-    throw Error(CKR_KEY_HANDLE_INVALID, "resolve",
+    throw Error(ErrorKind::not_found, "resolve",
                 "no object labelled '" + ref.label + "'" + (ref.id.empty() ? "" : " with that ID") +
                     " in the token");
   }
@@ -180,9 +186,8 @@ bool SessionPool::recover_pinned(const Error& error) {
 }
 
 bool SessionPool::repair(const Error& error, std::uint64_t failed_generation) {
-  if (error.function() == "resolve" && error.rv() == CKR_KEY_HANDLE_INVALID) {
-    return false;  // the object does not exist: re-running cannot help
-  }
+  // Only PKCS#11 faults and a lost login are repaired; a missing key or a busy pool is not
+  // (Error's predicates are false for those kinds).
   try {
     if (error.device_lost()) {
       reinitialize_module(failed_generation);
@@ -244,8 +249,10 @@ bool SessionPool::pinned_stale_locked() const {
 void SessionPool::reopen_pinned_locked() {
   auto session = std::make_unique<Session>(module_, slot_);
   session->login(CKU_USER, pin_);
+  const std::uint64_t generation = session->generation();
   pinned_ = std::move(session);  // the old one's session objects are gone or going
   object_generation_.fetch_add(1);
+  login_generation_.store(generation);
   count(&PoolStats::sessions_opened);
 }
 

@@ -46,7 +46,7 @@ TokenUri TokenUri::parse(const std::string& text) {
   result.text_ = text;
   const int code = p11_kit_uri_parse(text.c_str(), P11_KIT_URI_FOR_ANY, result.impl_->uri);
   if (code != P11_KIT_URI_OK) {
-    throw Error(CKR_ARGUMENTS_BAD, "pkcs11 URI",
+    throw Error(ErrorKind::invalid_argument, "pkcs11 URI",
                 "cannot parse '" + text + "': " + p11_kit_uri_message(code));
   }
   return result;
@@ -73,7 +73,7 @@ TokenDescription TokenUri::select(const Module& module) const {
   CK_INFO module_info{};
   check(HSM_CALL(module, C_GetInfo, &module_info), "C_GetInfo");
   if (p11_kit_uri_match_module_info(impl_->uri, &module_info) != 1) {
-    throw Error(CKR_TOKEN_NOT_PRESENT, "pkcs11 URI",
+    throw Error(ErrorKind::not_found, "pkcs11 URI",
                 "'" + text_ + "' names a different library than " + module.library_path());
   }
   const CK_SLOT_ID wanted_slot = p11_kit_uri_get_slot_id(impl_->uri);
@@ -89,12 +89,12 @@ TokenDescription TokenUri::select(const Module& module) const {
     if (matches(token.info)) candidates.push_back(token);
   }
   if (candidates.empty()) {
-    throw Error(CKR_TOKEN_NOT_PRESENT, "pkcs11 URI",
+    throw Error(ErrorKind::not_found, "pkcs11 URI",
                 "no token matches '" + text_ + "'; tokens in " + module.library_path() + ": " +
                     describe_all(tokens));
   }
   if (candidates.size() > 1) {
-    throw Error(CKR_TOKEN_NOT_PRESENT, "pkcs11 URI",
+    throw Error(ErrorKind::not_unique, "pkcs11 URI",
                 "'" + text_ + "' matches several tokens, add serial= or slot-id=: " +
                     describe_all(candidates));
   }
@@ -141,24 +141,26 @@ SecureString PinSource::read() const {
       path.erase(0, 5);
     }
     std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error(CKR_PIN_INVALID, "pin source", "cannot read PIN file " + path);
+    if (!in) throw Error(ErrorKind::pin_unavailable, "pin source", "cannot read PIN file " + path);
     std::string line;
     std::getline(in, line);
     if (!line.empty() && line.back() == '\r') line.pop_back();
     SecureString pin(line);
     if (!line.empty()) OPENSSL_cleanse(line.data(), line.size());
-    if (pin.empty()) throw Error(CKR_PIN_INVALID, "pin source", "PIN file " + path + " is empty");
+    if (pin.empty())
+      throw Error(ErrorKind::pin_unavailable, "pin source", "PIN file " + path + " is empty");
     return pin;
   }
   if (environment_variable) {
     const char* value = std::getenv(environment_variable->c_str());
     if (value == nullptr || *value == '\0') {
-      throw Error(CKR_PIN_INVALID, "pin source",
+      throw Error(ErrorKind::pin_unavailable, "pin source",
                   "environment variable " + *environment_variable + " is not set");
     }
     return SecureString(value);
   }
-  throw Error(CKR_PIN_INVALID, "pin source", "no PIN file or environment variable given");
+  throw Error(ErrorKind::pin_unavailable, "pin source",
+              "no PIN file or environment variable given");
 }
 
 }  // namespace hsm

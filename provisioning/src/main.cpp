@@ -371,6 +371,23 @@ int run_rotate(Context& context, IdentityKind kind, const KeyOptions& options) {
 
 // PKCS#11 failures, classified for the exit code.
 ExitCode classify(const hsm::Error& error) {
+  switch (error.kind()) {
+    case hsm::ErrorKind::pkcs11:
+    case hsm::ErrorKind::not_logged_in:
+    case hsm::ErrorKind::pool_exhausted:
+    case hsm::ErrorKind::software:
+    case hsm::ErrorKind::not_unique:
+      break;
+    case hsm::ErrorKind::pin_unavailable:
+    case hsm::ErrorKind::invalid_argument:
+      return kConfigError;
+    case hsm::ErrorKind::not_found:
+      return error.function() == "pkcs11 URI" || error.function() == "Module::load" ? kTokenNotFound
+                                                                                    : kTokenError;
+    case hsm::ErrorKind::module_load:
+      return kTokenNotFound;
+  }
+  if (error.function() == "pkcs11 URI") return kConfigError;  // several tokens match
   switch (error.rv()) {
     case CKR_PIN_INCORRECT:
     case CKR_PIN_LOCKED:
@@ -379,7 +396,7 @@ ExitCode classify(const hsm::Error& error) {
     case CKR_USER_PIN_NOT_INITIALIZED:
       return kLoginFailed;
     case CKR_PIN_INVALID:
-      return error.function() == "pin source" ? kConfigError : kLoginFailed;
+      return kLoginFailed;
     case CKR_TOKEN_NOT_PRESENT:
     case CKR_TOKEN_NOT_RECOGNIZED:
     case CKR_SLOT_ID_INVALID:
@@ -389,9 +406,7 @@ ExitCode classify(const hsm::Error& error) {
       break;
   }
   const std::string& function = error.function();
-  if (function == "pkcs11 URI") return kConfigError;
-  if (function.starts_with("p11_kit") || function == "Module::load" || function == "C_Initialize" ||
-      function == "C_GetFunctionList") {
+  if (function == "C_Initialize" || function == "C_GetFunctionList") {
     return kTokenNotFound;
   }
   return kTokenError;

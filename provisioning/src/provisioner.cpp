@@ -47,24 +47,18 @@ CK_OBJECT_HANDLE require_kms_key(hsm::Session& session, const hsm::KeyRef& ref) 
 }
 
 // A key-material failure of unwrap is the input's fault, anything else the token's. Tokens
-// report a failed RFC 5649 integrity check differently (SoftHSM: CKR_GENERAL_ERROR).
-[[noreturn]] void bad_key(const hsm::Error& error, const std::string& what) {
-  switch (error.rv()) {
-    case CKR_WRAPPED_KEY_INVALID:
-    case CKR_WRAPPED_KEY_LEN_RANGE:
-    case CKR_ENCRYPTED_DATA_INVALID:
-    case CKR_ENCRYPTED_DATA_LEN_RANGE:
-    case CKR_DATA_INVALID:
-    case CKR_DATA_LEN_RANGE:
-    case CKR_GENERAL_ERROR:
-    case CKR_FUNCTION_FAILED:
-      throw CliError(kBadKeyMaterial, what +
-                                          ": the wrapped key does not unwrap under the "
-                                          "transport key (" +
-                                          hsm::rv_name(error.rv()) + ")");
-    default:
-      throw;
+// report a failed RFC 5649 integrity check differently (SoftHSM: CKR_GENERAL_ERROR): the
+// token's quirks decide.
+[[noreturn]] void bad_key(const tokens::TokenProfile& profile, const hsm::Error& error,
+                          const std::string& what) {
+  if (error.kind() == hsm::ErrorKind::pkcs11 &&
+      tokens::is_integrity_failure(profile.quirks, error.rv())) {
+    throw CliError(kBadKeyMaterial, what +
+                                        ": the wrapped key does not unwrap under the "
+                                        "transport key (" +
+                                        hsm::rv_name(error.rv()) + ")");
   }
+  throw error;
 }
 
 // RFC 5649 of a 32-byte key is 40 bytes; shorter keys give shorter blobs.
@@ -198,7 +192,7 @@ hsm::ObjectGuard unwrap_transported(hsm::Session& session, const tokens::TokenPr
     handle = tokens::unwrap_aes_key(session, profile, transport, wrapped,
                                     tokens::templates::root_key_in_transit());
   } catch (const hsm::Error& error) {
-    bad_key(error, what);
+    bad_key(profile, error, what);
   }
   hsm::ObjectGuard guard(session, handle);
   require_aes256(session, handle, what);
@@ -420,7 +414,7 @@ void Provisioner::import_personalisation_key(const std::string& name, hsm::ByteV
     handle = tokens::unwrap_aes_key(session, token().profile(), transport, wrapped,
                                     tokens::templates::personalisation_key(name));
   } catch (const hsm::Error& error) {
-    bad_key(error, "personalisation key " + name);
+    bad_key(token().profile(), error, "personalisation key " + name);
   }
   hsm::ObjectGuard guard(session, handle);
   require_aes256(session, handle, "personalisation key " + name);

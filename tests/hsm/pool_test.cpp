@@ -5,6 +5,7 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "hsm/instrumentation.h"
@@ -100,21 +101,43 @@ TEST_P(PoolTest, AcquireTimesOutWhenEverySessionIsBusy) {
   config.max_sessions = 1;
   config.acquire_timeout = std::chrono::milliseconds(50);
   auto& p = pool(config);
-  auto held = p.acquire();
+  std::optional<hsm::SessionPool::Lease> held(p.acquire());
   try {
     p.acquire();
     FAIL() << "acquired a second session from a pool of one";
   } catch (const hsm::Error& error) {
-    EXPECT_EQ(error.rv(), CKR_FUNCTION_FAILED);
+    EXPECT_EQ(error.kind(), hsm::ErrorKind::pool_exhausted);
+    EXPECT_FALSE(error.recoverable());
     EXPECT_EQ(error.function(), "SessionPool::acquire");
   }
   EXPECT_EQ(p.stats().acquire_timeouts, 1u);
-  // A waiter gets the session as soon as it is given back.
-  std::thread giver([lease = std::move(held)]() mutable {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  });
-  giver.join();
+  held = std::nullopt;
   EXPECT_NO_THROW(p.acquire());
+}
+
+TEST_P(PoolTest, AWaiterGetsTheSessionWhenItIsGivenBack) {
+  hsm::PoolConfig config;
+  config.max_sessions = 1;
+  config.acquire_timeout = std::chrono::seconds(60);  // the waiter must not time out
+  auto& p = pool(config);
+  std::optional<hsm::SessionPool::Lease> held(p.acquire());
+  std::atomic<bool> waiting{false}, acquired{false};
+  std::thread waiter([&] {
+    waiting = true;
+    auto lease = p.acquire();  // blocks until `held` is given back
+    acquired = true;
+  });
+  while (!waiting.load()) std::this_thread::yield();
+  // However long the waiter waits, a pool of one must not hand it a second session.
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_FALSE(acquired.load());
+  EXPECT_EQ(p.stats().in_use, 1u);
+  held.reset();  // the give-back wakes the waiter
+  waiter.join();
+  EXPECT_TRUE(acquired.load());
+  const auto stats = p.stats();
+  EXPECT_EQ(stats.acquire_timeouts, 0u);
+  EXPECT_EQ(stats.sessions_opened, 2u);  // the pinned session and the one worker session
 }
 
 TEST_P(PoolTest, ResolveFindsOnceThenUsesTheCache) {
@@ -135,7 +158,8 @@ TEST_P(PoolTest, AMissingKeyIsNamedAndNotRetried) {
     p.run([&](Session& s) { return p.resolve(s, missing); });
     FAIL() << "resolved a key that does not exist";
   } catch (const hsm::Error& error) {
-    EXPECT_EQ(error.rv(), CKR_KEY_HANDLE_INVALID);
+    EXPECT_EQ(error.kind(), hsm::ErrorKind::not_found);
+    EXPECT_FALSE(error.recoverable());
     EXPECT_EQ(error.function(), "resolve");
     EXPECT_NE(std::string(error.what()).find("no-such-key"), std::string::npos);
   }

@@ -7,9 +7,12 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "fault_control.h"
 #include "pool_helpers.h"
@@ -250,8 +253,10 @@ TEST_P(FaultTest, ConcurrentOperationsSurviveADeviceErrorWithOneReinitialisation
   config.max_retries = 3;
   auto& p = pool(config);
   constexpr int kThreads = 4, kOperations = 25, kBeforeFault = 5;
-  std::atomic<int> good{0}, failed{0}, warmed_up{0};
+  std::atomic<int> good{0}, warmed_up{0};
   std::atomic<bool> fault_armed{false};
+  std::mutex errors_mutex;
+  std::vector<std::string> errors;  // every failure, printed: a count alone hides the race
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&] {
@@ -262,8 +267,9 @@ TEST_P(FaultTest, ConcurrentOperationsSurviveADeviceErrorWithOneReinitialisation
         }
         try {
           good += gcm_round_trip(p, kKey) ? 1 : 0;
-        } catch (const hsm::Error&) {
-          ++failed;
+        } catch (const hsm::Error& error) {
+          std::lock_guard lock(errors_mutex);
+          errors.emplace_back(error.what());
         }
       }
     });
@@ -272,7 +278,9 @@ TEST_P(FaultTest, ConcurrentOperationsSurviveADeviceErrorWithOneReinitialisation
   faults_->fail_until_reinitialized(CKR_DEVICE_ERROR);
   fault_armed = true;
   for (auto& thread : threads) thread.join();
-  EXPECT_EQ(failed.load(), 0);
+  std::string listed;
+  for (const auto& error : errors) listed += "\n  " + error;
+  EXPECT_TRUE(errors.empty()) << errors.size() << " operations failed:" << listed;
   EXPECT_EQ(good.load(), kThreads * kOperations);
   const auto stats = p.stats();
   EXPECT_EQ(stats.reinitializations, 1u);

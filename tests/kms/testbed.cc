@@ -23,6 +23,7 @@ Testbed::Testbed(testsupport::TokenKind kind, TestbedOptions options)
   config.profile = token_files_->profile_name();
   config.database = database_path_;
   config.key_cache_size = 64;
+  if (options_.quirks) config.quirks = *options_.quirks;
   if (options_.module_override) {
     setenv("KMS_FAULT_TARGET", token_files_->module_path().c_str(), 1);
     if (options_.record_file) setenv("KMS_PKCS11_RECORD", options_.record_file->c_str(), 1);

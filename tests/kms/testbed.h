@@ -32,6 +32,7 @@ struct TestbedOptions {
   // KMS_FAULT_TARGET is set to the real module, and KMS_PKCS11_RECORD to record_file.
   std::optional<std::string> module_override;
   std::optional<std::string> record_file;
+  std::optional<std::string> quirks;  // [token] quirks; default auto (detected)
 };
 
 class Testbed {

@@ -113,7 +113,7 @@ TEST_P(BadInputTest, NoPinSourceAndNoPinArgument) {
 
 TEST_P(BadInputTest, MissingToken) {
   expect_failure(7, with_base({"--token-uri", "pkcs11:token=no-such-token"}, {"init"}),
-                 "CKR_TOKEN_NOT_PRESENT", true);
+                 "no token matches 'pkcs11:token=no-such-token'", true);
   expect_failure(7, with_base({"--module", "/nonexistent/libpkcs11.so"}, {"init"}),
                  "/nonexistent/libpkcs11.so", true);
 }

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <stdexcept>
 #include <vector>
 
 namespace {
@@ -12,6 +14,40 @@ const Mechs kBase = {CKM_AES_KEY_GEN, CKM_AES_GCM};
 Mechs with(Mechs mechanisms, std::initializer_list<CK_MECHANISM_TYPE> more) {
   mechanisms.insert(mechanisms.end(), more);
   return mechanisms;
+}
+
+// CKR_GENERAL_ERROR is a failed integrity check only on a token known to report it so
+// (SoftHSM 2.6.1); elsewhere it may be a device fault and must reach recovery.
+TEST(TokenQuirks, GeneralErrorIsBadInputOnlyOnSoftHsm) {
+  const tokens::TokenQuirks standard = tokens::quirks_by_name("standard");
+  const tokens::TokenQuirks softhsm = tokens::quirks_by_name("softhsm2");
+  EXPECT_FALSE(tokens::is_integrity_failure(standard, CKR_GENERAL_ERROR));
+  EXPECT_TRUE(tokens::is_integrity_failure(softhsm, CKR_GENERAL_ERROR));
+  for (const auto& quirks : {standard, softhsm}) {
+    EXPECT_TRUE(tokens::is_integrity_failure(quirks, CKR_ENCRYPTED_DATA_INVALID));
+    EXPECT_TRUE(tokens::is_integrity_failure(quirks, CKR_WRAPPED_KEY_INVALID));
+    EXPECT_FALSE(tokens::is_integrity_failure(quirks, CKR_FUNCTION_FAILED));
+    EXPECT_FALSE(tokens::is_integrity_failure(quirks, CKR_DEVICE_ERROR));
+    EXPECT_FALSE(tokens::is_integrity_failure(quirks, CKR_SESSION_HANDLE_INVALID));
+  }
+  EXPECT_THROW(tokens::quirks_by_name("auto"), std::invalid_argument);
+}
+
+TEST(TokenQuirks, DetectedFromTheLibraryOrTokenManufacturer) {
+  auto fill = [](CK_UTF8CHAR* field, std::size_t size, const char* text) {
+    std::memset(field, ' ', size);
+    std::memcpy(field, text, std::strlen(text));
+  };
+  CK_INFO library{};
+  CK_TOKEN_INFO token{};
+  fill(library.manufacturerID, sizeof library.manufacturerID, "SoftHSM");
+  fill(token.manufacturerID, sizeof token.manufacturerID, "SoftHSM project");
+  fill(token.model, sizeof token.model, "SoftHSM v2");
+  EXPECT_EQ(tokens::detect_quirks(library, token).name, "softhsm2");
+  fill(library.manufacturerID, sizeof library.manufacturerID, "Mozilla Foundation");
+  fill(token.manufacturerID, sizeof token.manufacturerID, "Mozilla Foundation");
+  fill(token.model, sizeof token.model, "NSS 3");
+  EXPECT_EQ(tokens::detect_quirks(library, token).name, "standard");
 }
 
 TEST(Profile, AutoPrefersSp800108WhenOffered) {

@@ -38,6 +38,22 @@ TEST_P(TokenTest, SelectsTheProfileTheTokenOffers) {
   }
 }
 
+TEST_P(TokenTest, DetectsTheTokensQuirksAndTheConfigurationCanOverrideThem) {
+  const tokens::TokenQuirks& quirks = context_->profile().quirks;
+  if (GetParam() == testsupport::TokenKind::softhsm) {
+    EXPECT_EQ(quirks.name, "softhsm2");
+    EXPECT_TRUE(quirks.general_error_is_integrity_failure);
+  } else {
+    EXPECT_EQ(quirks.name, "standard");
+    EXPECT_FALSE(quirks.general_error_is_integrity_failure);
+  }
+  tokens::TokenConfig config = config_;
+  config.quirks = GetParam() == testsupport::TokenKind::softhsm ? "standard" : "softhsm2";
+  context_.reset();  // NSS: one C_Initialize per process at a time
+  const auto overridden = tokens::TokenContext::open(config);
+  EXPECT_EQ(overridden->profile().quirks.name, config.quirks);
+}
+
 TEST_P(TokenTest, NamedProfileTheTokenLacksFailsNamingTheMechanism) {
   tokens::TokenConfig config = config_;
   config.profile =
@@ -76,9 +92,9 @@ TEST_P(TokenTest, UnknownTokenFailsListingTheTokensThatExist) {
   context_.reset();
   try {
     tokens::TokenContext::open(config);
-    FAIL() << "expected CKR_TOKEN_NOT_PRESENT";
+    FAIL() << "expected a not-found error";
   } catch (const hsm::Error& error) {
-    EXPECT_EQ(error.rv(), static_cast<CK_RV>(CKR_TOKEN_NOT_PRESENT));
+    EXPECT_EQ(error.kind(), hsm::ErrorKind::not_found) << error.what();
   }
 }
 

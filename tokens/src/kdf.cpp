@@ -24,7 +24,7 @@ hsm::SecureBytes hashed_context(hsm::ByteView label, hsm::ByteView context) {
                   EVP_DigestUpdate(md, context.data(), context.size()) == 1 &&
                   EVP_DigestFinal_ex(md, digest.data(), &length) == 1 && length == 32;
   EVP_MD_CTX_free(md);
-  if (!ok) throw hsm::Error(CKR_FUNCTION_FAILED, "SHA-256", "KDF context digest");
+  if (!ok) throw hsm::Error(hsm::ErrorKind::software, "SHA-256", "KDF context digest");
   return digest;
 }
 

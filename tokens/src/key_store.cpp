@@ -131,13 +131,10 @@ std::shared_ptr<const StoredKey> KeyStore::unwrap(const IdentityRecord& record) 
           session, profile, storage_key, record.wrapped_key,
           templates::root_key(record.kind, record.identity, record.key_version, false));
     } catch (const hsm::Error& error) {
-      if (error.session_lost() || error.handle_lost() || error.device_lost() ||
-          error.not_logged_in()) {
-        throw;  // run_pinned recovers and runs this again
-      }
-      throw hsm::Error(error.rv(), error.function(),
-                       "unwrapping the stored key of " + std::string(kind_name(record.kind)) + " " +
-                           record.identity + " v" + std::to_string(record.key_version));
+      if (error.recoverable()) throw;  // run_pinned recovers and runs this again
+      throw error.with_context("unwrapping the stored key of " +
+                               std::string(kind_name(record.kind)) + " " + record.identity + " v" +
+                               std::to_string(record.key_version));
     }
     return std::make_shared<const StoredKey>(&pool, handle, true, generation);
   });

@@ -110,6 +110,9 @@ void TokenConfig::validate() const {
     throw ConfigError("token profile \"" + profile +
                       "\" is not auto, aes-ecb-sha256 or sp800-108-cmac");
   }
+  if (quirks != "auto" && quirks != "softhsm2" && quirks != "standard") {
+    throw ConfigError("token quirks \"" + quirks + "\" is not auto, softhsm2 or standard");
+  }
   if (database.empty()) throw ConfigError("no database path configured ([database] path)");
   if (key_cache_size == 0) throw ConfigError("key_cache_size must be at least 1");
   if (max_sessions == 0) throw ConfigError("max_sessions must be at least 1");
@@ -123,6 +126,7 @@ TokenConfig token_config_from_environment() {
   if (auto v = env("KMS_PIN_FILE")) config.pin_file = *v;
   if (auto v = env("KMS_PIN_ENV")) config.pin_env = *v;
   if (auto v = env("KMS_TOKEN_PROFILE")) config.profile = *v;
+  if (auto v = env("KMS_TOKEN_QUIRKS")) config.quirks = *v;
   if (auto v = env("KMS_DATABASE")) config.database = *v;
   if (auto v = env("KMS_KEY_STORE")) {
     auto mode = parse_key_store_mode(*v);
@@ -156,6 +160,8 @@ void apply_config_table(TokenConfig& config, const toml::table& root,
         if (!token->contains("pin_file")) config.pin_file.reset();
       } else if (key == "profile") {
         config.profile = require_string(node, where);
+      } else if (key == "quirks") {
+        config.quirks = require_string(node, where);
       } else if (key == "key_store") {
         const std::string value = require_string(node, where);
         auto mode = parse_key_store_mode(value);

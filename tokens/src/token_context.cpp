@@ -25,6 +25,9 @@ std::unique_ptr<TokenContext> TokenContext::open(const TokenConfig& config) {
   const std::vector<CK_MECHANISM_TYPE> mechanisms =
       context->module_->mechanisms(context->token_.slot);
   context->profile_ = select_profile(mechanisms, config.profile);
+  context->profile_.quirks = config.quirks == "auto"
+                                 ? detect_quirks(context->module_->info(), context->token_.info)
+                                 : quirks_by_name(config.quirks);
   context->pool_ = std::make_unique<hsm::SessionPool>(context->module_, context->token_.slot,
                                                       std::move(pin), config.pool_config());
   return context;

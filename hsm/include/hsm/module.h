@@ -5,7 +5,7 @@
 // CKR_CRYPTOKI_ALREADY_INITIALIZED): the first load initialises, the last Module to die
 // finalises, and reinitialize() acts for all of them (they share the generation). Loading
 // the same library again with different init_reserved while it is live fails with
-// CKR_CRYPTOKI_ALREADY_INITIALIZED, because the library keeps its first arguments.
+// ErrorKind::invalid_argument, because the library keeps its first arguments.
 #pragma once
 
 #include <cstdint>
@@ -48,6 +48,7 @@ class Module {
   CK_FUNCTION_LIST* functions() const noexcept { return functions_; }
   const ModuleConfig& config() const noexcept { return config_; }
   std::string description() const;  // library description and version, for logs
+  CK_INFO info() const;             // C_GetInfo, raw (e.g. for token quirk detection)
 
   // Slots that hold a token.
   std::vector<TokenDescription> tokens() const;

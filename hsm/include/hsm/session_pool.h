@@ -16,9 +16,10 @@
 //     for all threads that saw the same generation), then every session and handle of the
 //     old generation is dropped and the pinned session reopened and logged in.
 // Then the operation runs again (at most max_retries times). Any other error is thrown at
-// once. session_object_generation() changes whenever session objects may have been lost
-// (pinned session replaced, module re-initialised, login restored after a logout).
-// C_Logout is never called. Leases must not outlive the pool.
+// once, and a session that met a PKCS#11 error that was not recovered is closed, not reused.
+// session_object_generation() changes whenever session objects may have been lost (pinned session
+// replaced, module re-initialised, login restored after a logout). C_Logout is never called. Leases
+// must not outlive the pool.
 #pragma once
 
 #include <atomic>
@@ -91,8 +92,9 @@ class SessionPool {
     std::unique_ptr<Session> session_;
     bool discard_ = false;
   };
-  // Waits up to acquire_timeout; throws hsm::Error(CKR_FUNCTION_FAILED, "SessionPool::acquire").
-  // The session handed out is valid (checked with C_GetSessionInfo, replaced if dropped).
+  // Waits up to acquire_timeout; throws hsm::Error(ErrorKind::pool_exhausted,
+  // "SessionPool::acquire"). The session handed out is valid (checked with C_GetSessionInfo,
+  // replaced if dropped) and belongs to a module generation whose login is established.
   Lease acquire();
 
   // Runs op(Session&) on a pooled session. After a recoverable fault it repairs what was
@@ -105,7 +107,12 @@ class SessionPool {
       try {
         return op(lease.session());
       } catch (const Error& error) {
-        if (attempt >= config_.max_retries || !recover(lease, error)) throw;
+        if (attempt >= config_.max_retries || !recover(lease, error)) {
+          // After a failed call the session's state is unknown (a device fault may leave an
+          // operation active): close it rather than hand it to the next request.
+          if (error.kind() == ErrorKind::pkcs11) lease.discard();
+          throw;
+        }
       }
     }
   }
@@ -128,9 +135,10 @@ class SessionPool {
 
   // The handle of a token object (CKA_TOKEN=TRUE, ref's class, label and/or ID), cached
   // after the first C_FindObjects (per module generation). Throws
-  // hsm::Error(CKR_KEY_HANDLE_INVALID, "resolve") naming the label if it is not there (not
-  // retried by run()), or CKR_USER_NOT_LOGGED_IN if the session lost its login and
-  // therefore cannot see private objects (retried after a re-login).
+  // hsm::Error(ErrorKind::not_found, "resolve") naming the label if it is not there (not
+  // retried by run()), or ErrorKind::not_logged_in if the session lost its login (or had
+  // not yet regained it after a re-initialisation) and therefore cannot see private
+  // objects (retried after a re-login).
   CK_OBJECT_HANDLE resolve(Session& session, const KeyRef& ref);
   void forget_handles();  // drop the handle cache (the next resolve re-finds)
 
@@ -180,6 +188,9 @@ class SessionPool {
   PoolStats stats_;
   std::map<KeyRef, CachedHandle> handles_;
   std::atomic<std::uint64_t> object_generation_{0};
+  // The module generation in which the pinned session last logged in: sessions of a newer
+  // generation are not handed out (and their misses not trusted) until it catches up.
+  std::atomic<std::uint64_t> login_generation_{~std::uint64_t{0}};
   std::vector<RecoveryObserver> observers_;
 
   std::mutex recovery_mutex_;  // one module re-initialisation at a time

@@ -13,12 +13,13 @@ namespace hsm {
 
 class TokenUri {
  public:
-  // Throws hsm::Error (rv CKR_ARGUMENTS_BAD, function "pkcs11 URI") on a malformed URI.
+  // Throws hsm::Error (ErrorKind::invalid_argument, function "pkcs11 URI") on a malformed URI.
   static TokenUri parse(const std::string& uri);
 
   bool matches(const CK_TOKEN_INFO& token) const;
-  // The one token this URI selects. Throws hsm::Error(CKR_TOKEN_NOT_PRESENT) listing the
-  // tokens that do exist when none matches, or naming the candidates when several do.
+  // The one token this URI selects. Throws hsm::Error(ErrorKind::not_found) listing the
+  // tokens that do exist when none matches, or ErrorKind::not_unique naming the candidates
+  // when several do. Neither is a PKCS#11 code, so neither can trigger device recovery.
   TokenDescription select(const Module& module) const;
 
   // Object attributes, when present ("object=", "id=", "type=").
@@ -51,7 +52,7 @@ class TokenUri {
 struct PinSource {
   std::optional<std::string> file;
   std::optional<std::string> environment_variable;
-  // The PIN, or hsm::Error(CKR_PIN_INVALID, "pin source") saying what is missing.
+  // The PIN, or hsm::Error(ErrorKind::pin_unavailable, "pin source") saying what is missing.
   SecureString read() const;
 };
 

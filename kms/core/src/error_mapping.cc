@@ -23,7 +23,7 @@ void rethrow_as_protocol_error(bool bridge_lookup) {
   } catch (const AuditUnavailable& error) {
     throw ProtocolError(ErrorCode::audit_unavailable, error.what());
   } catch (const hsm::Error& error) {
-    if (error.function() == "SessionPool::acquire") {
+    if (error.kind() == hsm::ErrorKind::pool_exhausted) {
       throw ProtocolError(ErrorCode::overloaded, "no token session available");
     }
     throw ProtocolError(ErrorCode::token_unavailable, error.what());

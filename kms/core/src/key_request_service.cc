@@ -61,7 +61,7 @@ protocol::EnvelopePlaintext open_party_envelope(hsm::Session& session,
                                                       protocol::subscriber_child_context(party_id),
                                                       tokens::templates::envelope_key());
   const hsm::SecureBytes plain = token_steps::open_envelope(
-      session, envelope_key.get(), envelope.iv, aad, envelope.sealed, whose);
+      session, profile, envelope_key.get(), envelope.iv, aad, envelope.sealed, whose);
   return protocol::parse_envelope_plaintext(plain.view());
 }
 

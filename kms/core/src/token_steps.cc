@@ -15,28 +15,22 @@ hsm::ObjectGuard derive(hsm::Session& session, const tokens::TokenProfile& profi
   return hsm::ObjectGuard(session, handle);
 }
 
-hsm::SecureBytes open_envelope(hsm::Session& session, CK_OBJECT_HANDLE envelope_key,
-                               hsm::ByteView iv, hsm::ByteView aad, hsm::ByteView sealed,
-                               std::string_view whose) {
+hsm::SecureBytes open_envelope(hsm::Session& session, const tokens::TokenProfile& profile,
+                               CK_OBJECT_HANDLE envelope_key, hsm::ByteView iv, hsm::ByteView aad,
+                               hsm::ByteView sealed, std::string_view whose) {
   hsm::Mechanism mechanism = hsm::Mechanism::aes_gcm(iv, aad);
   try {
     return session.decrypt(mechanism, envelope_key, sealed);
   } catch (const hsm::Error& error) {
-    // The tokens report a failed tag differently (SoftHSM CKR_GENERAL_ERROR, NSS
-    // CKR_ENCRYPTED_DATA_INVALID); lost sessions/devices stay hsm errors for the pool.
-    switch (error.rv()) {
-      case CKR_GENERAL_ERROR:
-      case CKR_ENCRYPTED_DATA_INVALID:
-      case CKR_ENCRYPTED_DATA_LEN_RANGE:
-      case CKR_DATA_INVALID:
-      case CKR_DATA_LEN_RANGE:
-      case CKR_FUNCTION_FAILED:
-        throw ProtocolError(ErrorCode::envelope_authentication_failed,
-                            std::string(whose) + " envelope does not authenticate (" +
-                                hsm::rv_name(error.rv()) + ")");
-      default:
-        throw;
+    // Tokens report a failed tag differently (SoftHSM CKR_GENERAL_ERROR, NSS
+    // CKR_ENCRYPTED_DATA_INVALID): the token's quirks decide. Anything else, a device fault
+    // included, stays an hsm::Error for the pool's recovery and a 503.
+    if (error.kind() != hsm::ErrorKind::pkcs11 ||
+        !tokens::is_integrity_failure(profile.quirks, error.rv())) {
+      throw;
     }
+    throw ProtocolError(ErrorCode::envelope_authentication_failed,
+                        std::string(whose) + " envelope does not authenticate");
   }
 }
 

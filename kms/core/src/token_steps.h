@@ -16,10 +16,11 @@ hsm::ObjectGuard derive(hsm::Session& session, const tokens::TokenProfile& profi
                         CK_OBJECT_HANDLE base, std::string_view label_name, hsm::ByteView context,
                         hsm::AttributeTemplate attributes);
 
-// AES-GCM decrypt in the token; a tag/AAD failure is ProtocolError(envelope_authentication_failed).
-hsm::SecureBytes open_envelope(hsm::Session& session, CK_OBJECT_HANDLE envelope_key,
-                               hsm::ByteView iv, hsm::ByteView aad, hsm::ByteView sealed,
-                               std::string_view whose);
+// AES-GCM decrypt in the token; a tag/AAD failure (as the token's quirks report it) is
+// ProtocolError(envelope_authentication_failed), any other token error an hsm::Error.
+hsm::SecureBytes open_envelope(hsm::Session& session, const tokens::TokenProfile& profile,
+                               CK_OBJECT_HANDLE envelope_key, hsm::ByteView iv, hsm::ByteView aad,
+                               hsm::ByteView sealed, std::string_view whose);
 
 // RFC 5649 wrap of key under wrapping_key with the profile's mechanism.
 Bytes wrap(hsm::Session& session, const tokens::TokenProfile& profile,

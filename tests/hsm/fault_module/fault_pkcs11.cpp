@@ -8,7 +8,11 @@
 //   void kms_fault_fail_next(const char* function, CK_RV rv, int count)
 //       the next `count` calls of `function` ("C_Decrypt") fail with rv, without reaching
 //       the real module. "*" means any call except C_Initialize, C_Finalize, C_GetInfo and
-//       C_GetFunctionList.
+//       C_GetFunctionList. Exception, for fidelity: a failed single-part or final call
+//       (C_Encrypt, C_Decrypt, C_*Final, C_Digest, C_Sign, C_Verify) terminates the active
+//       operation in PKCS#11, so those are forwarded (their result discarded) before the
+//       injected rv is returned; otherwise the real session would keep an operation
+//       active that no real token keeps.
 //   void kms_fault_fail_until_reinitialized(CK_RV rv)
 //       every call ("*" above) fails with rv until the application calls C_Finalize and
 //       C_Initialize again: a device that stays broken until re-initialised.
@@ -67,6 +71,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <tuple>
 #include <type_traits>
@@ -227,6 +232,15 @@ void record(const char* function, CK_RV rv, Args... args) {
   [[maybe_unused]] const ssize_t written = write(g_record_fd, line.data(), line.size());
 }
 
+// Single-part and final calls: any failure but CKR_BUFFER_TOO_SMALL ends the operation.
+bool terminates_operation(std::string_view name) {
+  for (const char* f : {"C_Encrypt", "C_EncryptFinal", "C_Decrypt", "C_DecryptFinal", "C_Digest",
+                        "C_DigestFinal", "C_Sign", "C_SignFinal", "C_Verify", "C_VerifyFinal"}) {
+    if (name == f) return true;
+  }
+  return false;
+}
+
 template <class Fn>
 struct Forwarder;
 
@@ -239,7 +253,11 @@ struct Forwarder<CK_RV (*)(Args...)> {
       std::this_thread::sleep_for(std::chrono::milliseconds(injection.delay_ms));
     }
     CK_RV rv = injection.rv;
-    if (rv == CKR_OK) rv = (g_real->*Member)(args...);
+    if (rv == CKR_OK) {
+      rv = (g_real->*Member)(args...);
+    } else if (terminates_operation(Name)) {
+      (void)(g_real->*Member)(args...);  // ends the real operation, as the failure would
+    }
     record(Name, rv, args...);
     return rv;
   }
@@ -248,13 +266,14 @@ struct Forwarder<CK_RV (*)(Args...)> {
 #define KMS_FAULT_FUNCTIONS(X)                                                                    \
   X(C_Initialize)                                                                                 \
   X(C_Finalize)                                                                                   \
-  X(C_GetInfo) X(C_GetSlotList) X(C_GetSlotInfo) X(C_GetTokenInfo) X(C_GetMechanismList)          \
-      X(C_GetMechanismInfo) X(C_InitToken) X(C_InitPIN) X(C_SetPIN) X(C_OpenSession) X(           \
-          C_CloseSession) X(C_CloseAllSessions) X(C_GetSessionInfo) X(C_GetOperationState)        \
-          X(C_SetOperationState) X(C_Login) X(C_Logout) X(C_CreateObject) X(C_CopyObject) X(      \
-              C_DestroyObject) X(C_GetObjectSize) X(C_GetAttributeValue) X(C_SetAttributeValue)   \
-              X(C_FindObjectsInit) X(C_FindObjects) X(C_FindObjectsFinal) X(C_EncryptInit)        \
-                  X(C_Encrypt) X(C_EncryptUpdate) X(C_EncryptFinal) X(C_DecryptInit) X(C_Decrypt) \
+  X(C_GetInfo)                                                                                    \
+  X(C_GetSlotList) X(C_GetSlotInfo) X(C_GetTokenInfo) X(C_GetMechanismList) X(C_GetMechanismInfo) \
+      X(C_InitToken) X(C_InitPIN) X(C_SetPIN) X(C_OpenSession) X(C_CloseSession) X(               \
+          C_CloseAllSessions) X(C_GetSessionInfo) X(C_GetOperationState) X(C_SetOperationState)   \
+          X(C_Login) X(C_Logout) X(C_CreateObject) X(C_CopyObject) X(C_DestroyObject) X(          \
+              C_GetObjectSize) X(C_GetAttributeValue) X(C_SetAttributeValue) X(C_FindObjectsInit) \
+              X(C_FindObjects) X(C_FindObjectsFinal) X(C_EncryptInit) X(C_Encrypt)                \
+                  X(C_EncryptUpdate) X(C_EncryptFinal) X(C_DecryptInit) X(C_Decrypt)              \
                       X(C_DecryptUpdate) X(C_DecryptFinal) X(C_DigestInit) X(C_Digest)            \
                           X(C_DigestUpdate) X(C_DigestKey) X(C_DigestFinal) X(C_SignInit)         \
                               X(C_Sign) X(C_SignUpdate) X(C_SignFinal) X(C_SignRecoverInit)       \

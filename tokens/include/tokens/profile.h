@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "hsm/pkcs11.h"
+#include "tokens/token_quirks.h"
 
 namespace tokens {
 
@@ -37,6 +38,9 @@ struct TokenProfile {
   // extractable (for wrapping only), so on this profile the master key is created
   // sensitive + extractable + CKA_WRAP_WITH_TRUSTED=TRUE. See docs/ARCHITECTURE.md.
   bool extractable_base_for_extractable_children = false;
+  // How this token departs from the specification (set by TokenContext::open from the
+  // token's identity or the configuration; standard for a profile chosen without a token).
+  TokenQuirks quirks;
 
   std::uint8_t wire_id() const noexcept { return static_cast<std::uint8_t>(id); }
 };

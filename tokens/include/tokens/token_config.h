@@ -11,6 +11,7 @@
 //   pin_file = "/etc/kms/user.pin"            KMS_PIN_FILE
 //   pin_env = "KMS_USER_PIN"                  KMS_PIN_ENV (the NAME of the variable)
 //   profile = "auto"                          KMS_TOKEN_PROFILE
+//   quirks = "auto"                           KMS_TOKEN_QUIRKS   ("auto" | "softhsm2" | "standard")
 //   key_store = "wrapped"                     KMS_KEY_STORE      ("wrapped" | "token")
 //   key_cache_size = 10000                    KMS_KEY_CACHE_SIZE
 //   max_sessions = 8                          KMS_MAX_SESSIONS
@@ -51,6 +52,7 @@ struct TokenConfig {
   std::optional<std::string> pin_file;
   std::optional<std::string> pin_env;
   std::string profile = "auto";
+  std::string quirks = "auto";  // tokens/token_quirks.h; auto = detect from C_GetInfo
   std::string database = "kms.db";
   KeyStoreMode key_store = KeyStoreMode::wrapped;
   std::size_t key_cache_size = 10000;

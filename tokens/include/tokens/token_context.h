@@ -30,7 +30,7 @@ class NotInitialisedError : public std::runtime_error {
 class TokenContext {
  public:
   // Throws ConfigError (configuration, PIN source), hsm::Error (module, token not found:
-  // CKR_TOKEN_NOT_PRESENT listing the tokens that exist; wrong PIN: CKR_PIN_INCORRECT),
+  // ErrorKind::not_found listing the tokens that exist; wrong PIN: CKR_PIN_INCORRECT),
   // MissingMechanismError (profile selection).
   static std::unique_ptr<TokenContext> open(const TokenConfig& config);
   ~TokenContext();

@@ -1,0 +1,32 @@
+// What one token does differently from the PKCS#11 specification, detected once from
+// C_GetInfo / C_GetTokenInfo (or named in the configuration) and fixed per deployment.
+// Each quirk is read in exactly one place; see docs/ARCHITECTURE.md "Token quirks".
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "hsm/pkcs11.h"
+
+namespace tokens {
+
+struct TokenQuirks {
+  // "softhsm2" or "standard": what detection (or the configuration) chose, for logs.
+  std::string name = "standard";
+  // SoftHSM 2.6.1 reports a failed AES-GCM tag and a failed RFC 5649 integrity check as
+  // CKR_GENERAL_ERROR. On any other token CKR_GENERAL_ERROR / CKR_FUNCTION_FAILED can be a
+  // device fault, which must reach recovery and answer 503, never a client 403.
+  bool general_error_is_integrity_failure = false;
+};
+
+// The quirks of the token behind this library and token description.
+TokenQuirks detect_quirks(const CK_INFO& library, const CK_TOKEN_INFO& token);
+// By configured name: "auto" is not accepted here (detect instead); std::invalid_argument
+// for an unknown name.
+TokenQuirks quirks_by_name(std::string_view name);
+
+// True when rv from C_Decrypt (AEAD) or C_UnwrapKey means "this input does not
+// authenticate under that key" on this token: the caller's fault, not the token's.
+bool is_integrity_failure(const TokenQuirks& quirks, CK_RV rv) noexcept;
+
+}  // namespace tokens
