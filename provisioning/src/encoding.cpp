@@ -131,6 +131,8 @@ std::string read_text_file(const std::string& path) {
 void write_new_file(const std::string& path, const std::string& text) {
   if (path == "-") {
     std::cout << text << std::flush;
+    // A lost export is a failure: the caller then stores nothing.
+    if (!std::cout) throw CliError(kUsage, "cannot write the export to stdout");
     return;
   }
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);

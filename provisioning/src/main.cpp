@@ -363,9 +363,12 @@ int run_rotate(Context& context, IdentityKind kind, const KeyOptions& options) {
       context.provisioner(true).rotate(kind, options.identity, exported, wrapped);
   warn_if_plaintext(exported);
   const auto record = context.database().find(kind, options.identity);
-  context.print(record_json(*record), "rotated " + std::string(tokens::kind_name(kind)) + " " +
-                                          options.identity + " to key v" + std::to_string(version) +
-                                          "\n");
+  // With --out - stdout carries the export only (as for add).
+  context.print(record_json(*record), exported.out_path == "-"
+                                          ? ""
+                                          : "rotated " + std::string(tokens::kind_name(kind)) +
+                                                " " + options.identity + " to key v" +
+                                                std::to_string(version) + "\n");
   return kOk;
 }
 
@@ -519,7 +522,9 @@ int run(int argc, char** argv) {
       app.add_subcommand("init",
                          "Create the master derivation, storage and transport keys in the token "
                          "(idempotent: checks and keeps existing keys)");
-  init->add_flag("--force", force, "Replace existing KMS keys (invalidates every stored key)");
+  init->add_flag("--force", force,
+                 "Replace existing KMS keys (invalidates every root key stored in the "
+                 "database)");
   init->add_option("--transport-key-file", transport_key_file,
                    "Import this ceremony AES-256 transport key (32 raw bytes, hex or base64) "
                    "instead of generating one");

@@ -15,6 +15,7 @@
 #include "software_kdf.h"
 #include "support/test_token.h"
 #include "token_setup.h"
+#include "tokens/kdf.h"
 #include "tokens/key_database.h"
 #include "tokens/key_store.h"
 #include "tokens/token_config.h"
@@ -147,6 +148,69 @@ class CliTest : public ::testing::TestWithParam<testsupport::TokenKind> {
     });
   }
 
+  // A key derived in the token from kms/master with (label, context), read out through a
+  // wrap under a one-time wrapping key of known value: the same inputs give the same bytes
+  // for as long as M is the same key, so it changes exactly when M is replaced.
+  Bytes master_derived(const std::string& label, const Bytes& context) const {
+    auto token = open_token();
+    const tokens::TokenProfile& profile = token->profile();
+    const Bytes kek = testkdf::random_bytes(32);
+    const Bytes wrapped = token->pool().run([&](hsm::Session& session) {
+      const auto master =
+          session.find_one(hsm::AttributeTemplate()
+                               .set_ulong(CKA_CLASS, CKO_SECRET_KEY)
+                               .set_string(CKA_LABEL, std::string(tokens::kMasterKeyLabel)));
+      if (!master) throw std::runtime_error("no kms/master in the token");
+      hsm::ObjectGuard derived(
+          session, tokens::derive(session, profile, *master, tokens::protocol_label(label), context,
+                                  tokens::templates::media_key()));
+      hsm::AttributeTemplate wrapping;
+      wrapping.set_ulong(CKA_CLASS, CKO_SECRET_KEY)
+          .set_ulong(CKA_KEY_TYPE, CKK_AES)
+          .set_bool(CKA_TOKEN, false)
+          .set_bool(CKA_PRIVATE, true)
+          .set_bool(CKA_SENSITIVE, true)
+          .set_bool(CKA_EXTRACTABLE, false)
+          .set_bool(CKA_WRAP, true)
+          .set_bytes(CKA_VALUE, kek);
+      hsm::ObjectGuard kek_object(session, session.create_object(std::move(wrapping)));
+      hsm::Mechanism mechanism(profile.wrap_mechanism);
+      return session.wrap_key(mechanism, kek_object.get(), derived.get());
+    });
+    return testkdf::unwrap_pad(kek, wrapped);
+  }
+
+  // A boolean attribute and CKA_ID of the one token object labelled `label`.
+  bool object_flag(const std::string& label, CK_ATTRIBUTE_TYPE type) const {
+    auto token = open_token();
+    return token->pool().run(
+        [&](hsm::Session& session) { return session.get_bool(one_object(session, label), type); });
+  }
+  Bytes object_id(const std::string& label) const {
+    auto token = open_token();
+    return token->pool().run([&](hsm::Session& session) {
+      return session.get_bytes(one_object(session, label), CKA_ID);
+    });
+  }
+
+  // Generates an AES key object in the token from this process (e.g. one that collides with
+  // what kms-provision would create).
+  void generate_token_key(hsm::AttributeTemplate attributes) const {
+    auto token = open_token();
+    token->pool().run([&](hsm::Session& session) {
+      tokens::generate_aes_key(session, std::move(attributes));
+      return 0;
+    });
+  }
+
+  // base_args() without `option` and its value (e.g. "--pin-file").
+  std::vector<std::string> base_args_without(const std::string& option) const {
+    std::vector<std::string> args = base_args();
+    const auto it = std::find(args.begin(), args.end(), option);
+    if (it != args.end()) args.erase(it, it + 2);
+    return args;
+  }
+
   // Every record of the database, as text ("none" when there is no file).
   std::string database_snapshot() const {
     if (!std::filesystem::exists(database_)) return "none";
@@ -158,6 +222,14 @@ class CliTest : public ::testing::TestWithParam<testsupport::TokenKind> {
              " " + hex(r.wrapped_key) + "\n";
     }
     return out;
+  }
+
+  static CK_OBJECT_HANDLE one_object(hsm::Session& session, const std::string& label) {
+    hsm::AttributeTemplate match;
+    match.set_bool(CKA_TOKEN, true).set_string(CKA_LABEL, label);
+    const auto handle = session.find_one(std::move(match));
+    if (!handle) throw std::runtime_error("no token object labelled " + label);
+    return *handle;
   }
 
   std::unique_ptr<testsupport::TestToken> token_;

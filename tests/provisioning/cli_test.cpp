@@ -5,6 +5,7 @@
 #include <boost/json.hpp>
 
 #include "cli_fixture.h"
+#include "hsm/error.h"
 #include "key_proof.h"
 #include "tokens/key_store.h"
 
@@ -44,13 +45,90 @@ TEST_P(CliTest, InitCreatesTheKmsKeysAndIsIdempotent) {
   EXPECT_NE(result.out.find("kms/storage sensitive wrap unwrap"), std::string::npos) << result.out;
 }
 
+// init --force replaces M, the storage key and the transport key (docs/OPERATIONS.md):
+// what M derives changes, root keys stored wrapped under the old storage key no longer
+// unwrap, keys wrapped under the old transport key no longer import; token objects
+// (token-mode root keys, personalisation keys) are not KMS keys and keep working.
 TEST_P(CliTest, InitForceReplacesTheKeys) {
-  init();
-  auto result = cli({"--json", "init", "--force"});
+  init();  // the transport key from the ceremony file: created, not generated
+  const Bytes context = testkdf::to_bytes("init --force test");
+  const Bytes derived_before = master_derived("media-chair", context);
+  ASSERT_EQ(derived_before.size(), 32u);
+  ASSERT_EQ(master_derived("media-chair", context), derived_before);  // same inputs, same key
+  // CKA_LOCAL: generated in the token, or created from a known value. NSS softoken does not
+  // set it on generated secret keys, so only SoftHSM shows the difference.
+  const bool local_flag = GetParam() == testsupport::TokenKind::softhsm;
+  if (local_flag) {
+    EXPECT_FALSE(object_flag("kms/transport", CKA_LOCAL));
+    EXPECT_TRUE(object_flag("kms/master", CKA_LOCAL));
+  }
+
+  const std::string wrapped_id = "sip:wrapped@ims.example.net";
+  const std::string token_id = "sip:token@ims.example.net";
+  const Bytes wrapped_key = testkdf::random_bytes(32), token_key = testkdf::random_bytes(32);
+  auto result = cli({"subscriber", "import", wrapped_id, "--wrapped-hex",
+                     hex(testkdf::wrap_pad(transport_, wrapped_key))});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  result = cli({"--key-store", "token", "subscriber", "import", token_id, "--wrapped-hex",
+                hex(testkdf::wrap_pad(transport_, token_key))});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const Bytes personalisation = personalisation_key("factory1");
+  ASSERT_TRUE(stored_key_holds(IdentityKind::subscriber, wrapped_id, wrapped_key));
+  const auto objects = token_objects();
+
+  result = cli({"--json", "init", "--force"});
   ASSERT_EQ(result.exit_code, 0) << result.err;
   auto json = boost::json::parse(result.out).as_object();
   EXPECT_EQ(json["replaced"].as_array().size(), 3u);
-  EXPECT_EQ(token_objects(), kKmsKeys);
+  EXPECT_FALSE(json["transport_key_imported"].as_bool());
+  EXPECT_EQ(token_objects(), objects);  // one object per label, the temporary names gone
+  for (const std::string& label : kKmsKeys) {
+    EXPECT_EQ(object_id(label), Bytes(label.begin(), label.end())) << label;
+  }
+
+  // A new M: the same derivation gives another key.
+  const Bytes derived_after = master_derived("media-chair", context);
+  EXPECT_NE(derived_after, derived_before);
+  EXPECT_EQ(master_derived("media-chair", context), derived_after);
+  // A new transport key, generated in the token this time, so the ceremony key is gone.
+  if (local_flag) {
+    EXPECT_TRUE(object_flag("kms/transport", CKA_LOCAL));
+  }
+  result = cli({"subscriber", "import", "sip:late@ims.example.net", "--wrapped-hex",
+                hex(testkdf::wrap_pad(transport_, testkdf::random_bytes(32)))});
+  EXPECT_EQ(result.exit_code, 11) << result.err;
+  EXPECT_NE(result.err.find("does not unwrap under the transport key"), std::string::npos)
+      << result.err;
+  // A new storage key: the record stored under the old one no longer unwraps.
+  {
+    auto token = open_token();
+    tokens::KeyDatabase db(database_);
+    tokens::KeyStore store(*token, db, 4);
+    EXPECT_THROW(store.resolve(IdentityKind::subscriber, wrapped_id), hsm::Error);
+  }
+  // Token objects are untouched.
+  EXPECT_TRUE(stored_key_holds(IdentityKind::subscriber, token_id, token_key));
+  const std::string out = dir_->path() + "/new.wrapped";
+  result = cli({"subscriber", "add", "sip:new@ims.example.net", "--personalisation-key", "factory1",
+                "--out", out});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_TRUE(stored_key_holds(IdentityKind::subscriber, "sip:new@ims.example.net",
+                               testkdf::unwrap_pad(personalisation, clitest::exported_key(out))));
+  // The documented remedy: provision the wrapped-mode identity again (rotate).
+  const Bytes v2 = testkdf::random_bytes(32);
+  const Bytes transport2 = testkdf::random_bytes(32);
+  const std::string transport2_file = dir_->path() + "/transport2.key";
+  clitest::write_file(transport2_file, hex(transport2) + "\n");
+  result = cli({"init", "--force", "--transport-key-file", transport2_file});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  if (local_flag) {
+    EXPECT_FALSE(object_flag("kms/transport", CKA_LOCAL));
+  }
+  result = cli({"subscriber", "rotate", wrapped_id, "--wrapped-hex",
+                hex(testkdf::wrap_pad(transport2, v2))});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_TRUE(stored_key_holds(IdentityKind::subscriber, wrapped_id, v2));
+  EXPECT_NE(master_derived("media-chair", context), derived_after);
 }
 
 TEST_P(CliTest, AddExportsTheKeyUnderThePersonalisationKey) {

@@ -3,12 +3,15 @@
 #include "kms/audit/audit_log.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include <array>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -182,12 +185,97 @@ TEST_F(AuditLogTest, DamagedLastRecordRefusesToResume) {
   EXPECT_THROW(AuditLog log(path_), AuditUnavailable);
 }
 
-TEST_F(AuditLogTest, UnwritableDeviceFailsClosedAndStaysFailed) {
+TEST_F(AuditLogTest, UnwritableDeviceFailsClosed) {
   AuditLog log("/dev/full");  // every write fails with ENOSPC
   EXPECT_THROW(log.record(release(1)), AuditUnavailable);
-  EXPECT_THROW(log.record(release(2)), AuditUnavailable);
-  EXPECT_EQ(log.stats().failures, 2u);
+  EXPECT_EQ(log.stats().failures, 1u);
   EXPECT_EQ(log.stats().records, 0u);
+}
+
+// Lowers this process's soft RLIMIT_FSIZE (with SIGXFSZ ignored) so that a regular file
+// cannot grow past `bytes`: a write there fails with EFBIG. restore() (or the destructor)
+// puts the limit back and the same file takes writes again: a target that fails once.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    if (::getrlimit(RLIMIT_FSIZE, &saved_) != 0) throw std::runtime_error("getrlimit");
+    previous_handler_ = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit limit = saved_;
+    limit.rlim_cur = bytes;
+    if (::setrlimit(RLIMIT_FSIZE, &limit) != 0) throw std::runtime_error("setrlimit");
+    active_ = true;
+  }
+  ~FileSizeLimit() { restore(); }
+  FileSizeLimit(const FileSizeLimit&) = delete;
+  FileSizeLimit& operator=(const FileSizeLimit&) = delete;
+  void restore() {
+    if (!active_) return;
+    ::setrlimit(RLIMIT_FSIZE, &saved_);
+    std::signal(SIGXFSZ, previous_handler_);
+    active_ = false;
+  }
+
+ private:
+  rlimit saved_{};
+  void (*previous_handler_)(int) = SIG_DFL;
+  bool active_ = false;
+};
+
+// "Stays failed" (audit_log.h): after one failed write the log refuses every later record,
+// append and sync, although the file would take them, because its tail is uncertain. A
+// restarted process (a new AuditLog on the file) resumes from what is on disk.
+TEST_F(AuditLogTest, AfterOneFailedWriteTheLogStaysFailedThoughTheFileWouldTakeWrites) {
+  auto log = std::make_unique<AuditLog>(path_);
+  log->record(release(1));
+  const auto size = fs::file_size(path_);
+  {
+    FileSizeLimit limit(size);  // the file can't grow: the next write fails
+    EXPECT_THROW(log->record(release(2)), AuditUnavailable);
+  }
+  {  // the file takes writes again (from another descriptor, without disturbing the log)
+    std::ofstream probe(path_, std::ios::app);
+    probe << "probe";
+    probe.flush();
+    EXPECT_TRUE(probe.good());
+  }
+  ASSERT_EQ(fs::file_size(path_), size + 5);
+  fs::resize_file(path_, size);
+
+  EXPECT_THROW(log->record(release(3)), AuditUnavailable);
+  EXPECT_THROW(log->append(release(4)), AuditUnavailable);
+  EXPECT_THROW(log->sync(), AuditUnavailable);
+  EXPECT_EQ(fs::file_size(path_), size);  // nothing written after the failure
+  EXPECT_EQ(log->stats().records, 1u);
+  EXPECT_EQ(log->stats().failures, 4u);
+  ASSERT_TRUE(log->head());
+  EXPECT_EQ(log->head()->seq, 1u);
+
+  log.reset();  // "until the process is restarted"
+  AuditLog restarted(path_);
+  EXPECT_EQ(restarted.last_seq(), 1u);
+  restarted.record(release(5));
+  const auto result = verify_file(path_);
+  EXPECT_TRUE(result.ok) << result.problem;
+  EXPECT_EQ(result.records, 2u);
+}
+
+// The same for the group-commit path: a failed append() makes sync() and every later
+// append() fail, although the file would take them.
+TEST_F(AuditLogTest, AfterOneFailedAppendSyncAndLaterAppendsFail) {
+  AuditLog log(path_);
+  log.append(release(1));
+  log.sync();
+  const auto size = fs::file_size(path_);
+  {
+    FileSizeLimit limit(size);
+    EXPECT_THROW(log.append(release(2)), AuditUnavailable);
+  }
+  EXPECT_THROW(log.sync(), AuditUnavailable);
+  EXPECT_THROW(log.append(release(3)), AuditUnavailable);
+  EXPECT_THROW(log.record(release(4)), AuditUnavailable);
+  EXPECT_EQ(fs::file_size(path_), size);
+  EXPECT_EQ(log.stats().records, 1u);
+  EXPECT_EQ(log.head()->seq, 1u);
 }
 
 TEST_F(AuditLogTest, SecondWriterOnTheSameFileIsRefused) {
@@ -321,6 +409,28 @@ TEST_F(AuditLogTest, CliVerifiesAndNamesTheBrokenLine) {
 
   std::tie(code, out) = run(std::string(KMS_AUDIT_BIN) + " verify " + path_ + ".missing");
   EXPECT_EQ(code, 2) << out;
+}
+
+// -q/--quiet (docs/SERVER.md): nothing printed on success; a broken or unreadable log is
+// still reported, in one line, with its exit code.
+TEST_F(AuditLogTest, CliQuietPrintsNothingOnSuccessOnly) {
+  write_records(8);
+  for (const char* quiet : {" -q", " --quiet"}) {
+    auto [code, out] = run(std::string(KMS_AUDIT_BIN) + " verify" + quiet + " " + path_);
+    EXPECT_EQ(code, 0) << out;
+    EXPECT_EQ(out, "") << quiet;
+  }
+  auto content = lines();
+  content[2][30] = static_cast<char>(content[2][30] ^ 0x20);
+  write_lines(content);
+  auto [code, out] = run(std::string(KMS_AUDIT_BIN) + " verify -q " + path_);
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_EQ(out.rfind("BROKEN: " + path_ + ": line 3: ", 0), 0u) << out;
+  EXPECT_EQ(out.find('\n'), out.size() - 1) << out;
+
+  std::tie(code, out) = run(std::string(KMS_AUDIT_BIN) + " verify -q " + path_ + ".missing");
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_EQ(out, "kms-audit: cannot open " + path_ + ".missing\n");
 }
 
 }  // namespace

@@ -231,7 +231,12 @@ int main(int argc, char** argv) {
   check->add_option("KEY_FILES", key_files, "UE media key files (ue request/open --out-key)")
       ->required();
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    // app.exit prints the problem (or the help); CLI11's own codes are not kms-client's.
+    return app.exit(error) == 0 ? 0 : kUsage;
+  }
 
   try {
     const client::Profile profile = profile_of(common.profile);
@@ -400,7 +405,7 @@ int main(int argc, char** argv) {
     std::cerr << "kms-client: bad response from the server: " << error.what() << "\n";
     return kBadResponse;
   } catch (const CLI::Error& error) {
-    return app.exit(error);
+    return app.exit(error) == 0 ? 0 : kUsage;
   } catch (const std::exception& error) {
     std::cerr << "kms-client: " << error.what() << "\n";
     return kUsage;
