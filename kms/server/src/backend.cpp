@@ -88,7 +88,19 @@ Backend KmsBackend::backend() {
   backend.key_requests = key_requests_.get();
   backend.bridges = bridges_.get();
   backend.audit = audit_.get();
-  backend.ready = [this] { return token_->pool().ready(); };
+  backend.ready = [this] {
+    hsm::SessionPool& pool = token_->pool();
+    if (pool.ready()) return true;
+    // No logged-in session, e.g. the token is back after a failure: let the pool's recovery
+    // reopen and log in its pinned session now. Otherwise /readyz stays 503 until a key
+    // request happens to repair it, and a load balancer sends none to an unready server.
+    try {
+      pool.run_pinned([](hsm::Session& session) { return session.state(); });
+    } catch (const std::exception&) {
+      return false;
+    }
+    return pool.ready();
+  };
   return backend;
 }
 

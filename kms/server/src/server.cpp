@@ -374,7 +374,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (pending.fetch_add(1) >=
         static_cast<std::int64_t>(server_.config.limits.max_pending_requests)) {
       --pending;
-      retry_after_ = true;
       return send(error_reply(503, "overloaded", "too many requests in progress; retry"));
     }
     net::post(server_.workers, [self = shared_from_this(), job = std::move(job)]() mutable {
@@ -395,7 +394,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     response_->set(http::field::cache_control, "no-store");
     response_->set("X-Request-Id", request_id_);
     if (!allow_.empty()) response_->set(http::field::allow, allow_);
-    if (retry_after_) response_->set(http::field::retry_after, "1");
+    // Every overloaded answer (queue, session pool, database, replay record, draining) is
+    // worth retrying shortly: docs/SERVER.md "Errors".
+    if (reply.outcome == "overloaded") response_->set(http::field::retry_after, "1");
     const bool keep_alive = !close_after_ && !server_.draining && request_.keep_alive();
     response_->keep_alive(keep_alive);
     response_->body() = std::move(reply.body);
@@ -423,7 +424,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void on_write(beast::error_code ec, bool keep_alive) {
     busy_ = false;
     allow_.clear();
-    retry_after_ = false;
     bridge_.clear();
     response_.reset();
     if (ec) {
@@ -461,7 +461,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Clock::time_point started_ = Clock::now();
   bool busy_ = false;
   bool close_after_ = false;
-  bool retry_after_ = false;
 };
 
 void Server::Impl::do_accept() {

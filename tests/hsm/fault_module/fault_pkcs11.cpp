@@ -32,12 +32,23 @@
 //       module, so concurrent calls are delayed concurrently, as on a device with several
 //       sessions in flight.
 //
-// DELAYS FROM ANOTHER PROCESS (the application under test is not the test process):
+// A delay in progress ends early when the function's delay is lowered meanwhile (by
+// kms_fault_delay or the delay file below) to no more than the time already slept: a test
+// can hold calls with a long delay and release them when it wants.
+//
+// DELAYS AND FAULTS FROM ANOTHER PROCESS (the application under test is not the test process):
 //   KMS_FAULT_DELAY="C_Decrypt=1500,C_DeriveKey=200" read when the target is loaded.
-//   KMS_FAULT_DELAY_FILE=<file>: the file (same syntax; commas, spaces or newlines between
-//   entries) is checked at every call and, when it changed (inode, size or mtime), its
-//   entries replace all delays; a missing file means no delays. Write it with a rename
-//   so that a call never reads half a file.
+//   KMS_FAULT_DELAY_FILE=<file>: the file is checked at every call (and every 10 ms of a
+//   delay) and, when it changed (inode, size or mtime), its entries replace all delays and
+//   file faults; a missing file means none. Entries (commas, spaces or newlines between):
+//     C_Decrypt=1500         every call of C_Decrypt sleeps 1500 ms first
+//     fail:C_Decrypt=0x30    every call of C_Decrypt fails with this CK_RV (decimal or 0x
+//                            hex) while the file says so; "fail:*=..." fails any call, as
+//                            "*" in kms_fault_fail_next
+//     token=absent           the token is removed while the file says so, as
+//                            kms_fault_set_token_present(0) (sessions closed when it is
+//                            first seen), and back when the entry goes
+//   Write it with a rename so that a call never reads half a file.
 //
 // CALL RECORD: when KMS_PKCS11_RECORD=<file> is set when the target is loaded, one
 // line per call is appended to <file> (O_APPEND, so several processes may share it):
@@ -94,8 +105,10 @@ std::map<std::string, Armed> g_armed;  // function name or "*"
 CK_RV g_until_reinit = CKR_OK;
 bool g_token_present = true;
 std::map<std::string, unsigned long> g_counts;
-std::atomic<bool> g_faults_active{false};     // nothing armed: skip the fault lookups
-std::map<std::string, unsigned> g_delays_ms;  // exact function name -> sleep before forwarding
+std::atomic<bool> g_faults_active{false};      // nothing armed: skip the fault lookups
+std::map<std::string, unsigned> g_delays_ms;   // exact function name -> sleep before forwarding
+std::map<std::string, CK_RV> g_file_failures;  // "fail:" entries of the delay file
+bool g_file_token_absent = false;              // "token=absent" in the delay file
 
 // KMS_FAULT_DELAY_FILE and what it looked like when it was last read.
 std::string g_delay_file;
@@ -110,25 +123,45 @@ struct FileStamp {
 };
 FileStamp g_delay_file_stamp;
 
-// "C_Decrypt=1500,C_DeriveKey=200" (commas, spaces or newlines between entries).
-std::map<std::string, unsigned> parse_delays(std::string text, const char* source) {
+struct Control {
+  std::map<std::string, unsigned> delays;
+  std::map<std::string, CK_RV> failures;
+  bool token_absent = false;
+};
+
+// "C_Decrypt=1500,fail:C_Sign=0x30 token=absent" (commas, spaces or newlines between entries).
+Control parse_control(std::string text, const char* source) {
   for (char& c : text) {
     if (c == ',') c = ' ';
   }
-  std::map<std::string, unsigned> delays;
+  Control control;
   std::istringstream entries(text);
   for (std::string entry; entries >> entry;) {
     const auto equals = entry.find('=');
     try {
       if (equals == std::string::npos || equals == 0) throw std::invalid_argument(entry);
-      delays[entry.substr(0, equals)] = static_cast<unsigned>(std::stoul(entry.substr(equals + 1)));
+      const std::string name = entry.substr(0, equals);
+      const std::string value = entry.substr(equals + 1);
+      if (name == "token") {
+        if (value != "absent") throw std::invalid_argument(entry);
+        control.token_absent = true;
+      } else if (name.rfind("fail:", 0) == 0 && name.size() > 5) {
+        control.failures[name.substr(5)] = static_cast<CK_RV>(std::stoul(value, nullptr, 0));
+      } else {
+        control.delays[name] = static_cast<unsigned>(std::stoul(value));
+      }
     } catch (const std::exception&) {
-      std::fprintf(stderr, "kms_fault_pkcs11: %s: ignored \"%s\" (want FUNCTION=MILLISECONDS)\n",
+      std::fprintf(stderr,
+                   "kms_fault_pkcs11: %s: ignored \"%s\" (want FUNCTION=MILLISECONDS, "
+                   "fail:FUNCTION=CKR or token=absent)\n",
                    source, entry.c_str());
     }
   }
-  return delays;
+  return control;
 }
+
+void close_all_real_sessions();
+void refresh_active_locked();
 
 // Re-reads KMS_FAULT_DELAY_FILE when it changed since the last call.
 void poll_delay_file_locked() {
@@ -142,7 +175,12 @@ void poll_delay_file_locked() {
   g_delay_file_stamp = stamp;
   std::ostringstream text;
   if (stamp.size >= 0) text << std::ifstream(g_delay_file).rdbuf();
-  g_delays_ms = parse_delays(text.str(), g_delay_file.c_str());
+  Control control = parse_control(text.str(), g_delay_file.c_str());
+  g_delays_ms = std::move(control.delays);
+  g_file_failures = std::move(control.failures);
+  if (control.token_absent && !g_file_token_absent && g_real != nullptr) close_all_real_sessions();
+  g_file_token_absent = control.token_absent;
+  refresh_active_locked();
 }
 
 bool exempt_from_star(const std::string& name) {
@@ -151,7 +189,8 @@ bool exempt_from_star(const std::string& name) {
 }
 
 void refresh_active_locked() {
-  bool active = g_until_reinit != CKR_OK || !g_token_present;
+  bool active = g_until_reinit != CKR_OK || !g_token_present || g_file_token_absent ||
+                !g_file_failures.empty();
   for (const auto& [name, armed] : g_armed) active = active || armed.count > 0;
   g_faults_active.store(active);
 }
@@ -173,8 +212,14 @@ CK_RV injected_rv_locked(const std::string& name) {
       return rv;
     }
   }
+  for (const std::string& key : {name, std::string("*")}) {
+    if (key == "*" && exempt_from_star(name)) continue;
+    const auto failure = g_file_failures.find(key);
+    if (failure != g_file_failures.end()) return failure->second;
+  }
   if (g_until_reinit != CKR_OK && !exempt_from_star(name)) return g_until_reinit;
-  if (!g_token_present && !exempt_from_star(name) && name != "C_GetSlotList") {
+  if ((!g_token_present || g_file_token_absent) && !exempt_from_star(name) &&
+      name != "C_GetSlotList") {
     return CKR_TOKEN_NOT_PRESENT;
   }
   return CKR_OK;
@@ -195,6 +240,26 @@ Injection injected(const char* function) {
   const auto delay = g_delays_ms.find(name);
   return {injected_rv_locked(name), delay == g_delays_ms.end() ? 0u : delay->second};
 }
+
+// Sleeps before a call of `function` is forwarded, in steps of at most 10 ms: when the
+// function's delay is lowered meanwhile, the sleep ends at the new value.
+void sleep_delay(const char* function, unsigned milliseconds) {
+  using Clock = std::chrono::steady_clock;
+  const auto started = Clock::now();
+  std::chrono::milliseconds delay(milliseconds);
+  for (;;) {
+    const auto slept = Clock::now() - started;
+    if (slept >= delay) return;
+    std::this_thread::sleep_for(
+        std::min<Clock::duration>(delay - slept, std::chrono::milliseconds(10)));
+    std::lock_guard lock(g_mutex);
+    poll_delay_file_locked();
+    const auto current = g_delays_ms.find(function);
+    delay = std::min(
+        delay, std::chrono::milliseconds(current == g_delays_ms.end() ? 0u : current->second));
+  }
+}
+
 std::string hex(unsigned long value) {
   char buffer[24];
   std::snprintf(buffer, sizeof buffer, "0x%lx", value);
@@ -249,9 +314,7 @@ struct Forwarder<CK_RV (*)(Args...)> {
   template <CK_RV (*CK_FUNCTION_LIST::*Member)(Args...), const char* Name>
   static CK_RV call(Args... args) {
     const Injection injection = injected(Name);
-    if (injection.delay_ms > 0) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(injection.delay_ms));
-    }
+    if (injection.delay_ms > 0) sleep_delay(Name, injection.delay_ms);
     CK_RV rv = injection.rv;
     if (rv == CKR_OK) {
       rv = (g_real->*Member)(args...);
@@ -326,7 +389,7 @@ bool load_target_locked() {
     g_record_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   }
   if (const char* delays = std::getenv("KMS_FAULT_DELAY"); delays != nullptr) {
-    g_delays_ms = parse_delays(delays, "KMS_FAULT_DELAY");
+    g_delays_ms = parse_control(delays, "KMS_FAULT_DELAY").delays;
   }
   if (const char* file = std::getenv("KMS_FAULT_DELAY_FILE"); file != nullptr) {
     g_delay_file = file;
