@@ -253,24 +253,95 @@ void SessionPool::reopen_pinned_locked() {
   pinned_ = std::move(session);  // the old one's session objects are gone or going
   object_generation_.fetch_add(1);
   login_generation_.store(generation);
+  mark_up();
   count(&PoolStats::sessions_opened);
 }
 
 void SessionPool::reinitialize_module(std::uint64_t seen_generation) {
   std::lock_guard recovery(recovery_mutex_);
-  if (module_->generation() == seen_generation) {
-    module_->reinitialize_if(seen_generation);
-    count(&PoolStats::reinitializations);
+  const bool due = module_->generation() == seen_generation;
+  if (due) {
+    std::lock_guard breaker(breaker_mutex_);
+    if (breaker_open_ && std::chrono::steady_clock::now() < next_reinit_) {
+      count(&PoolStats::reinit_suppressed);
+      throw Error(ErrorKind::pool_exhausted, "SessionPool::reinitialize",
+                  "token down; next re-initialisation attempt after the backoff");
+    }
   }
-  // Every session and handle of the old generation is dead. Another pool on the same
-  // module may have re-initialised it: the repairs below are needed either way.
-  drop_idle_sessions();
+  try {
+    if (due) {
+      module_->reinitialize_if(seen_generation);
+      count(&PoolStats::reinitializations);
+    }
+    // Every session and handle of the old generation is dead. Another pool on the same
+    // module may have re-initialised it: the repairs below are needed either way.
+    drop_idle_sessions();
+    {
+      std::lock_guard lock(mutex_);
+      handles_.clear();
+    }
+    std::lock_guard lock(pinned_mutex_);
+    if (pinned_stale_locked() || !pinned_->valid()) reopen_pinned_locked();
+  } catch (const Error& error) {
+    if (due) count(&PoolStats::reinit_failures);
+    mark_down(error.what());
+    throw;
+  }
+}
+
+void SessionPool::mark_down(const std::string& reason) {
+  {
+    std::lock_guard breaker(breaker_mutex_);
+    backoff_ = breaker_open_ ? std::min(backoff_ * 2, config_.reinit_backoff_max)
+                             : config_.reinit_backoff_min;
+    next_reinit_ = std::chrono::steady_clock::now() + backoff_;
+    if (breaker_open_) return;  // still down: one report per change
+    breaker_open_ = true;
+    token_down_ = true;
+  }
+  notify_health(false, reason);
+}
+
+void SessionPool::mark_up() {
+  if (!token_down_.load()) return;  // the common case: one atomic load per login
+  {
+    std::lock_guard breaker(breaker_mutex_);
+    if (!breaker_open_) return;
+    breaker_open_ = false;
+    token_down_ = false;
+    backoff_ = std::chrono::milliseconds{0};
+  }
+  notify_health(true, "logged in again");
+}
+
+void SessionPool::notify_health(bool up, const std::string& reason) {
+  std::vector<HealthObserver> observers;
   {
     std::lock_guard lock(mutex_);
-    handles_.clear();
+    observers = health_observers_;
   }
-  std::lock_guard lock(pinned_mutex_);
-  if (pinned_stale_locked() || !pinned_->valid()) reopen_pinned_locked();
+  for (const auto& observer : observers) observer(up, reason);
+}
+
+void SessionPool::on_health_change(HealthObserver observer) {
+  std::lock_guard lock(mutex_);
+  health_observers_.push_back(std::move(observer));
+}
+
+bool SessionPool::probe() {
+  if (ready()) return true;
+  try {
+    run_pinned([](Session& session) {
+      const CK_STATE state = session.state();  // throws if the session or device is gone
+      if (state == CKS_RO_PUBLIC_SESSION || state == CKS_RW_PUBLIC_SESSION) {
+        throw Error(ErrorKind::not_logged_in, "SessionPool::probe", "pinned session");
+      }
+      return state;
+    });
+  } catch (const Error&) {
+    return false;
+  }
+  return ready();
 }
 
 void SessionPool::notify_recovery(const Error& error) {
@@ -304,6 +375,7 @@ PoolStats SessionPool::stats() const {
   PoolStats result = stats_;
   result.open_sessions = open_ + 1;
   result.in_use = open_ - idle_.size();
+  result.token_down = token_down_.load();
   return result;
 }
 

@@ -289,6 +289,61 @@ TEST_P(FaultTest, ConcurrentOperationsSurviveADeviceErrorWithOneReinitialisation
   EXPECT_TRUE(p.ready());
 }
 
+// A token that stays gone must not be re-initialised by every failing operation (a network
+// HSM would suffer): one attempt opens the breaker, the rest fail fast, one log-worthy
+// state change each way, and the token is used again as soon as it is back.
+TEST_P(FaultTest, TokenThatStaysGoneIsNotReinitialisedByEveryOperation) {
+  hsm::PoolConfig config;
+  config.reinit_backoff_min = std::chrono::hours(1);  // no second attempt within the test
+  config.reinit_backoff_max = std::chrono::hours(1);
+  auto& p = warm_pool(config);
+  std::vector<std::string> changes;
+  p.on_health_change([&](bool up, const std::string&) { changes.push_back(up ? "up" : "down"); });
+  faults_->set_token_present(false);
+  for (int i = 0; i < 50; ++i) EXPECT_THROW(gcm_round_trip(p, kKey), hsm::Error);
+  auto stats = p.stats();
+  EXPECT_EQ(stats.reinitializations, 1u);
+  EXPECT_EQ(stats.reinit_failures, 1u);
+  EXPECT_GE(stats.reinit_suppressed, 49u);
+  EXPECT_TRUE(stats.token_down);
+  EXPECT_EQ(changes, std::vector<std::string>{"down"});
+
+  faults_->set_token_present(true);
+  EXPECT_TRUE(gcm_round_trip(p, kKey));  // the session reopen finds it: no backoff wait
+  stats = p.stats();
+  EXPECT_FALSE(stats.token_down);
+  EXPECT_EQ(stats.reinitializations, 1u);
+  EXPECT_EQ(changes, (std::vector<std::string>{"down", "up"}));
+  EXPECT_TRUE(p.ready());
+}
+
+// After the backoff a device that needs a re-initialisation gets one (half-open breaker).
+TEST_P(FaultTest, BrokenDeviceIsReinitialisedAgainAfterTheBackoff) {
+  hsm::PoolConfig config;
+  config.reinit_backoff_min = std::chrono::milliseconds(0);
+  auto& p = warm_pool(config);
+  faults_->set_token_present(false);
+  EXPECT_THROW(gcm_round_trip(p, kKey), hsm::Error);
+  EXPECT_TRUE(p.stats().token_down);
+  faults_->set_token_present(true);
+  faults_->fail_until_reinitialized(CKR_DEVICE_ERROR);  // back, but broken until C_Initialize
+  EXPECT_TRUE(gcm_round_trip(p, kKey));
+  EXPECT_FALSE(p.stats().token_down);
+  EXPECT_GE(p.stats().reinitializations, 2u);
+}
+
+// Readiness heals with no traffic: probe() repairs what ready() only reports.
+TEST_P(FaultTest, ProbeBringsReadinessBackWithoutTraffic) {
+  auto& p = warm_pool();
+  faults_->set_token_present(false);
+  EXPECT_FALSE(p.probe());
+  EXPECT_FALSE(p.ready());
+  faults_->set_token_present(true);
+  EXPECT_FALSE(p.ready());  // nothing repaired it yet
+  EXPECT_TRUE(p.probe());
+  EXPECT_TRUE(p.ready());
+}
+
 TEST_P(FaultTest, DelayedCallsAreSlowAndStillSucceedUntilTheDelayIsRemoved) {
   auto& p = warm_pool();
   constexpr std::chrono::milliseconds kDelay{300};

@@ -55,6 +55,12 @@ struct PoolConfig {
   // C_GetSessionInfo on every idle session handed out, so a session the token dropped is
   // replaced before use rather than after a failed call.
   bool validate_on_acquire = true;
+  // Circuit breaker for re-initialisation: after one that did not bring the token back, the
+  // next waits reinit_backoff_min, then twice as long each time up to reinit_backoff_max.
+  // Meanwhile device errors fail fast (a network HSM is not hammered with C_Initialize),
+  // and a token that comes back without needing one is picked up by the session reopen.
+  std::chrono::milliseconds reinit_backoff_min{100};
+  std::chrono::milliseconds reinit_backoff_max{10000};
 };
 
 struct PoolStats {
@@ -66,6 +72,9 @@ struct PoolStats {
   std::uint64_t relogins = 0;           // after CKR_USER_NOT_LOGGED_IN
   std::uint64_t reinitializations = 0;  // after CKR_DEVICE_ERROR / CKR_TOKEN_NOT_PRESENT
   std::uint64_t acquire_timeouts = 0;
+  std::uint64_t reinit_failures = 0;    // re-initialisations after which the token was still gone
+  std::uint64_t reinit_suppressed = 0;  // attempts refused by the circuit breaker (backoff)
+  bool token_down = false;              // the breaker is open: the last recovery failed
 };
 
 class SessionPool {
@@ -151,6 +160,16 @@ class SessionPool {
   PoolStats stats() const;
   // Token reachable and logged in (C_GetSessionInfo on the pinned session), for /readyz.
   bool ready() const;
+  // ready(), and when not, one recovery attempt first (reopen + login of the pinned
+  // session, re-initialisation within the breaker's backoff): readiness heals without
+  // traffic, and a balancer polling it brings the node back by itself.
+  bool probe();
+
+  // Called once per change of the breaker's state (down: the error that kept the token
+  // from coming back; up: the token is usable again), for one log line per change. An
+  // observer must not call back into the pool.
+  using HealthObserver = std::function<void(bool up, const std::string& reason)>;
+  void on_health_change(HealthObserver observer);
 
   // Observers for metrics: called after every recovery with the error that caused it.
   using RecoveryObserver = std::function<void(const Error&)>;
@@ -172,6 +191,9 @@ class SessionPool {
   bool pinned_stale_locked() const;  // pinned_mutex_ held: from an earlier module generation
   void reopen_pinned_locked();       // pinned_mutex_ held: new session + login; bumps generation
   void reinitialize_module(std::uint64_t seen_generation);
+  void mark_down(const std::string& reason);  // a recovery failed: open the breaker
+  void mark_up();                             // after a successful pinned login
+  void notify_health(bool up, const std::string& reason);
   void drop_idle_sessions();
   void notify_recovery(const Error& error);
   void count(std::uint64_t PoolStats::*counter);
@@ -194,6 +216,14 @@ class SessionPool {
   std::vector<RecoveryObserver> observers_;
 
   std::mutex recovery_mutex_;  // one module re-initialisation at a time
+  // Lock order: recovery_mutex_, pinned_mutex_, breaker_mutex_, mutex_. Health observers
+  // run with pinned_mutex_ held and must not call back into the pool.
+  std::mutex breaker_mutex_;
+  bool breaker_open_ = false;
+  std::chrono::milliseconds backoff_{0};
+  std::chrono::steady_clock::time_point next_reinit_{};
+  std::atomic<bool> token_down_{false};
+  std::vector<HealthObserver> health_observers_;  // guarded by mutex_
   mutable std::mutex pinned_mutex_;
   std::unique_ptr<Session> pinned_;
 };

@@ -24,6 +24,19 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger) :
   audit_ = std::make_unique<audit::AuditLog>(config.audit.path.string());
   token_ = tokens::TokenContext::open(config.token);
   token_->require_kms_keys();
+  // One line per change of the token's state, never one per failing request.
+  token_->pool().on_health_change([this](bool up, const std::string& reason) {
+    if (up) {
+      logger_.warn("token recovered", {{"detail", reason}});
+    } else {
+      logger_.error("token down: recovery failed, re-initialisation backs off",
+                    {{"error", reason}});
+    }
+  });
+  token_->pool().on_recovery([this](const hsm::Error& error) {
+    logger_.warn("token fault recovered",
+                 {{"function", error.function()}, {"rv", hsm::rv_name(error.rv())}});
+  });
   database_ = std::make_unique<tokens::KeyDatabase>(config.token.database);
   keys_ = std::make_unique<tokens::KeyStore>(*token_, *database_, config.token.key_cache_size);
   RegistryOptions registry_options;
@@ -54,6 +67,13 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger) :
             "Module re-initialisations after a device error", pool.reinitializations);
     counter(out, "kms_session_pool_acquire_timeouts_total", "counter",
             "Operations that found no free session in time", pool.acquire_timeouts);
+    counter(out, "kms_session_pool_reinit_failures_total", "counter",
+            "Re-initialisations after which the token was still unusable", pool.reinit_failures);
+    counter(out, "kms_session_pool_reinit_suppressed_total", "counter",
+            "Re-initialisations refused by the circuit breaker's backoff", pool.reinit_suppressed);
+    counter(out, "kms_token_down", "gauge",
+            "1 while the circuit breaker is open (the last token recovery failed)",
+            pool.token_down ? 1 : 0);
     const tokens::KeyStoreStats keys = keys_->stats();
     counter(out, "kms_key_cache_hits_total", "counter", "Key store cache hits", keys.hits);
     counter(out, "kms_key_cache_misses_total", "counter", "Key store unwraps/lookups", keys.misses);
@@ -88,19 +108,9 @@ Backend KmsBackend::backend() {
   backend.key_requests = key_requests_.get();
   backend.bridges = bridges_.get();
   backend.audit = audit_.get();
-  backend.ready = [this] {
-    hsm::SessionPool& pool = token_->pool();
-    if (pool.ready()) return true;
-    // No logged-in session, e.g. the token is back after a failure: let the pool's recovery
-    // reopen and log in its pinned session now. Otherwise /readyz stays 503 until a key
-    // request happens to repair it, and a load balancer sends none to an unready server.
-    try {
-      pool.run_pinned([](hsm::Session& session) { return session.state(); });
-    } catch (const std::exception&) {
-      return false;
-    }
-    return pool.ready();
-  };
+  // Not ready: the probe tries one recovery (within the breaker's backoff), so /readyz
+  // heals without traffic; a balancer sends none to an unready node.
+  backend.ready = [this] { return token_->pool().probe(); };
   return backend;
 }
 
