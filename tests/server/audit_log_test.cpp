@@ -377,11 +377,35 @@ TEST_F(AuditLogTest, ConcurrentWritersKeepOneChain) {
     }
     for (auto& thread : threads) thread.join();
     EXPECT_EQ(log.stats().records, 200u);
-    EXPECT_LE(log.stats().syncs, 200u);
+    EXPECT_GE(log.stats().syncs, 1u);
+    // Every record() returned durable: the synced head is the last record written.
+    const auto head = log.head();
+    ASSERT_TRUE(head.has_value());
+    EXPECT_EQ(head->seq, 200u);
+    EXPECT_EQ(head->hash, verify_file(path_).head_hash);
   }
   const auto result = verify_file(path_);
   EXPECT_TRUE(result.ok) << result.problem;
   EXPECT_EQ(result.records, 200u);
+}
+
+TEST_F(AuditLogTest, ValuesThatAreNotUtf8StillMakeAValidRecord) {
+  // A client-chosen value (a certificate's SAN URI, an identity cut at its limit) may hold
+  // bytes that are not UTF-8; the record must stay JSON, or the chain would read as broken.
+  {
+    AuditLog log(path_);
+    log.record({"refusal",
+                "bridge_not_provisioned",
+                {{"bridge", "sip:evil\xff\xc3\x28\"\n@x"}, {"cut", "ab\xc3"}}});
+  }
+  const auto result = verify_file(path_);
+  EXPECT_TRUE(result.ok) << result.problem;
+  EXPECT_EQ(result.records, 1u);
+  const auto record = lines().at(0);
+  EXPECT_NE(record.find("\"bridge\":\"sip:evil\xef\xbf\xbd\xef\xbf\xbd(\\\"\\n@x\""),
+            std::string::npos)
+      << record;
+  EXPECT_NE(record.find("\"cut\":\"ab\xef\xbf\xbd\""), std::string::npos) << record;
 }
 
 std::pair<int, std::string> run(const std::string& command) {

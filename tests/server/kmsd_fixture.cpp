@@ -36,6 +36,15 @@ std::optional<kms::client::Bytes> from_hex(const std::string& text) {
 
 }  // namespace
 
+bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds patience) {
+  const auto deadline = std::chrono::steady_clock::now() + patience;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
 std::unique_ptr<KmsdEnvironment> KmsdEnvironment::create(testsupport::TokenKind kind) {
   std::unique_ptr<KmsdEnvironment> environment(new KmsdEnvironment());
   environment->token_ = testsupport::TestToken::create(kind);
@@ -61,23 +70,31 @@ KmsdEnvironment::~KmsdEnvironment() = default;
 
 std::string KmsdEnvironment::write_config(const std::string& name,
                                           const ConfigOverrides& overrides) const {
+  const auto quoted = [](const std::string& text) { return "\"" + text + "\""; };
+  std::map<std::string, std::string> server = {
+      {"listen", quoted("127.0.0.1:0")},
+      {"tls_cert", quoted(overrides.tls_cert.empty() ? pki_.server.cert : overrides.tls_cert)},
+      {"tls_key", quoted(overrides.tls_key.empty() ? pki_.server.key : overrides.tls_key)},
+      {"bridge_ca", quoted(pki_.bridge_ca)},
+      {"worker_threads", "2"},
+      {"io_threads", "2"},
+      {"drain_timeout_ms", "5000"}};
   std::map<std::string, std::string> limits = {
       {"handshake_timeout_ms", "2000"}, {"read_timeout_ms", "2000"}, {"write_timeout_ms", "2000"}};
+  std::map<std::string, std::string> log = {{"level", quoted("info")}};
+  for (const auto& [key, value] : overrides.server) server[key] = value;
   for (const auto& [key, value] : overrides.limits) limits[key] = value;
+  for (const auto& [key, value] : overrides.log) log[key] = value;
   std::ostringstream toml;
-  toml << "[server]\nlisten = \"127.0.0.1:0\"\n"
-       << "tls_cert = \"" << (overrides.tls_cert.empty() ? pki_.server.cert : overrides.tls_cert)
-       << "\"\n"
-       << "tls_key = \"" << (overrides.tls_key.empty() ? pki_.server.key : overrides.tls_key)
-       << "\"\n"
-       << "bridge_ca = \"" << pki_.bridge_ca << "\"\n"
-       << "worker_threads = 2\nio_threads = 2\ndrain_timeout_ms = 5000\n"
-       << "[limits]\n";
+  toml << "[server]\n";
+  for (const auto& [key, value] : server) toml << key << " = " << value << "\n";
+  toml << "[limits]\n";
   for (const auto& [key, value] : limits) toml << key << " = " << value << "\n";
   toml << "[audit]\npath = \""
        << (overrides.audit_path.empty() ? audit_path(name) : overrides.audit_path) << "\"\n"
-       << "[log]\nlevel = \"info\"\n"
-       << "[token]\nmodule = \""
+       << "[log]\n";
+  for (const auto& [key, value] : log) toml << key << " = " << value << "\n";
+  toml << "[token]\nmodule = \""
        << (overrides.token_module.empty() ? token_->module_path() : overrides.token_module)
        << "\"\n"
        << "uri = \"" << token_->uri() << "\"\n"
@@ -146,21 +163,22 @@ KmsdProcess::KmsdProcess(KmsdEnvironment& environment, const std::string& config
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) throw std::runtime_error(std::string("posix_spawn kmsd: ") + std::strerror(rc));
 
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (std::chrono::steady_clock::now() < deadline) {
+  bool exited = false;
+  const bool listening = wait_until([&] {
     const std::string text = read_file(port_file);
     if (!text.empty()) {
       port_ = static_cast<std::uint16_t>(std::stoi(text));
-      return;
+      return true;
     }
     int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      throw std::runtime_error("kmsd exited at start: " + log());
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    exited = ::waitpid(pid_, &status, WNOHANG) == pid_;
+    return exited;
+  });
+  if (exited) {
+    pid_ = -1;
+    throw std::runtime_error("kmsd exited at start: " + log());
   }
-  throw std::runtime_error("kmsd did not listen within 20 s: " + log());
+  if (!listening) throw std::runtime_error("kmsd did not listen in time: " + log());
 }
 
 KmsdProcess::~KmsdProcess() {

@@ -5,6 +5,8 @@
 
 #include <sys/types.h>
 
+#include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -20,8 +22,19 @@ inline constexpr const char* kAlice = "sip:alice@ims.example.net";
 inline constexpr const char* kBob = "sip:bob@ims.example.net";
 inline constexpr const char* kCarol = "sip:carol@ims.example.net";
 
+// How long a test waits for a condition before it gives up: generous, so that a loaded
+// machine is slow, never wrong.
+inline constexpr std::chrono::seconds kPatience{30};
+
+// Polls `condition` (every 20 ms) until it holds or `patience` has passed; returns whether
+// it held. For waiting on events (a log line, a metric, a file), never on durations.
+bool wait_until(const std::function<bool()>& condition,
+                std::chrono::milliseconds patience = kPatience);
+
 struct ConfigOverrides {
+  std::map<std::string, std::string> server;  // [server] key -> TOML value text
   std::map<std::string, std::string> limits;  // [limits] key -> TOML value text
+  std::map<std::string, std::string> log;     // [log] key -> TOML value text
   std::string audit_path;                     // default: audit_path(name)
   std::string tls_cert;                       // default: the PKI's server certificate
   std::string tls_key;
@@ -65,7 +78,7 @@ class KmsdProcess {
  public:
   // Starts kmsd --config FILE --listen 127.0.0.1:0 --port-file ...; waits until it listens.
   // extra_environment: variables set for kmsd beside the token's (KMS_FAULT_TARGET, ...).
-  // Throws std::runtime_error with kmsd's log if it exits or does not listen within 20 s.
+  // Throws std::runtime_error with kmsd's log if it exits or does not listen in kPatience.
   KmsdProcess(KmsdEnvironment& environment, const std::string& config,
               std::vector<std::string> extra_args = {},
               std::map<std::string, std::string> extra_environment = {});

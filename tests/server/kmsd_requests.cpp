@@ -39,4 +39,22 @@ kms::KeyRequest key_request(const KmsdEnvironment& environment, const std::strin
                          ue_client(environment, invitee).responder_envelope(r_b, chair, kSuite)};
 }
 
+std::optional<double> metric_value(const std::string& metrics, const std::string& sample) {
+  const std::string needle = "\n" + sample + " ";
+  const auto at = ("\n" + metrics).find(needle);
+  if (at == std::string::npos) return std::nullopt;
+  return std::stod(metrics.substr(at + needle.size() - 1));
+}
+
+std::optional<double> fetch_metric(const KmsdProcess& kmsd, const TestPki& pki,
+                                   const std::string& sample) {
+  try {
+    const auto metrics = ue_connection(kmsd, pki)->get("/metrics");
+    if (metrics.status != 200) return std::nullopt;
+    return metric_value(metrics.body, sample);
+  } catch (const kms::tools::TransportError&) {
+    return std::nullopt;
+  }
+}
+
 }  // namespace kmstest

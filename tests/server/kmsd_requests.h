@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "https_client.h"
@@ -30,5 +31,12 @@ kms::client::UeClient ue_client(const KmsdEnvironment& environment, const std::s
 kms::KeyRequest key_request(const KmsdEnvironment& environment, const std::string& chair,
                             const kms::client::Secret& r_a, const std::string& invitee,
                             const kms::client::Secret& r_b);
+
+// One sample of a Prometheus text body ("name" or "name{labels}" exactly as rendered);
+// nullopt when the body has no such sample.
+std::optional<double> metric_value(const std::string& metrics, const std::string& sample);
+// GET /metrics on a new UE connection, then metric_value (nullopt also if /metrics fails).
+std::optional<double> fetch_metric(const KmsdProcess& kmsd, const TestPki& pki,
+                                   const std::string& sample);
 
 }  // namespace kmstest

@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 
 namespace kmstest {
@@ -35,9 +36,24 @@ void add_extension(X509* cert, X509* issuer, int nid, const char* value) {
   X509_EXTENSION_free(extension);
 }
 
+// A subjectAltName of one URI holding exactly these bytes (the config syntax cannot carry
+// control characters).
+void add_raw_uri(X509* cert, const std::string& uri) {
+  GENERAL_NAMES* names = GENERAL_NAMES_new();
+  GENERAL_NAME* name = GENERAL_NAME_new();
+  ASN1_IA5STRING* value = ASN1_IA5STRING_new();
+  check(names && name && value, "SAN allocation");
+  check(ASN1_STRING_set(value, uri.data(), static_cast<int>(uri.size())) == 1, "SAN value");
+  GENERAL_NAME_set0_value(name, GEN_URI, value);
+  sk_GENERAL_NAME_push(names, name);
+  check(X509_add1_ext_i2d(cert, NID_subject_alt_name, names, 0, X509V3_ADD_DEFAULT) == 1, "SAN");
+  GENERAL_NAMES_free(names);
+}
+
 // days_from/days_to relative to now; issuer null: self-signed.
 Issued issue(const std::string& common_name, const Issued* issuer, bool ca, long days_from,
-             long days_to, const std::string& san, const char* eku) {
+             long days_to, const std::string& san, const char* eku,
+             const std::optional<std::string>& raw_uri = std::nullopt) {
   static long serial = 1000;
   Issued result;
   result.key.reset(EVP_EC_gen("P-256"));
@@ -62,6 +78,7 @@ Issued issue(const std::string& common_name, const Issued* issuer, bool ca, long
   if (issuer) add_extension(cert, issuer_cert, NID_authority_key_identifier, "keyid");
   if (eku) add_extension(cert, issuer_cert, NID_ext_key_usage, eku);
   if (!san.empty()) add_extension(cert, issuer_cert, NID_subject_alt_name, san.c_str());
+  if (raw_uri) add_raw_uri(cert, *raw_uri);
   EVP_PKEY* signer = issuer ? issuer->key.get() : result.key.get();
   check(X509_sign(cert, signer, EVP_sha256()) > 0, "sign");
   return result;
@@ -93,8 +110,9 @@ TestPki TestPki::create(const std::string& dir) {
   const Issued other_ca = issue("some other CA", nullptr, true, -1, 30, "", nullptr);
   pki.server_ca = dir + "/server-ca.crt";
   write_cert(pki.server_ca, server_ca);
-  pki.bridge_ca = dir + "/bridge-ca.crt";
-  write_cert(pki.bridge_ca, bridge_ca);
+  const CertFiles bridge_ca_files = write_pair(dir, "bridge-ca", bridge_ca);
+  pki.bridge_ca = bridge_ca_files.cert;
+  pki.bridge_ca_key = bridge_ca_files.key;
   pki.server = write_pair(
       dir, "server",
       issue("kmsd", &server_ca, false, -1, 30, "DNS:localhost,IP:127.0.0.1", "serverAuth"));
@@ -112,6 +130,21 @@ TestPki TestPki::create(const std::string& dir) {
   pki.bridge_no_san = write_pair(
       dir, "bridge-no-san", issue("bridge-no-san", &bridge_ca, false, -1, 30, "", "clientAuth"));
   return pki;
+}
+
+CertFiles TestPki::issue_bridge(const std::string& dir, const std::string& name,
+                                const std::string& san_uri) const {
+  Issued ca;
+  FILE* f = std::fopen(bridge_ca.c_str(), "r");
+  check(f != nullptr, "open bridge CA certificate");
+  ca.cert.reset(PEM_read_X509(f, nullptr, nullptr, nullptr));
+  std::fclose(f);
+  f = std::fopen(bridge_ca_key.c_str(), "r");
+  check(f != nullptr, "open bridge CA key");
+  ca.key.reset(PEM_read_PrivateKey(f, nullptr, nullptr, nullptr));
+  std::fclose(f);
+  check(ca.cert && ca.key, "read bridge CA");
+  return write_pair(dir, name, issue(name, &ca, false, -1, 30, "", "clientAuth", san_uri));
 }
 
 std::string TestPki::reissue_server(const std::string& dir, const CertFiles& server) {

@@ -37,6 +37,16 @@ std::unique_ptr<ssl::context> client_context(const std::string& ca_file, const s
 
 constexpr std::chrono::milliseconds kSocketTimeout{10000};
 
+RawResponse to_raw(const http::response<http::string_body>& response) {
+  RawResponse result;
+  result.status = response.result_int();
+  result.body = response.body();
+  std::ostringstream headers;
+  headers << response.base();
+  result.headers = "\n" + headers.str();
+  return result;
+}
+
 }  // namespace
 
 std::string RawResponse::header(const std::string& name) const {
@@ -70,13 +80,100 @@ RawResponse https_request(std::uint16_t port, const std::string& ca_file, const 
   parser.body_limit(1 << 24);
   http::read(stream, buffer, parser, ec);  // the server may answer before reading it all
   if (ec && !parser.is_header_done()) return result;
-  const auto& response = parser.get();
-  result.status = response.result_int();
-  result.body = response.body();
-  std::ostringstream headers;
-  headers << response.base();
-  result.headers = "\n" + headers.str();
+  return to_raw(parser.get());
+}
+
+struct RawTlsConnection::Impl {
+  std::uint16_t port;
+  std::string ca_file, cert_file, key_file;
+  net::io_context ioc;
+  std::unique_ptr<ssl::context> context;
+  std::unique_ptr<beast::ssl_stream<tcp::socket>> stream;
+  beast::flat_buffer buffer;
+};
+
+RawTlsConnection::RawTlsConnection(std::uint16_t port, std::string ca_file, std::string cert_file,
+                                   std::string key_file)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->port = port;
+  impl_->context = client_context(ca_file, cert_file, key_file);
+  impl_->ca_file = std::move(ca_file);
+  impl_->cert_file = std::move(cert_file);
+  impl_->key_file = std::move(key_file);
+}
+
+RawTlsConnection::~RawTlsConnection() = default;
+
+bool RawTlsConnection::connected() const { return impl_->stream != nullptr; }
+
+RawTlsConnection::Exchange RawTlsConnection::exchange(const std::string& method,
+                                                      const std::string& target,
+                                                      const std::string& content_type,
+                                                      const std::string& body,
+                                                      const Headers& headers) {
+  Exchange result;
+  Impl& impl = *impl_;
+  beast::error_code ec;
+  if (!impl.stream) {
+    impl.buffer.clear();
+    impl.stream = std::make_unique<beast::ssl_stream<tcp::socket>>(impl.ioc, *impl.context);
+    impl.stream->next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), impl.port),
+                                      ec);
+    if (!ec) {
+      kms::tools::set_socket_timeouts(impl.stream->next_layer().native_handle(), kSocketTimeout);
+      impl.stream->handshake(ssl::stream_base::client, ec);
+    }
+    if (ec) {
+      impl.stream.reset();
+      result.outcome = Outcome::not_connected;
+      result.error = ec.message();
+      return result;
+    }
+  }
+  http::request<http::string_body> request{http::string_to_verb(method), target, 11};
+  if (request.method() == http::verb::unknown) request.method_string(method);
+  request.set(http::field::host, "127.0.0.1");
+  if (!content_type.empty()) request.set(http::field::content_type, content_type);
+  for (const auto& [name, value] : headers) request.set(name, value);
+  request.body() = body;
+  request.prepare_payload();
+  request.keep_alive(true);
+  beast::error_code write_ec;
+  http::write(*impl.stream, request, write_ec);  // on failure the read below says why
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(1 << 24);
+  http::read(*impl.stream, impl.buffer, parser, ec);
+  if (!ec) {
+    result.outcome = Outcome::complete;
+    result.response = to_raw(parser.get());
+    if (!parser.get().keep_alive()) impl.stream.reset();
+    return result;
+  }
+  const bool got_some = parser.got_some() || impl.buffer.size() > 0;
+  const bool ended = ec == http::error::end_of_stream || ec == http::error::partial_message ||
+                     ec == net::error::eof || ec == ssl::error::stream_truncated ||
+                     ec == net::error::connection_reset || ec == net::error::broken_pipe;
+  result.outcome = got_some ? Outcome::cut_response
+                            : (ended ? Outcome::closed_before_response : Outcome::transport_error);
+  result.error = ec.message() + (write_ec ? " (write: " + write_ec.message() + ")" : "");
+  impl.stream.reset();
   return result;
+}
+
+const char* outcome_name(RawTlsConnection::Outcome outcome) {
+  switch (outcome) {
+    case RawTlsConnection::Outcome::complete:
+      return "complete";
+    case RawTlsConnection::Outcome::not_connected:
+      return "not_connected";
+    case RawTlsConnection::Outcome::closed_before_response:
+      return "closed_before_response";
+    case RawTlsConnection::Outcome::cut_response:
+      return "cut_response";
+    case RawTlsConnection::Outcome::transport_error:
+      return "transport_error";
+  }
+  return "?";
 }
 
 struct SlowTlsConnection::Impl {

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace kmstest {
 
@@ -21,6 +23,40 @@ RawResponse https_request(std::uint16_t port, const std::string& ca_file, const 
                           const std::string& target, const std::string& content_type,
                           const std::string& body, const std::string& cert_file = {},
                           const std::string& key_file = {});
+
+// One keep-alive TLS connection for raw exchanges, which says how far each exchange got (the
+// drain test must tell "refused before anything was sent" from "a response cut short").
+// Connects on first use and again after a response with Connection: close; never retries.
+class RawTlsConnection {
+ public:
+  enum class Outcome {
+    complete,                // a whole response (status, headers, the full body)
+    not_connected,           // TCP connect refused or TLS handshake failed: nothing sent
+    closed_before_response,  // the connection ended (EOF, reset) before one response byte
+    cut_response,            // part of a response arrived, then the connection ended
+    transport_error,         // anything else, e.g. a timeout
+  };
+  struct Exchange {
+    Outcome outcome = Outcome::transport_error;
+    RawResponse response;  // complete only
+    std::string error;
+  };
+  using Headers = std::vector<std::pair<std::string, std::string>>;
+
+  RawTlsConnection(std::uint16_t port, std::string ca_file, std::string cert_file = {},
+                   std::string key_file = {});
+  ~RawTlsConnection();
+  Exchange exchange(const std::string& method, const std::string& target,
+                    const std::string& content_type = {}, const std::string& body = {},
+                    const Headers& headers = {});
+  bool connected() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+const char* outcome_name(RawTlsConnection::Outcome outcome);
 
 // A TLS connection on which the test writes raw bytes.
 class SlowTlsConnection {

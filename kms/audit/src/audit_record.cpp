@@ -25,15 +25,59 @@ std::string sha256_hex(std::string_view data) {
   return hex;
 }
 
+std::size_t utf8_sequence_length(std::string_view text, std::size_t at) {
+  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(text[at + i]); };
+  const unsigned char lead = byte(0);
+  if (lead < 0x80) return 1;
+  std::size_t length = 0;
+  unsigned char low = 0x80, high = 0xbf;  // the second byte's range: no overlong form,
+  if (lead >= 0xc2 && lead <= 0xdf) {     // no surrogate, nothing above U+10FFFF
+    length = 2;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    length = 3;
+    if (lead == 0xe0) low = 0xa0;
+    if (lead == 0xed) high = 0x9f;
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    length = 4;
+    if (lead == 0xf0) low = 0x90;
+    if (lead == 0xf4) high = 0x8f;
+  } else {
+    return 0;
+  }
+  if (at + length > text.size() || byte(1) < low || byte(1) > high) return 0;
+  for (std::size_t i = 2; i < length; ++i) {
+    if (byte(i) < 0x80 || byte(i) > 0xbf) return 0;
+  }
+  return length;
+}
+
+std::string valid_utf8(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size();) {
+    const std::size_t length = utf8_sequence_length(text, i);
+    if (length == 0) {
+      out += "\xef\xbf\xbd";  // U+FFFD
+      ++i;
+    } else {
+      out.append(text.substr(i, length));
+      i += length;
+    }
+  }
+  return out;
+}
+
 std::string format_record(std::uint64_t seq, std::string_view time, std::string_view prev_hash,
                           const AuditEvent& event) {
   boost::json::object fields;
-  for (const auto& [name, value] : event.fields) fields[name] = value;  // std::map: sorted
+  for (const auto& [name, value] : event.fields) {
+    fields[valid_utf8(name)] = valid_utf8(value);  // std::map: sorted
+  }
   std::string line = "{\"seq\":" + std::to_string(seq);
   line += ",\"time\":" + boost::json::serialize(boost::json::string(time));
   line += ",\"prev\":" + boost::json::serialize(boost::json::string(prev_hash));
-  line += ",\"event\":" + boost::json::serialize(boost::json::string(event.event));
-  line += ",\"outcome\":" + boost::json::serialize(boost::json::string(event.outcome));
+  line += ",\"event\":" + boost::json::serialize(boost::json::string(valid_utf8(event.event)));
+  line += ",\"outcome\":" + boost::json::serialize(boost::json::string(valid_utf8(event.outcome)));
   line += ",\"fields\":" + boost::json::serialize(fields);
   const std::string hash = sha256_hex(line);
   line += kHashMarker;

@@ -20,7 +20,14 @@ inline constexpr std::string_view kHashMarker = ",\"hash\":\"";
 
 std::string sha256_hex(std::string_view data);
 
-// Builds the full line (without the trailing newline).
+// JSON text is UTF-8, and a client-chosen value (a certificate's SAN URI, an identity cut
+// at its length limit) need not be: the length of the well-formed UTF-8 sequence (RFC 3629)
+// that starts at text[at], 0 if none does; and `text` with every byte that is not part of
+// one replaced by U+FFFD.
+std::size_t utf8_sequence_length(std::string_view text, std::size_t at);
+std::string valid_utf8(std::string_view text);
+
+// Builds the full line (without the trailing newline); strings made valid_utf8.
 std::string format_record(std::uint64_t seq, std::string_view time, std::string_view prev_hash,
                           const AuditEvent& event);
 
