@@ -701,10 +701,21 @@ TEST_F(KmsdErrorsTest, AFailingTokenGivesTokenUnavailableAndReadyzTurns503UntilI
     ASSERT_EQ(readyz(*kmsd_).status, 200u);
 
     ASSERT_TRUE(write_control(control_, fault));
-    EXPECT_TRUE(is_documented_error(send(*kmsd_, fresh_request()), "token_unavailable"));
+    const std::size_t log_before = kmsd_->log().size();
+    const RawResponse refused = send(*kmsd_, fresh_request());
+    EXPECT_TRUE(is_documented_error(refused, "token_unavailable"));
+    EXPECT_EQ(refused.header("Retry-After"), "1");
+    // The client gets the stable code only: no CKR names, slots or PKCS#11 calls.
+    EXPECT_EQ(refused.body.find("CKR_"), std::string::npos) << refused.body;
+    EXPECT_EQ(refused.body.find("slot"), std::string::npos) << refused.body;
+    EXPECT_EQ(refused.body.find("C_"), std::string::npos) << refused.body;
     EXPECT_TRUE(is_documented_error(fetch(*kmsd_, conference, pki().bridge), "token_unavailable"));
     EXPECT_TRUE(is_documented_error(readyz(*kmsd_), "token_unavailable"));
     EXPECT_TRUE(is_documented_error(readyz(*kmsd_), "token_unavailable"));  // stays down
+    // The operator's log has the PKCS#11 detail, at error level.
+    const std::string outage_log = kmsd_->log().substr(log_before);
+    EXPECT_NE(outage_log.find("CKR_"), std::string::npos) << outage_log;
+    EXPECT_NE(outage_log.find("error"), std::string::npos) << outage_log;
 
     ASSERT_TRUE(write_control(control_, ""));
     // Ready again by itself (no key request needed first), then serving.

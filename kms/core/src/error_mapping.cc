@@ -21,16 +21,19 @@ void rethrow_as_protocol_error(bool bridge_lookup) {
     throw ProtocolError(unknown ? ErrorCode::unknown_subscriber : ErrorCode::subscriber_revoked,
                         error.identity());
   } catch (const AuditUnavailable& error) {
-    throw ProtocolError(ErrorCode::audit_unavailable, error.what());
+    throw ProtocolError(ErrorCode::audit_unavailable,
+                        "the audit log cannot be written; nothing was released", error.what());
   } catch (const hsm::Error& error) {
     if (error.kind() == hsm::ErrorKind::pool_exhausted) {
-      throw ProtocolError(ErrorCode::overloaded, "no token session available");
+      throw ProtocolError(ErrorCode::overloaded, "no token session available", error.what());
     }
-    throw ProtocolError(ErrorCode::token_unavailable, error.what());
+    throw ProtocolError(ErrorCode::token_unavailable, "the token could not complete the request",
+                        error.what());
   } catch (const tokens::DatabaseError& error) {
-    throw ProtocolError(ErrorCode::internal_error, std::string("key database: ") + error.what());
+    throw ProtocolError(ErrorCode::internal_error, "internal error",
+                        std::string("key database: ") + error.what());
   } catch (const std::exception& error) {
-    throw ProtocolError(ErrorCode::internal_error, error.what());
+    throw ProtocolError(ErrorCode::internal_error, "internal error", error.what());
   }
 }
 

@@ -35,18 +35,25 @@ enum class ErrorCode {
 
 std::string_view error_code_name(ErrorCode code);  // "envelope_authentication_failed"
 
+// detail: for the client and the audit log, never internals (no CKR names, slot numbers,
+// SQL). diagnostic: what the operator needs (the PKCS#11 call and CKR, the database
+// error), for the server's log only.
 class ProtocolError : public std::runtime_error {
  public:
-  ProtocolError(ErrorCode code, std::string detail)
-      : std::runtime_error(std::string(error_code_name(code)) + ": " + detail),
+  ProtocolError(ErrorCode code, std::string detail, std::string diagnostic = {})
+      : std::runtime_error(std::string(error_code_name(code)) + ": " + detail +
+                           (diagnostic.empty() ? "" : " [" + diagnostic + "]")),
         code_(code),
-        detail_(std::move(detail)) {}
+        detail_(std::move(detail)),
+        diagnostic_(std::move(diagnostic)) {}
   ErrorCode code() const noexcept { return code_; }
   const std::string& detail() const noexcept { return detail_; }
+  const std::string& diagnostic() const noexcept { return diagnostic_; }
 
  private:
   ErrorCode code_;
   std::string detail_;
+  std::string diagnostic_;
 };
 
 }  // namespace kms

@@ -82,6 +82,21 @@ Reply guarded(const std::function<Reply()>& job, Logger& logger, const std::stri
   try {
     return job();
   } catch (const ProtocolError& error) {
+    // A fault of the server's own side is logged with its diagnostic (PKCS#11 call and CKR,
+    // database error); the client gets the stable code and a fixed detail only.
+    if (!error.diagnostic().empty()) {
+      const bool fault = error.code() == ErrorCode::token_unavailable ||
+                         error.code() == ErrorCode::internal_error ||
+                         error.code() == ErrorCode::audit_unavailable;
+      const LogFields fields{{"id", request_id},
+                             {"code", std::string(error_code_name(error.code()))},
+                             {"error", error.diagnostic()}};
+      if (fault) {
+        logger.error("request failed on the server side", fields);
+      } else {
+        logger.warn("request refused", fields);
+      }
+    }
     return error_reply(http_status_for(error.code()), error_code_name(error.code()),
                        error.detail());
   } catch (const AuditUnavailable& error) {
@@ -394,9 +409,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     response_->set(http::field::cache_control, "no-store");
     response_->set("X-Request-Id", request_id_);
     if (!allow_.empty()) response_->set(http::field::allow, allow_);
-    // Every overloaded answer (queue, session pool, database, replay record, draining) is
-    // worth retrying shortly: docs/SERVER.md "Errors".
-    if (reply.outcome == "overloaded") response_->set(http::field::retry_after, "1");
+    // Every 503 (overloaded from the queue, session pool, database, replay record or a
+    // drain; token_unavailable; audit_unavailable) is worth retrying: docs/SERVER.md "Errors".
+    if (reply.status == 503) response_->set(http::field::retry_after, "1");
     const bool keep_alive = !close_after_ && !server_.draining && request_.keep_alive();
     response_->keep_alive(keep_alive);
     response_->body() = std::move(reply.body);
