@@ -5,6 +5,8 @@
 
 #include <sys/types.h>
 
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <functional>
 #include <map>
@@ -98,6 +100,26 @@ class KmsdProcess {
   mutable pid_t pid_ = -1;  // -1 once reaped
   std::uint16_t port_ = 0;
   std::string log_path_;
+};
+
+// One token and one kmsd for a whole suite (gtest runs SetUpTestSuite once per suite):
+// `class MyTest : public SharedKmsdTest<MyTest>`; the Suite parameter gives each suite its
+// own environment.
+template <class Suite>
+class SharedKmsdTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    environment_ = KmsdEnvironment::create().release();
+    kmsd_ = new KmsdProcess(*environment_, environment_->dir() + "/kmsd.toml");
+  }
+  static void TearDownTestSuite() {
+    delete kmsd_;
+    kmsd_ = nullptr;
+    delete environment_;
+    environment_ = nullptr;
+  }
+  static inline KmsdEnvironment* environment_ = nullptr;
+  static inline KmsdProcess* kmsd_ = nullptr;
 };
 
 }  // namespace kmstest

@@ -123,24 +123,12 @@ SeedFlow run_seed_flow(const KmsdProcess& kmsd, const KmsdEnvironment& environme
   return flow;
 }
 
-class KmsdSurfaceTest : public ::testing::Test {
+class KmsdSurfaceTest : public SharedKmsdTest<KmsdSurfaceTest> {
  protected:
-  static void SetUpTestSuite() {
-    environment_ = KmsdEnvironment::create().release();
-    kmsd_ = new KmsdProcess(*environment_, environment_->dir() + "/kmsd.toml");
-  }
-  static void TearDownTestSuite() {
-    delete kmsd_;
-    delete environment_;
-  }
   static const TestPki& pki() { return environment_->pki(); }
 
-  static KmsdEnvironment* environment_;
-  static KmsdProcess* kmsd_;
 };
 
-KmsdEnvironment* KmsdSurfaceTest::environment_ = nullptr;
-KmsdProcess* KmsdSurfaceTest::kmsd_ = nullptr;
 
 // ---------------------------------------------------------------------------------------
 // Response headers

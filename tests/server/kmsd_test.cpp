@@ -55,16 +55,8 @@ struct Conference {
   std::vector<client::MediaKey> chair_keys;      // K1 as opened from each invitee's response
 };
 
-class KmsdTest : public ::testing::Test {
+class KmsdTest : public SharedKmsdTest<KmsdTest> {
  protected:
-  static void SetUpTestSuite() {
-    environment_ = KmsdEnvironment::create().release();
-    kmsd_ = new KmsdProcess(*environment_, environment_->dir() + "/kmsd.toml");
-  }
-  static void TearDownTestSuite() {
-    delete kmsd_;
-    delete environment_;
-  }
 
   static client::UeClient ue(const std::string& identity) {
     return ue_client(*environment_, identity);
@@ -113,12 +105,8 @@ class KmsdTest : public ::testing::Test {
     return conference;
   }
 
-  static KmsdEnvironment* environment_;
-  static KmsdProcess* kmsd_;
 };
 
-KmsdEnvironment* KmsdTest::environment_ = nullptr;
-KmsdProcess* KmsdTest::kmsd_ = nullptr;
 
 kms::media::MediaKeyMaterial material(const client::MediaKey& key) {
   return {key.suite, key.master_key, key.master_salt};

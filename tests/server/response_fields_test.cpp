@@ -139,16 +139,8 @@ json::object success_object(const RawResponse& response) {
   return body.as_object();
 }
 
-class ResponseFieldsTest : public ::testing::Test {
+class ResponseFieldsTest : public SharedKmsdTest<ResponseFieldsTest> {
  protected:
-  static void SetUpTestSuite() {
-    environment_ = KmsdEnvironment::create().release();
-    kmsd_ = new KmsdProcess(*environment_, environment_->dir() + "/kmsd.toml");
-  }
-  static void TearDownTestSuite() {
-    delete kmsd_;
-    delete environment_;
-  }
 
   // POST /v1/key-request with the documented request field names; returns the raw answer.
   static RawResponse post_key_request(const client::Secret& r_a, const std::string& invitee,
@@ -165,12 +157,8 @@ class ResponseFieldsTest : public ::testing::Test {
   // The documented profile id of the deployment's profile name (PROTOCOL.md "Profiles").
   static std::int64_t profile_id() { return environment_->profile() == "sp800-108-cmac" ? 2 : 1; }
 
-  static KmsdEnvironment* environment_;
-  static KmsdProcess* kmsd_;
 };
 
-KmsdEnvironment* ResponseFieldsTest::environment_ = nullptr;
-KmsdProcess* ResponseFieldsTest::kmsd_ = nullptr;
 
 // 200 {"conference_id": b64u, "chair_response": b64u, "responder_response": b64u}
 TEST_F(ResponseFieldsTest, KeyRequestSuccessHasExactlyTheDocumentedFields) {
