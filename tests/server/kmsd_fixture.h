@@ -3,9 +3,8 @@
 // configuration, and kmsd started as a child process on a port chosen by the OS.
 #pragma once
 
-#include <sys/types.h>
-
 #include <gtest/gtest.h>
+#include <sys/types.h>
 
 #include <chrono>
 #include <functional>
