@@ -7,8 +7,9 @@
 namespace kms::server {
 namespace {
 
-void counter(std::string& out, const char* name, const char* type, const char* help,
-             std::uint64_t value) {
+// One metric family with a single unlabelled sample; `type` is "counter" or "gauge".
+void single_metric(std::string& out, const char* name, const char* type, const char* help,
+                   std::uint64_t value) {
   out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" +
          name + " " + std::to_string(value) + "\n";
 }
@@ -52,42 +53,63 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger) :
 
   metrics.add_renderer([this](std::string& out) {
     const hsm::PoolStats pool = token_->pool().stats();
-    counter(out, "kms_session_pool_open", "gauge", "Open PKCS#11 sessions in the pool",
-            pool.open_sessions);
-    counter(out, "kms_session_pool_in_use", "gauge", "Pool sessions lent out now", pool.in_use);
-    counter(out, "kms_session_pool_opened_total", "counter", "Sessions opened",
-            pool.sessions_opened);
-    counter(out, "kms_session_pool_replaced_total", "counter",
-            "Sessions found dropped by the token and replaced", pool.sessions_replaced);
-    counter(out, "kms_session_pool_handles_refound_total", "counter",
-            "Object handles re-found after CKR_OBJECT_HANDLE_INVALID", pool.handles_refound);
-    counter(out, "kms_session_pool_relogins_total", "counter",
-            "Logins after CKR_USER_NOT_LOGGED_IN", pool.relogins);
-    counter(out, "kms_session_pool_reinitializations_total", "counter",
-            "Module re-initialisations after a device error", pool.reinitializations);
-    counter(out, "kms_session_pool_acquire_timeouts_total", "counter",
-            "Operations that found no free session in time", pool.acquire_timeouts);
-    counter(out, "kms_session_pool_reinit_failures_total", "counter",
-            "Re-initialisations after which the token was still unusable", pool.reinit_failures);
-    counter(out, "kms_session_pool_reinit_suppressed_total", "counter",
-            "Re-initialisations refused by the circuit breaker's backoff", pool.reinit_suppressed);
-    counter(out, "kms_token_down", "gauge",
-            "1 while the circuit breaker is open (the last token recovery failed)",
-            pool.token_down ? 1 : 0);
+    single_metric(out, "kms_session_pool_open", "gauge", "Open PKCS#11 sessions in the pool",
+                  pool.open_sessions);
+    single_metric(out, "kms_session_pool_in_use", "gauge", "Pool sessions lent out now",
+                  pool.in_use);
+    single_metric(out, "kms_session_pool_opened_total", "counter", "Sessions opened",
+                  pool.sessions_opened);
+    single_metric(out, "kms_session_pool_replaced_total", "counter",
+                  "Sessions found dropped by the token and replaced", pool.sessions_replaced);
+    single_metric(out, "kms_session_pool_handles_refound_total", "counter",
+                  "Object handles re-found after CKR_OBJECT_HANDLE_INVALID", pool.handles_refound);
+    single_metric(out, "kms_session_pool_relogins_total", "counter",
+                  "Logins after CKR_USER_NOT_LOGGED_IN", pool.relogins);
+    single_metric(out, "kms_session_pool_reinitializations_total", "counter",
+                  "Module re-initialisations after a device error", pool.reinitializations);
+    single_metric(out, "kms_session_pool_acquire_timeouts_total", "counter",
+                  "Operations that found no free session in time", pool.acquire_timeouts);
+    single_metric(out, "kms_session_pool_reinit_failures_total", "counter",
+                  "Re-initialisations after which the token was still unusable",
+                  pool.reinit_failures);
+    single_metric(out, "kms_session_pool_reinit_suppressed_total", "counter",
+                  "Re-initialisations refused by the circuit breaker's backoff",
+                  pool.reinit_suppressed);
+    single_metric(out, "kms_token_down", "gauge",
+                  "1 while the circuit breaker is open (the last token recovery failed)",
+                  pool.token_down ? 1 : 0);
     const tokens::KeyStoreStats keys = keys_->stats();
-    counter(out, "kms_key_cache_hits_total", "counter", "Key store cache hits", keys.hits);
-    counter(out, "kms_key_cache_misses_total", "counter", "Key store unwraps/lookups", keys.misses);
-    counter(out, "kms_key_cache_entries", "gauge", "Unwrapped keys cached", keys.cached);
+    single_metric(out, "kms_key_cache_hits_total", "counter", "Key store cache hits", keys.hits);
+    single_metric(out, "kms_key_cache_misses_total", "counter", "Key store unwraps/lookups",
+                  keys.misses);
+    single_metric(out, "kms_key_cache_entries", "gauge", "Unwrapped keys cached", keys.cached);
+    single_metric(out, "kms_key_cache_evictions_total", "counter",
+                  "Unwrapped keys evicted from the cache (least recently used)", keys.evictions);
+    single_metric(out, "kms_key_lookups_refused_total", "counter",
+                  "Key lookups refused: unknown or revoked subscriber or bridge", keys.refused);
+    single_metric(out, "kms_replay_entries", "gauge",
+                  "Live entries of the replay record (used envelopes within their window)",
+                  registry_->replay_fill());
+    single_metric(out, "kms_replay_capacity", "gauge",
+                  "Replay record capacity (protocol.replay_cache_size); full means overloaded",
+                  registry_->replay_capacity());
+    const GroupCommitStats commits = registry_->group_commit_stats();
+    single_metric(out, "kms_group_commit_batches_total", "counter",
+                  "Registry transactions (group commits) committed or attempted", commits.batches);
+    single_metric(out, "kms_group_commit_writes_total", "counter",
+                  "Admissions and bridge bindings written in those transactions", commits.writes);
+    single_metric(out, "kms_group_commit_largest_batch", "gauge",
+                  "Most writes one group commit has carried since start", commits.largest_batch);
     const audit::AuditLogStats audit = audit_->stats();
-    counter(out, "kms_audit_records_total", "counter", "Audit records written by this process",
-            audit.records);
-    counter(out, "kms_audit_failures_total", "counter", "Audit records that could not be written",
-            audit.failures);
-    counter(out, "kms_audit_syncs_total", "counter", "fdatasync calls on the audit log",
-            audit.syncs);
-    counter(out, "kms_audit_last_seq", "gauge",
-            "Sequence number of the last audit record (compare with kms-audit verify)",
-            audit_->last_seq());
+    single_metric(out, "kms_audit_records_total", "counter",
+                  "Audit records written by this process", audit.records);
+    single_metric(out, "kms_audit_failures_total", "counter",
+                  "Audit records that could not be written", audit.failures);
+    single_metric(out, "kms_audit_syncs_total", "counter", "fdatasync calls on the audit log",
+                  audit.syncs);
+    single_metric(out, "kms_audit_last_seq", "gauge",
+                  "Sequence number of the last audit record (compare with kms-audit verify)",
+                  audit_->last_seq());
   });
 
   purge_thread_ = std::thread([this] { purge_loop(); });

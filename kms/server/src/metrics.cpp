@@ -1,6 +1,15 @@
 #include "kms/server/metrics.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <vector>
 
 namespace kms::server {
 namespace {
@@ -26,6 +35,64 @@ void header(std::string& out, const char* name, const char* type, const char* he
   out += ' ';
   out += type;
   out += '\n';
+}
+
+// Return codes that are answers, not failures: a size query's CKR_BUFFER_TOO_SMALL, and
+// CKR_USER_ALREADY_LOGGED_IN for a login that finds the application logged in.
+bool is_benign_rv(unsigned long rv) {
+  constexpr unsigned long kOk = 0x0, kBufferTooSmall = 0x150, kAlreadyLoggedIn = 0x100;
+  return rv == kOk || rv == kBufferTooSmall || rv == kAlreadyLoggedIn;
+}
+
+// The standard process_* families (as Prometheus client libraries export them), from /proc.
+void render_process_metrics(std::string& out) {
+  const long page = sysconf(_SC_PAGESIZE);
+  const long ticks = sysconf(_SC_CLK_TCK);
+  std::ifstream statm("/proc/self/statm");
+  long size_pages = 0, resident_pages = 0;
+  statm >> size_pages >> resident_pages;
+  header(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes");
+  out += "process_resident_memory_bytes " + std::to_string(resident_pages * page) + "\n";
+  header(out, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes");
+  out += "process_virtual_memory_bytes " + std::to_string(size_pages * page) + "\n";
+  // /proc/self/stat after the command name: state is field 3, utime/stime 14/15,
+  // starttime 22 (clock ticks since boot).
+  std::ifstream stat_file("/proc/self/stat");
+  const std::string stat((std::istreambuf_iterator<char>(stat_file)),
+                         std::istreambuf_iterator<char>());
+  const auto close_paren = stat.rfind(')');
+  if (close_paren != std::string::npos && close_paren + 2 < stat.size() && ticks > 0) {
+    std::istringstream fields(stat.substr(close_paren + 2));
+    const std::vector<std::string> f((std::istream_iterator<std::string>(fields)),
+                                     std::istream_iterator<std::string>());
+    if (f.size() > 19) {
+      const double cpu = (std::stod(f[11]) + std::stod(f[12])) / static_cast<double>(ticks);
+      header(out, "process_cpu_seconds_total", "counter", "User and system CPU time in seconds");
+      out += "process_cpu_seconds_total " + number(cpu) + "\n";
+      std::ifstream uptime_file("/proc/uptime");
+      double uptime = 0;
+      uptime_file >> uptime;
+      const double started_ago = uptime - std::stod(f[19]) / static_cast<double>(ticks);
+      const double now =
+          std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+              .count();
+      header(out, "process_start_time_seconds", "gauge", "Start time since the Unix epoch");
+      out += "process_start_time_seconds " + number(std::floor(now - started_ago)) + "\n";
+    }
+  }
+  std::size_t fds = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++fds;
+  }
+  header(out, "process_open_fds", "gauge", "Open file descriptors");
+  out += "process_open_fds " + std::to_string(fds) + "\n";
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
+    header(out, "process_max_fds", "gauge", "Maximum open file descriptors (soft limit)");
+    out += "process_max_fds " + std::to_string(limit.rlim_cur) + "\n";
+  }
 }
 
 }  // namespace
@@ -97,7 +164,7 @@ void Metrics::pkcs11_call(const char* function, unsigned long rv,
   {
     std::lock_guard lock(mutex_);
     ++pkcs11_calls_[function];
-    if (rv != 0) {
+    if (!is_benign_rv(rv)) {
       std::string code;
       if (rv_namer) {
         code = rv_namer(rv);
@@ -123,6 +190,8 @@ void Metrics::add_renderer(Renderer renderer) {
 std::string Metrics::render() const {
   std::string out;
   std::lock_guard lock(mutex_);
+  header(out, "kms_build_info", "gauge", "Always 1; the labels say which build runs");
+  out += "kms_build_info{version=" + label_value(KMS_VERSION) + "} 1\n";
   header(out, "kms_http_requests_total", "counter",
          "HTTP requests by endpoint, status and outcome");
   for (const auto& [labels, count] : requests_) {
@@ -148,27 +217,29 @@ std::string Metrics::render() const {
   for (const auto& [function, histogram] : pkcs11_latency_) {
     histogram->render(out, "kms_pkcs11_call_duration_seconds", "function=" + label_value(function));
   }
-  const auto gauge = [&out](const char* name, const char* type, const char* help, auto value) {
+  // One family with a single unlabelled sample; `type` is "counter" or "gauge".
+  const auto single = [&out](const char* name, const char* type, const char* help, auto value) {
     header(out, name, type, help);
     out += std::string(name) + " " + std::to_string(value) + "\n";
   };
-  gauge("kms_connections_open", "gauge", "Open client connections", connections_open.load());
-  gauge("kms_connections_accepted_total", "counter", "Connections accepted",
-        connections_accepted.load());
-  gauge("kms_connections_rejected_total", "counter",
-        "Connections closed at once because max_connections was reached",
-        connections_rejected.load());
-  gauge("kms_tls_handshake_failures_total", "counter", "Failed TLS handshakes",
-        tls_handshake_failures.load());
-  gauge("kms_timeouts_total", "counter", "Connections closed by a handshake/read/write timeout",
-        timeouts.load());
-  gauge("kms_pending_requests", "gauge", "Requests queued or running on the worker pool",
-        pending_requests.load());
-  gauge("kms_certificate_reloads_total", "counter", "Successful certificate reloads (SIGHUP)",
-        certificate_reloads.load());
-  gauge("kms_certificate_reload_failures_total", "counter", "Failed certificate reloads",
-        certificate_reload_failures.load());
+  single("kms_connections_open", "gauge", "Open client connections", connections_open.load());
+  single("kms_connections_accepted_total", "counter", "Connections accepted",
+         connections_accepted.load());
+  single("kms_connections_rejected_total", "counter",
+         "Connections closed at once because max_connections was reached",
+         connections_rejected.load());
+  single("kms_tls_handshake_failures_total", "counter", "Failed TLS handshakes",
+         tls_handshake_failures.load());
+  single("kms_timeouts_total", "counter", "Connections closed by a handshake/read/write timeout",
+         timeouts.load());
+  single("kms_pending_requests", "gauge", "Requests queued or running on the worker pool",
+         pending_requests.load());
+  single("kms_certificate_reloads_total", "counter", "Successful certificate reloads (SIGHUP)",
+         certificate_reloads.load());
+  single("kms_certificate_reload_failures_total", "counter", "Failed certificate reloads",
+         certificate_reload_failures.load());
   for (const auto& renderer : renderers_) renderer(out);
+  render_process_metrics(out);
   return out;
 }
 

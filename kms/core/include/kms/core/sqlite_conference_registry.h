@@ -14,6 +14,7 @@
 // always safe). A caller alone commits at once (a batch of one); nobody waits for more.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -72,8 +73,11 @@ class SqliteConferenceRegistry : public ConferenceRegistry {
                               AuditSink* audit = nullptr) override;
   std::size_t purge_expired(std::int64_t now) override;
 
-  // Live replay entries (for metrics and tests).
+  // Live replay entries (for tests: counts the table).
   std::size_t replay_entries();
+  // The committed count the capacity check uses, without touching the database (metrics).
+  std::size_t replay_fill() const noexcept { return replay_count_.load(); }
+  std::size_t replay_capacity() const noexcept { return options_.replay_capacity; }
   const std::string& path() const noexcept { return path_; }
 
   // Group commit counters, and the writes waiting for a leader (for metrics and tests).
@@ -99,9 +103,9 @@ class SqliteConferenceRegistry : public ConferenceRegistry {
   std::string path_;
   RegistryOptions options_;
   sqlite3* db_ = nullptr;
-  std::mutex mutex_;                      // the connection, replay counts and purge schedule
-  std::size_t replay_count_ = 0;          // committed
-  std::size_t pending_replay_count_ = 0;  // inside the open batch transaction
+  std::mutex mutex_;                          // the connection, replay counts and purge schedule
+  std::atomic<std::size_t> replay_count_{0};  // committed (read without the lock by metrics)
+  std::size_t pending_replay_count_ = 0;      // inside the open batch transaction
   std::int64_t next_purge_ = 0;
 
   mutable std::mutex queue_mutex_;  // the commit queue
