@@ -132,6 +132,74 @@ TEST(KmsdTokenStallTest, SlowTokenCallsDoNotStallHealthOrOtherClients) {
   write_delays(delay_file, "");  // a quick drain at SIGTERM
 }
 
+// Issue 9: a token call that never returns. Every worker is stuck in C_Decrypt; kmsd still
+// answers /healthz, says 503 token_unavailable on /readyz and on every request that needs the
+// token at once (not after a worker frees up), and serves again once the calls return.
+TEST(KmsdTokenStallTest, HungTokenIsAnswered503AtOnceAndServedAgainWhenItReturns) {
+  auto environment = KmsdEnvironment::create();
+  const TestPki& pki = environment->pki();
+  const std::string delay_file = environment->dir() + "/fault-delays";
+  ConfigOverrides overrides;
+  overrides.limits["token_stall_ms"] = "300";
+  const auto started = start_on_fault_module(*environment, "hung.toml", delay_file, overrides);
+  KmsdProcess& kmsd = *started;
+  const client::Secret r_a = client::UeClient::make_nonce();
+  const auto admitted = ue_connection(kmsd, pki)->post_json(
+      "/v1/key-request", kms::wire::key_request_to_json(key_request(
+                             *environment, kAlice, r_a, kBob, client::UeClient::make_nonce())));
+  ASSERT_EQ(admitted.status, 200u) << admitted.body;
+  const kms::Bytes conference_id = kms::wire::key_response_from_json(admitted.body).conference_id;
+
+  write_delays(delay_file, "C_Decrypt=600000");  // "hung": lowered below, which ends it
+  const auto patient_request = [&](const char* invitee) {
+    kms::tools::ClientTlsOptions tls;
+    tls.ca_file = pki.server_ca;
+    tls.timeout = std::chrono::seconds(120);
+    kms::tools::HttpsClient http(kms::tools::ServerUrl::parse(kmsd.url()), tls);
+    return http
+        .post_json("/v1/key-request", kms::wire::key_request_to_json(key_request(
+                                          *environment, kAlice, client::UeClient::make_nonce(),
+                                          invitee, client::UeClient::make_nonce())))
+        .status;
+  };
+  std::vector<std::future<unsigned>> stuck;
+  for (int i = 0; i < 4; ++i) {  // one per worker (--worker-threads 4)
+    stuck.push_back(std::async(std::launch::async, patient_request, i % 2 ? kBob : kCarol));
+  }
+  ASSERT_TRUE(wait_until([&] {
+    return fetch_metric(kmsd, pki, "kms_token_oldest_call_milliseconds").value_or(0) > 300 &&
+           pending_requests(kmsd, pki) >= 4;
+  })) << kmsd.log();
+
+  EXPECT_EQ(ue_connection(kmsd, pki)->get("/healthz").status, 200u);
+  // These clients give up after 10 s (TransportError): without the stall check the
+  // requests would wait behind the stuck workers.
+  const auto ready = ue_connection(kmsd, pki)->get("/readyz");
+  ASSERT_EQ(ready.status, 503u) << ready.body;
+  EXPECT_NE(ready.body.find("\"token_unavailable\""), std::string::npos) << ready.body;
+  EXPECT_EQ(
+      https_request(kmsd.port(), pki.server_ca, "GET", "/readyz", "", "").header("Retry-After"),
+      "1");
+  const auto refused = ue_connection(kmsd, pki)->post_json(
+      "/v1/key-request", kms::wire::key_request_to_json(
+                             key_request(*environment, kAlice, client::UeClient::make_nonce(), kBob,
+                                         client::UeClient::make_nonce())));
+  EXPECT_EQ(refused.status, 503u) << refused.body;
+  EXPECT_NE(refused.body.find("\"token_unavailable\""), std::string::npos) << refused.body;
+  const auto release =
+      bridge_connection(kmsd, pki, pki.bridge)
+          ->post_json("/v1/bridge/keys", kms::wire::bridge_request_to_json(conference_id));
+  EXPECT_EQ(release.status, 503u) << release.body;
+  EXPECT_GE(fetch_metric(kmsd, pki, "kms_token_stall_refusals_total").value_or(0), 2);
+
+  write_delays(delay_file, "");  // the token answers again: the stuck calls return
+  for (auto& request : stuck) EXPECT_EQ(request.get(), 200u);
+  EXPECT_TRUE(wait_until([&] {
+    return https_request(kmsd.port(), pki.server_ca, "GET", "/readyz", "", "").status == 200;
+  })) << kmsd.log();
+  EXPECT_EQ(patient_request(kBob), 200u);
+}
+
 TEST(KmsdTokenStallTest, SigtermAnswersTheRequestsInFlightBeforeExiting) {
   auto environment = KmsdEnvironment::create();
   const TestPki& pki = environment->pki();

@@ -19,4 +19,10 @@ using CallObserver =
 // costs one relaxed atomic load extra (no clock reads).
 void set_call_observer(CallObserver observer);
 
+// While an observer is installed, every thread's current token call is also tracked (its
+// start time in a per-thread slot, no lock): this is how long the longest call now in
+// progress has been running, zero when none is. A hung token shows as a call that never
+// returns, which kmsd reads without making a token call itself.
+std::chrono::nanoseconds oldest_call_in_flight();
+
 }  // namespace hsm

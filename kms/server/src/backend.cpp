@@ -75,6 +75,11 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger) :
     single_metric(out, "kms_session_pool_reinit_suppressed_total", "counter",
                   "Re-initialisations refused by the circuit breaker's backoff",
                   pool.reinit_suppressed);
+    single_metric(out, "kms_token_oldest_call_milliseconds", "gauge",
+                  "How long the longest token call now in progress has been running",
+                  static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                 hsm::oldest_call_in_flight())
+                                                 .count()));
     single_metric(out, "kms_token_down", "gauge",
                   "1 while the circuit breaker is open (the last token recovery failed)",
                   pool.token_down ? 1 : 0);
@@ -133,6 +138,7 @@ Backend KmsBackend::backend() {
   // Not ready: the probe tries one recovery (within the breaker's backoff), so /readyz
   // heals without traffic; a balancer sends none to an unready node.
   backend.ready = [this] { return token_->pool().probe(); };
+  backend.oldest_token_call = [] { return hsm::oldest_call_in_flight(); };
   return backend;
 }
 

@@ -209,7 +209,7 @@ LoadResult load_config(const fs::path& file) {
 
   const auto* limits = p.table(
       "limits", {"max_body_bytes", "max_header_bytes", "max_connections", "max_pending_requests",
-                 "handshake_timeout_ms", "read_timeout_ms", "write_timeout_ms"});
+                 "handshake_timeout_ms", "read_timeout_ms", "write_timeout_ms", "token_stall_ms"});
   p.size(limits, "limits", "max_body_bytes", config.limits.max_body_bytes, 256, 1 << 20);
   p.size(limits, "limits", "max_header_bytes", config.limits.max_header_bytes, 1024, 1 << 16);
   p.size(limits, "limits", "max_connections", config.limits.max_connections, 1, 1 << 20);
@@ -218,6 +218,7 @@ LoadResult load_config(const fs::path& file) {
              600000);
   p.duration(limits, "limits", "read_timeout_ms", config.limits.read_timeout, 100, 3600000);
   p.duration(limits, "limits", "write_timeout_ms", config.limits.write_timeout, 100, 600000);
+  p.duration(limits, "limits", "token_stall_ms", config.limits.token_stall, 100, 600000);
 
   const auto* protocol =
       p.table("protocol", {"freshness_window_s", "conference_ttl_s", "replay_cache_size"});

@@ -238,6 +238,9 @@ std::string Metrics::render() const {
          certificate_reloads.load());
   single("kms_certificate_reload_failures_total", "counter", "Failed certificate reloads",
          certificate_reload_failures.load());
+  single("kms_token_stall_refusals_total", "counter",
+         "Requests answered 503 at once because a token call ran past limits.token_stall",
+         token_stall_refusals.load());
   for (const auto& renderer : renderers_) renderer(out);
   render_process_metrics(out);
   return out;

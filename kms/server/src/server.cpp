@@ -294,8 +294,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
         send({200, "application/json", R"({"status":"ok"})", "ok"});
     } else if (path == "/readyz") {
       endpoint_ = "readyz";
-      if (require(http::verb::get, "GET"))
+      if (require(http::verb::get, "GET")) {
+        if (token_stalled()) return send(stalled_reply());  // the workers may all be stuck
         run_on_worker([&server = server_] { return readiness(server); });
+      }
     } else if (path == "/metrics") {
       endpoint_ = "metrics";
       if (require(http::verb::get, "GET")) {
@@ -383,8 +385,22 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // Runs job on the worker pool (token calls, audit fsync) and sends its reply from this
   // connection's strand. Beyond max_pending_requests queued jobs: 503 at once.
+  // A token call has run past limits.token_stall: the token hangs (a call cannot be
+  // cancelled), so nothing that needs it waits for a worker.
+  bool token_stalled() const {
+    return server_.backend.oldest_token_call &&
+           server_.backend.oldest_token_call() > server_.config.limits.token_stall;
+  }
+  static Reply stalled_reply() {
+    return error_reply(503, "token_unavailable", "the token is not answering; retry later");
+  }
+
   template <class Job>
   void run_on_worker(Job job) {
+    if (token_stalled()) {
+      ++server_.metrics.token_stall_refusals;
+      return send(stalled_reply());
+    }
     auto& pending = server_.metrics.pending_requests;
     if (pending.fetch_add(1) >=
         static_cast<std::int64_t>(server_.config.limits.max_pending_requests)) {

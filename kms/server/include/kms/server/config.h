@@ -40,6 +40,9 @@ struct Limits {
   std::chrono::milliseconds handshake_timeout{5000};
   std::chrono::milliseconds read_timeout{10000};  // idle wait + whole request
   std::chrono::milliseconds write_timeout{10000};
+  // A token call running longer than this means the token hangs: /readyz answers 503 and
+  // token requests 503 token_unavailable at once, without waiting for a worker.
+  std::chrono::milliseconds token_stall{5000};
 };
 
 struct ProtocolSettings {

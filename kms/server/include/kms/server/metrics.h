@@ -48,6 +48,7 @@ class Metrics {
   std::atomic<std::int64_t> pending_requests{0};
   std::atomic<std::uint64_t> certificate_reloads{0};
   std::atomic<std::uint64_t> certificate_reload_failures{0};
+  std::atomic<std::uint64_t> token_stall_refusals{0};  // 503 at once: a token call hangs
 
   // Extra lines rendered at the end (session pool, audit log): set once at start.
   using Renderer = std::function<void(std::string&)>;

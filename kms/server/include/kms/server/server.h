@@ -4,6 +4,7 @@
 // body size, handshake/read/write timeouts, queued requests) bound what a client can hold.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -23,6 +24,9 @@ struct Backend {
   BridgeService* bridges = nullptr;
   AuditSink* audit = nullptr;   // for refusals the server decides itself (client certificate)
   std::function<bool()> ready;  // token reachable and logged in (runs on a worker)
+  // How long the longest token call now in progress has been running (no token call; runs
+  // on an I/O thread): beyond limits.token_stall the token counts as hung.
+  std::function<std::chrono::nanoseconds()> oldest_token_call;
 };
 
 class Server {
