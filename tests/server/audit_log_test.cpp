@@ -7,10 +7,14 @@
 #include <sys/wait.h>
 
 #include <array>
+#include <boost/json.hpp>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <thread>
@@ -222,10 +226,13 @@ class FileSizeLimit {
 };
 
 // "Stays failed" (audit_log.h): after one failed write the log refuses every later record,
-// append and sync, although the file would take them, because its tail is uncertain. A
-// restarted process (a new AuditLog on the file) resumes from what is on disk.
-TEST_F(AuditLogTest, AfterOneFailedWriteTheLogStaysFailedThoughTheFileWouldTakeWrites) {
-  auto log = std::make_unique<AuditLog>(path_);
+// append and sync until its retry interval has passed, although the file would take them,
+// because its tail is uncertain. A restarted process (a new AuditLog on the file) resumes
+// from what is on disk.
+TEST_F(AuditLogTest, AfterOneFailedWriteTheLogStaysFailedForItsRetryInterval) {
+  kms::audit::AuditLogOptions options;
+  options.retry_interval = std::chrono::hours(1);
+  auto log = std::make_unique<AuditLog>(path_, options);
   log->record(release(1));
   const auto size = fs::file_size(path_);
   {
@@ -244,13 +251,16 @@ TEST_F(AuditLogTest, AfterOneFailedWriteTheLogStaysFailedThoughTheFileWouldTakeW
   EXPECT_THROW(log->record(release(3)), AuditUnavailable);
   EXPECT_THROW(log->append(release(4)), AuditUnavailable);
   EXPECT_THROW(log->sync(), AuditUnavailable);
+  EXPECT_FALSE(log->probe());
   EXPECT_EQ(fs::file_size(path_), size);  // nothing written after the failure
   EXPECT_EQ(log->stats().records, 1u);
-  EXPECT_EQ(log->stats().failures, 4u);
+  EXPECT_EQ(log->stats().failures, 4u);  // the probe is not a failure
+  EXPECT_TRUE(log->stats().down);
+  EXPECT_EQ(log->stats().recoveries, 0u);
   ASSERT_TRUE(log->head());
   EXPECT_EQ(log->head()->seq, 1u);
 
-  log.reset();  // "until the process is restarted"
+  log.reset();  // a restarted process resumes from the file
   AuditLog restarted(path_);
   EXPECT_EQ(restarted.last_seq(), 1u);
   restarted.record(release(5));
@@ -260,9 +270,11 @@ TEST_F(AuditLogTest, AfterOneFailedWriteTheLogStaysFailedThoughTheFileWouldTakeW
 }
 
 // The same for the group-commit path: a failed append() makes sync() and every later
-// append() fail, although the file would take them.
+// append() fail within the retry interval, although the file would take them.
 TEST_F(AuditLogTest, AfterOneFailedAppendSyncAndLaterAppendsFail) {
-  AuditLog log(path_);
+  kms::audit::AuditLogOptions options;
+  options.retry_interval = std::chrono::hours(1);
+  AuditLog log(path_, options);
   log.append(release(1));
   log.sync();
   const auto size = fs::file_size(path_);
@@ -276,6 +288,120 @@ TEST_F(AuditLogTest, AfterOneFailedAppendSyncAndLaterAppendsFail) {
   EXPECT_EQ(fs::file_size(path_), size);
   EXPECT_EQ(log.stats().records, 1u);
   EXPECT_EQ(log.head()->seq, 1u);
+}
+
+std::map<std::string, std::string> fields_of(const std::string& line) {
+  std::map<std::string, std::string> fields;
+  const auto value = boost::json::parse(line);
+  for (const auto& [key, field] : value.at("fields").as_object()) {
+    fields[std::string(key)] = std::string(field.as_string());
+  }
+  return fields;
+}
+
+// Self-recovery (audit_log.h): the failing record is refused and never written later; the
+// next call after the retry interval cuts the torn piece the failed write left, resumes the
+// chain from the last complete record and records the failure before anything else, so
+// the chain says that (and when, and how many calls were refused) instead of hiding it.
+TEST_F(AuditLogTest, AFailedWriteIsCutAndTheChainResumesWithARecordOfTheFailure) {
+  kms::audit::AuditLogOptions options;
+  options.retry_interval = std::chrono::milliseconds(0);  // the next call retries
+  AuditLog log(path_, options);
+  std::vector<std::pair<bool, std::string>> changes;
+  log.on_health_change(
+      [&](bool up, const std::string& detail) { changes.emplace_back(up, detail); });
+  log.record(release(1));
+  const auto size = fs::file_size(path_);
+  {
+    FileSizeLimit limit(size + 100);  // a short write of 100 bytes, then EFBIG
+    EXPECT_THROW(log.record(release(2)), AuditUnavailable);
+    EXPECT_EQ(fs::file_size(path_), size + 100);  // the torn piece of record 2
+    EXPECT_FALSE(verify_file(path_).ok);
+    // Still no room, not even for the record of the failure: stays failed.
+    EXPECT_THROW(log.record(release(3)), AuditUnavailable);
+    EXPECT_FALSE(log.probe());
+    EXPECT_TRUE(log.stats().down);
+  }
+  log.record(release(4));  // room again: resumes, then records
+  EXPECT_FALSE(log.stats().down);
+  EXPECT_EQ(log.stats().recoveries, 1u);
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_FALSE(changes[0].first);
+  EXPECT_NE(changes[0].second.find("File too large"), std::string::npos) << changes[0].second;
+  EXPECT_TRUE(changes[1].first);
+
+  const auto result = verify_file(path_);
+  EXPECT_TRUE(result.ok) << result.problem;
+  EXPECT_EQ(result.records, 3u);
+  const auto all = lines();
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_NE(all[0].find("user1@"), std::string::npos);
+  EXPECT_NE(all[1].find("\"event\":\"audit_recovered\""), std::string::npos) << all[1];
+  const auto recovered = fields_of(all[1]);
+  EXPECT_NE(recovered.at("error").find("File too large"), std::string::npos);
+  EXPECT_EQ(recovered.at("last_durable_seq"), "1");
+  EXPECT_EQ(recovered.at("torn_bytes_removed"), "100");
+  EXPECT_EQ(recovered.at("refused"), "2");  // record 2 (the failing write) and record 3
+  EXPECT_FALSE(recovered.at("failed_at").empty());
+  EXPECT_NE(all[2].find("user4@"), std::string::npos);
+  // The refused records are nowhere: their callers were told.
+  for (const auto& line : all) {
+    EXPECT_EQ(line.find("user2@"), std::string::npos);
+    EXPECT_EQ(line.find("user3@"), std::string::npos);
+  }
+  ASSERT_TRUE(log.head());
+  EXPECT_EQ(log.head()->seq, 3u);
+  EXPECT_EQ(log.head()->hash, result.head_hash);
+  // kms-audit agrees.
+  const int code = std::system((std::string(KMS_AUDIT_BIN) + " verify -q " + path_).c_str());
+  EXPECT_EQ(code, 0);
+}
+
+// A log whose durable records are gone from the file (lost, cut) does not resume: the chain
+// would go on as if nothing were missing.
+TEST_F(AuditLogTest, ALogThatLostDurableRecordsDoesNotResume) {
+  kms::audit::AuditLogOptions options;
+  options.retry_interval = std::chrono::milliseconds(0);
+  AuditLog log(path_, options);
+  for (int i = 1; i <= 3; ++i) log.record(release(i));
+  const auto size = fs::file_size(path_);
+  {
+    FileSizeLimit limit(size);
+    EXPECT_THROW(log.record(release(4)), AuditUnavailable);
+  }
+  auto content = lines();
+  content.resize(2);  // durable record 3 removed behind the log's back
+  write_lines(content);
+  try {
+    log.record(release(5));
+    ADD_FAILURE() << "resumed without durable record 3";
+  } catch (const AuditUnavailable& error) {
+    EXPECT_NE(std::string(error.what()).find("durable records are missing"), std::string::npos)
+        << error.what();
+  }
+  EXPECT_FALSE(log.probe());
+  EXPECT_EQ(lines().size(), 2u);
+}
+
+// Resuming needs free space on the log's filesystem (hysteresis at the edge of a full disk).
+TEST_F(AuditLogTest, ResumingNeedsFreeSpaceOnTheFilesystem) {
+  kms::audit::AuditLogOptions options;
+  options.retry_interval = std::chrono::milliseconds(0);
+  options.resume_free_bytes = std::uint64_t{1} << 62;  // more than any filesystem has
+  AuditLog log(path_, options);
+  log.record(release(1));
+  {
+    FileSizeLimit limit(fs::file_size(path_));
+    EXPECT_THROW(log.record(release(2)), AuditUnavailable);
+  }
+  try {
+    log.record(release(3));
+    ADD_FAILURE() << "resumed without the free space it needs";
+  } catch (const AuditUnavailable& error) {
+    EXPECT_NE(std::string(error.what()).find("needed to resume"), std::string::npos)
+        << error.what();
+  }
+  EXPECT_EQ(lines().size(), 1u);
 }
 
 TEST_F(AuditLogTest, SecondWriterOnTheSameFileIsRefused) {

@@ -91,8 +91,9 @@ std::string KmsdEnvironment::write_config(const std::string& name,
   toml << "[limits]\n";
   for (const auto& [key, value] : limits) toml << key << " = " << value << "\n";
   toml << "[audit]\npath = \""
-       << (overrides.audit_path.empty() ? audit_path(name) : overrides.audit_path) << "\"\n"
-       << "[log]\n";
+       << (overrides.audit_path.empty() ? audit_path(name) : overrides.audit_path) << "\"\n";
+  for (const auto& [key, value] : overrides.audit) toml << key << " = " << value << "\n";
+  toml << "[log]\n";
   for (const auto& [key, value] : log) toml << key << " = " << value << "\n";
   toml << "[token]\nmodule = \""
        << (overrides.token_module.empty() ? token_->module_path() : overrides.token_module)

@@ -36,6 +36,7 @@ struct ConfigOverrides {
   std::map<std::string, std::string> server;  // [server] key -> TOML value text
   std::map<std::string, std::string> limits;  // [limits] key -> TOML value text
   std::map<std::string, std::string> log;     // [log] key -> TOML value text
+  std::map<std::string, std::string> audit;   // [audit] key -> TOML value text (not path)
   std::string audit_path;                     // default: audit_path(name)
   std::string tls_cert;                       // default: the PKI's server certificate
   std::string tls_key;

@@ -37,6 +37,13 @@ std::unique_ptr<ssl::context> client_context(const std::string& ca_file, const s
 
 constexpr std::chrono::milliseconds kSocketTimeout{10000};
 
+// Opens `socket` and binds it to `source_address` (port chosen by the OS) when one is given.
+void bind_source(tcp::socket& socket, const std::string& source_address) {
+  if (source_address.empty()) return;
+  socket.open(tcp::v4());
+  socket.bind(tcp::endpoint(net::ip::make_address(source_address), 0));
+}
+
 RawResponse to_raw(const http::response<http::string_body>& response) {
   RawResponse result;
   result.status = response.result_int();
@@ -60,10 +67,11 @@ std::string RawResponse::header(const std::string& name) const {
 RawResponse https_request(std::uint16_t port, const std::string& ca_file, const std::string& method,
                           const std::string& target, const std::string& content_type,
                           const std::string& body, const std::string& cert_file,
-                          const std::string& key_file) {
+                          const std::string& key_file, const std::string& source_address) {
   net::io_context ioc;
   auto context = client_context(ca_file, cert_file, key_file);
   beast::ssl_stream<tcp::socket> stream(ioc, *context);
+  bind_source(stream.next_layer(), source_address);
   stream.next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
   kms::tools::set_socket_timeouts(stream.next_layer().native_handle(), kSocketTimeout);
   stream.handshake(ssl::stream_base::client);
@@ -85,7 +93,7 @@ RawResponse https_request(std::uint16_t port, const std::string& ca_file, const 
 
 struct RawTlsConnection::Impl {
   std::uint16_t port;
-  std::string ca_file, cert_file, key_file;
+  std::string ca_file, cert_file, key_file, source_address;
   net::io_context ioc;
   std::unique_ptr<ssl::context> context;
   std::unique_ptr<beast::ssl_stream<tcp::socket>> stream;
@@ -93,9 +101,10 @@ struct RawTlsConnection::Impl {
 };
 
 RawTlsConnection::RawTlsConnection(std::uint16_t port, std::string ca_file, std::string cert_file,
-                                   std::string key_file)
+                                   std::string key_file, std::string source_address)
     : impl_(std::make_unique<Impl>()) {
   impl_->port = port;
+  impl_->source_address = std::move(source_address);
   impl_->context = client_context(ca_file, cert_file, key_file);
   impl_->ca_file = std::move(ca_file);
   impl_->cert_file = std::move(cert_file);
@@ -117,6 +126,7 @@ RawTlsConnection::Exchange RawTlsConnection::exchange(const std::string& method,
   if (!impl.stream) {
     impl.buffer.clear();
     impl.stream = std::make_unique<beast::ssl_stream<tcp::socket>>(impl.ioc, *impl.context);
+    bind_source(impl.stream->next_layer(), impl.source_address);
     impl.stream->next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), impl.port),
                                       ec);
     if (!ec) {
@@ -209,9 +219,18 @@ bool SlowTlsConnection::closed_by_server(std::chrono::milliseconds wait) {
   return static_cast<bool>(ec);  // EOF, truncated stream or reset
 }
 
-int open_silent_tcp(std::uint16_t port) {
+int open_silent_tcp(std::uint16_t port, const std::string& source_address) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
+  if (!source_address.empty()) {
+    sockaddr_in source{};
+    source.sin_family = AF_INET;
+    if (::inet_pton(AF_INET, source_address.c_str(), &source.sin_addr) != 1 ||
+        ::bind(fd, reinterpret_cast<sockaddr*>(&source), sizeof source) != 0) {
+      ::close(fd);
+      return -1;
+    }
+  }
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);

@@ -18,11 +18,12 @@ struct RawResponse {
   std::string headers;
 };
 
-// One request on a new TLS connection (optionally with a client certificate).
+// One request on a new TLS connection (optionally with a client certificate, optionally
+// from another loopback source address, e.g. "127.0.0.2": the whole 127/8 is loopback).
 RawResponse https_request(std::uint16_t port, const std::string& ca_file, const std::string& method,
                           const std::string& target, const std::string& content_type,
                           const std::string& body, const std::string& cert_file = {},
-                          const std::string& key_file = {});
+                          const std::string& key_file = {}, const std::string& source_address = {});
 
 // One keep-alive TLS connection for raw exchanges, which says how far each exchange got (the
 // drain test must tell "refused before anything was sent" from "a response cut short").
@@ -44,7 +45,7 @@ class RawTlsConnection {
   using Headers = std::vector<std::pair<std::string, std::string>>;
 
   RawTlsConnection(std::uint16_t port, std::string ca_file, std::string cert_file = {},
-                   std::string key_file = {});
+                   std::string key_file = {}, std::string source_address = {});
   ~RawTlsConnection();
   Exchange exchange(const std::string& method, const std::string& target,
                     const std::string& content_type = {}, const std::string& body = {},
@@ -73,7 +74,8 @@ class SlowTlsConnection {
   std::unique_ptr<Impl> impl_;
 };
 
-// A plain TCP connection that never speaks (connection flood); -1 on failure.
-int open_silent_tcp(std::uint16_t port);
+// A plain TCP connection that never speaks (connection flood); -1 on failure. From
+// `source_address` when given (bound before connecting).
+int open_silent_tcp(std::uint16_t port, const std::string& source_address = {});
 
 }  // namespace kmstest

@@ -50,7 +50,8 @@ BridgeRelease TokenBridgeService::release(const std::string& bridge_id, const By
                    {"bridge", bridge_id.substr(0, protocol::kMaxIdentitySize)},
                    {"conference", to_hex(conference_id).substr(0, 64)},
                    {"peer", context.peer},
-                   {"request_id", context.request_id}});
+                   {"request_id", context.request_id}},
+                  /*authenticated=*/true);  // the server verified the bridge's certificate
     throw;
   }
 }

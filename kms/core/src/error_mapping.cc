@@ -38,12 +38,17 @@ void rethrow_as_protocol_error(bool bridge_lookup) {
 }
 
 void audit_refusal(AuditSink& audit, const ProtocolError& error,
-                   std::map<std::string, std::string> fields) {
+                   std::map<std::string, std::string> fields, bool authenticated) {
   if (error.code() == ErrorCode::audit_unavailable) return;
   fields["detail"] = error.detail();
+  const std::string peer = fields["peer"];
   try {
-    audit.record(
-        AuditEvent{"refusal", std::string(error_code_name(error.code())), std::move(fields)});
+    AuditEvent event{"refusal", std::string(error_code_name(error.code())), std::move(fields)};
+    if (authenticated) {
+      audit.record(event);
+    } else {
+      audit.unauthenticated_refusal(event, peer);
+    }
   } catch (const std::exception&) {
     // Best effort, see the header.
   }

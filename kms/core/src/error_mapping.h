@@ -17,8 +17,12 @@ namespace kms {
 
 // Records a refusal with the error's code and detail added to `fields`. Best effort: a
 // refusal releases nothing, so it stands even if the audit log cannot take it. An
-// audit_unavailable error is not recorded (the log is what failed).
+// audit_unavailable error is not recorded (the log is what failed). `authenticated`: the
+// request had proven who sent it (both envelopes opened; a verified bridge certificate).
+// A refusal before that is anyone's to send, as many times as they like: it goes to
+// AuditSink::unauthenticated_refusal (bounded cost, keyed by fields["peer"]); after it,
+// every refusal is a record of its own.
 void audit_refusal(AuditSink& audit, const ProtocolError& error,
-                   std::map<std::string, std::string> fields);
+                   std::map<std::string, std::string> fields, bool authenticated);
 
 }  // namespace kms

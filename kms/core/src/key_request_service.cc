@@ -98,9 +98,10 @@ TokenKeyRequestService::TokenKeyRequestService(tokens::TokenContext& token, toke
 
 KeyResponse TokenKeyRequestService::handle(const KeyRequest& request,
                                            const RequestContext& context) {
+  bool authenticated = false;  // both envelopes opened under their subscribers' keys
   try {
     try {
-      return process(request, context);
+      return process(request, context, authenticated);
     } catch (...) {
       rethrow_as_protocol_error(false);
     }
@@ -110,13 +111,14 @@ KeyResponse TokenKeyRequestService::handle(const KeyRequest& request,
                    {"chair", request.chair_id.substr(0, protocol::kMaxIdentitySize)},
                    {"member", request.responder_id.substr(0, protocol::kMaxIdentitySize)},
                    {"peer", context.peer},
-                   {"request_id", context.request_id}});
+                   {"request_id", context.request_id}},
+                  authenticated);
     throw;
   }
 }
 
 KeyResponse TokenKeyRequestService::process(const KeyRequest& request,
-                                            const RequestContext& context) {
+                                            const RequestContext& context, bool& authenticated) {
   const std::int64_t now = config_.now();
   check_identity(request.chair_id, "chair identity");
   check_identity(request.responder_id, "responder identity");
@@ -165,6 +167,7 @@ KeyResponse TokenKeyRequestService::process(const KeyRequest& request,
     protocol::EnvelopePlaintext responder_plain =
         open_party_envelope(session, profile, responder_key.handle(), request.responder_id,
                             responder, responder_aad, "responder");
+    authenticated = true;
     for (const auto* plain : {&chair_plain, &responder_plain}) {
       if (plain->chair_id != request.chair_id || plain->responder_id != request.responder_id) {
         throw ProtocolError(ErrorCode::identity_mismatch,

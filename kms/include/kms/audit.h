@@ -46,6 +46,18 @@ class AuditSink {
   // The head as of the last successful sync() or record(); nullopt when the sink keeps no
   // chain (then nothing is anchored).
   virtual std::optional<AuditHead> head() const { return std::nullopt; }
+
+  // A refusal of a request that nothing has authenticated yet (no envelope opened, no
+  // bridge certificate verified): anyone can send any number of those, so a sink may bound
+  // their cost, e.g. kms::audit::RefusalSummarizer (one record per interval per source
+  // address and error code, the rest counted into a summary record; no sync of their own).
+  // `peer` is RequestContext::peer ("address:port"). A refusal releases nothing, so this
+  // is best effort; the default records the event like any other (and may throw like
+  // record()).
+  virtual void unauthenticated_refusal(const AuditEvent& event, const std::string& peer) {
+    (void)peer;
+    record(event);
+  }
 };
 
 }  // namespace kms

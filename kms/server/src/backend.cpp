@@ -22,7 +22,21 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger) :
     metrics.pkcs11_call(function, rv, t);
   });
 
-  audit_ = std::make_unique<audit::AuditLog>(config.audit.path.string());
+  audit::AuditLogOptions audit_options;
+  audit_options.retry_interval = config.audit.retry_interval;
+  audit_ = std::make_unique<audit::AuditLog>(config.audit.path.string(), audit_options);
+  // One line per change of the log's state, never one per refused record.
+  audit_->on_health_change([this](bool up, const std::string& detail) {
+    if (up) {
+      logger_.warn("audit log recovered", {{"detail", detail}});
+    } else {
+      logger_.error("audit log failed: admissions and releases are refused until it recovers",
+                    {{"error", detail}});
+    }
+  });
+  audit::RefusalSummaryOptions refusal_options;
+  refusal_options.interval = config.audit.refusal_summary_interval;
+  refusals_ = std::make_unique<audit::RefusalSummarizer>(*audit_, refusal_options);
   token_ = tokens::TokenContext::open(config.token);
   token_->require_kms_keys();
   // One line per change of the token's state, never one per failing request.
@@ -46,10 +60,10 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger) :
   ServiceConfig service_config;
   service_config.freshness_window_seconds = config.protocol.freshness_window.count();
   service_config.conference_lifetime_seconds = config.protocol.conference_ttl.count();
-  key_requests_ = std::make_unique<TokenKeyRequestService>(*token_, *keys_, *registry_, *audit_,
+  key_requests_ = std::make_unique<TokenKeyRequestService>(*token_, *keys_, *registry_, *refusals_,
                                                            service_config);
   bridges_ =
-      std::make_unique<TokenBridgeService>(*token_, *keys_, *registry_, *audit_, service_config);
+      std::make_unique<TokenBridgeService>(*token_, *keys_, *registry_, *refusals_, service_config);
 
   metrics.add_renderer([this](std::string& out) {
     const hsm::PoolStats pool = token_->pool().stats();
@@ -115,6 +129,19 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger) :
     single_metric(out, "kms_audit_last_seq", "gauge",
                   "Sequence number of the last audit record (compare with kms-audit verify)",
                   audit_->last_seq());
+    single_metric(out, "kms_audit_down", "gauge",
+                  "1 while the audit log is failed (admissions and releases refused)", audit.down);
+    single_metric(out, "kms_audit_recoveries_total", "counter",
+                  "Times the audit log resumed by itself after a failure", audit.recoveries);
+    const audit::RefusalSummaryStats refusals = refusals_->stats();
+    single_metric(out, "kms_audit_unauthenticated_refusals_total", "counter",
+                  "Refusals of unauthenticated requests (recorded one by one or summarized)",
+                  refusals.refusals);
+    single_metric(out, "kms_audit_refusals_summarized_total", "counter",
+                  "Unauthenticated refusals counted into refusal_summary records",
+                  refusals.summarized);
+    single_metric(out, "kms_audit_refusal_summaries_total", "counter",
+                  "refusal_summary records written", refusals.summaries);
   });
 
   purge_thread_ = std::thread([this] { purge_loop(); });
@@ -134,7 +161,9 @@ Backend KmsBackend::backend() {
   Backend backend;
   backend.key_requests = key_requests_.get();
   backend.bridges = bridges_.get();
-  backend.audit = audit_.get();
+  backend.audit = refusals_.get();
+  // A failed log is probed for recovery (at most once per audit.retry_interval_ms).
+  backend.audit_ready = [this] { return audit_->probe(); };
   // Not ready: the probe tries one recovery (within the breaker's backoff), so /readyz
   // heals without traffic; a balancer sends none to an unready node.
   backend.ready = [this] { return token_->pool().probe(); };

@@ -209,11 +209,18 @@ LoadResult load_config(const fs::path& file) {
 
   const auto* limits = p.table(
       "limits", {"max_body_bytes", "max_header_bytes", "max_connections", "max_pending_requests",
-                 "handshake_timeout_ms", "read_timeout_ms", "write_timeout_ms", "token_stall_ms"});
+                 "handshake_timeout_ms", "read_timeout_ms", "write_timeout_ms", "max_handshakes",
+                 "max_connections_per_source", "max_handshakes_per_source", "token_stall_ms"});
   p.size(limits, "limits", "max_body_bytes", config.limits.max_body_bytes, 256, 1 << 20);
   p.size(limits, "limits", "max_header_bytes", config.limits.max_header_bytes, 1024, 1 << 16);
   p.size(limits, "limits", "max_connections", config.limits.max_connections, 1, 1 << 20);
   p.size(limits, "limits", "max_pending_requests", config.limits.max_pending_requests, 1, 1 << 20);
+  // Connection budgets (server.cpp caps each at the one it lies within).
+  p.size(limits, "limits", "max_handshakes", config.limits.max_handshakes, 1, 1 << 20);
+  p.size(limits, "limits", "max_connections_per_source", config.limits.max_connections_per_source,
+         1, 1 << 20);
+  p.size(limits, "limits", "max_handshakes_per_source", config.limits.max_handshakes_per_source, 1,
+         1 << 20);
   p.duration(limits, "limits", "handshake_timeout_ms", config.limits.handshake_timeout, 100,
              600000);
   p.duration(limits, "limits", "read_timeout_ms", config.limits.read_timeout, 100, 3600000);
@@ -229,8 +236,12 @@ LoadResult load_config(const fs::path& file) {
   p.size(protocol, "protocol", "replay_cache_size", config.protocol.replay_cache_size, 1000,
          100000000);
 
-  const auto* audit = p.table("audit", {"path"});
+  const auto* audit =
+      p.table("audit", {"path", "refusal_summary_interval_ms", "retry_interval_ms"});
   p.path(audit, "audit", "path", config.audit.path);
+  p.duration(audit, "audit", "refusal_summary_interval_ms", config.audit.refusal_summary_interval,
+             100, 3600000);
+  p.duration(audit, "audit", "retry_interval_ms", config.audit.retry_interval, 10, 600000);
   if (!audit || !audit->get("path")) config.audit.path = base / config.audit.path;
 
   const auto* log = p.table("log", {"level", "format"});

@@ -226,8 +226,17 @@ std::string Metrics::render() const {
   single("kms_connections_accepted_total", "counter", "Connections accepted",
          connections_accepted.load());
   single("kms_connections_rejected_total", "counter",
-         "Connections closed at once because max_connections was reached",
+         "Connections closed at once: every connection in the way had completed its handshake",
          connections_rejected.load());
+  single("kms_connections_rejected_per_source_total", "counter",
+         "Of those, refused because their source had max_connections_per_source open",
+         connections_rejected_per_source.load());
+  single("kms_connections_handshaking", "gauge",
+         "Open connections that have not completed their TLS handshake",
+         connections_handshaking.load());
+  single("kms_handshakes_evicted_total", "counter",
+         "Connections closed during their TLS handshake to make room for a newer connection",
+         handshakes_evicted.load());
   single("kms_tls_handshake_failures_total", "counter", "Failed TLS handshakes",
          tls_handshake_failures.load());
   single("kms_timeouts_total", "counter", "Connections closed by a handshake/read/write timeout",

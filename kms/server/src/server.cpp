@@ -1,6 +1,7 @@
 #include "kms/server/server.h"
 
 #include <openssl/rand.h>
+#include <sys/resource.h>
 
 #include <atomic>
 #include <boost/asio.hpp>
@@ -9,6 +10,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <csignal>
+#include <set>
 #include <thread>
 #include <unordered_map>
 
@@ -116,6 +118,42 @@ Reply guarded(const std::function<Reply()>& job, Logger& logger, const std::stri
   }
 }
 
+// The key a connection's source is counted under: the IPv4 address (also when it arrives
+// IPv4-mapped), or the /64 an IPv6 address lies in (one host usually holds a whole /64).
+std::string source_key(const net::ip::address& address) {
+  if (address.is_v4()) return address.to_string();
+  const net::ip::address_v6 v6 = address.to_v6();
+  if (v6.is_v4_mapped()) return net::ip::make_address_v4(net::ip::v4_mapped, v6).to_string();
+  net::ip::address_v6::bytes_type bytes = v6.to_bytes();
+  std::fill(bytes.begin() + 8, bytes.end(), 0);
+  return net::ip::address_v6(bytes).to_string() + "/64";
+}
+
+// Raises the soft RLIMIT_NOFILE to the hard one: with the common default of 1024, accept()
+// would fail with EMFILE before max_connections is reached.
+void raise_descriptor_limit(const Limits& limits, Logger& logger) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  const rlim_t before = limit.rlim_cur;
+  if (limit.rlim_cur < limit.rlim_max) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  }
+  logger.info("file descriptor limit", {{"soft", std::to_string(limit.rlim_cur)},
+                                        {"was", std::to_string(before)},
+                                        {"hard", std::to_string(limit.rlim_max)}});
+  // Every connection is a descriptor; the token, the databases, the audit log, the
+  // listener and the event loop need a few dozen more.
+  const rlim_t needed = static_cast<rlim_t>(limits.max_connections) + 64;
+  if (limit.rlim_cur < needed) {
+    logger.warn(
+        "file descriptor limit below what limits.max_connections needs; raise the hard "
+        "limit (LimitNOFILE=) or lower max_connections",
+        {{"limit", std::to_string(limit.rlim_cur)}, {"needed", std::to_string(needed)}});
+  }
+}
+
 }  // namespace
 
 unsigned http_status_for(ErrorCode code) {
@@ -124,6 +162,156 @@ unsigned http_status_for(ErrorCode code) {
 }
 
 class Connection;
+
+// Who may hold a connection (docs/SERVER.md, "Connection limits"). Every open connection
+// counts against max_connections and against its source's max_connections_per_source; one
+// that has not completed its TLS handshake also against max_handshakes and its source's
+// max_handshakes_per_source. A new connection never displaces one that has completed its
+// handshake: when a budget is full it displaces the oldest unfinished handshake (its own
+// source's when that source's budget is full, else one of the source that holds the most
+// unfinished handshakes), and it is refused only when every connection in its way has
+// completed its handshake. So idle or slow connections that never finish TLS cannot lock
+// out anyone who does, and one source cannot take the slots of another.
+class ConnectionAdmission {
+ public:
+  struct Budgets {
+    std::size_t connections, handshakes, per_source, handshakes_per_source;
+  };
+  enum class Verdict { admitted, refused, refused_per_source };
+  struct Decision {
+    Verdict verdict = Verdict::refused;
+    std::uint64_t ticket = 0;                        // when admitted
+    std::vector<std::weak_ptr<Connection>> evicted;  // to close: displaced handshakes
+  };
+
+  ConnectionAdmission(const Limits& limits, Metrics& metrics) : metrics_(metrics) {
+    // Each budget lies within the one above it.
+    budgets_.connections = limits.max_connections;
+    budgets_.handshakes = std::min(limits.max_handshakes, budgets_.connections);
+    budgets_.per_source = std::min(limits.max_connections_per_source, budgets_.connections);
+    budgets_.handshakes_per_source =
+        std::min({limits.max_handshakes_per_source, budgets_.per_source, budgets_.handshakes});
+  }
+
+  // Called for each accepted socket, in accept order (on the acceptor's strand).
+  Decision admit(const std::string& source) {
+    std::lock_guard lock(mutex_);
+    Decision decision;
+    {
+      const auto it = sources_.find(source);
+      if (it != sources_.end() &&
+          (it->second.total >= budgets_.per_source ||
+           it->second.handshaking.size() >= budgets_.handshakes_per_source)) {
+        if (it->second.handshaking.empty()) {
+          ++metrics_.connections_rejected_per_source;
+          decision.verdict = Verdict::refused_per_source;
+          return decision;
+        }
+        decision.evicted.push_back(evict(*it->second.handshaking.begin()));
+      }
+    }
+    if (open_ >= budgets_.connections || handshaking_ >= budgets_.handshakes) {
+      if (handshaking_ == 0) {
+        decision.verdict = Verdict::refused;
+        return decision;
+      }
+      decision.evicted.push_back(evict(heaviest_oldest_handshake()));
+    }
+    decision.verdict = Verdict::admitted;
+    decision.ticket = ++last_ticket_;
+    Source& counted = sources_[source];
+    ++counted.total;
+    counted.handshaking.insert(decision.ticket);
+    entries_.emplace(decision.ticket, Entry{source, true, {}});
+    ++open_;
+    ++handshaking_;
+    metrics_.connections_handshaking = static_cast<std::int64_t>(handshaking_);
+    return decision;
+  }
+
+  void attach(std::uint64_t ticket, std::weak_ptr<Connection> connection) {
+    std::lock_guard lock(mutex_);
+    if (const auto it = entries_.find(ticket); it != entries_.end()) {
+      it->second.connection = std::move(connection);
+    }
+  }
+
+  // The handshake completed: false if the connection was displaced meanwhile (close it).
+  bool established(std::uint64_t ticket) {
+    std::lock_guard lock(mutex_);
+    const auto it = entries_.find(ticket);
+    if (it == entries_.end()) return false;
+    if (it->second.handshaking) {
+      it->second.handshaking = false;
+      sources_[it->second.source].handshaking.erase(ticket);
+      --handshaking_;
+      metrics_.connections_handshaking = static_cast<std::int64_t>(handshaking_);
+    }
+    return true;
+  }
+
+  // The connection is closed (idempotent; nothing if it was displaced).
+  void release(std::uint64_t ticket) {
+    std::lock_guard lock(mutex_);
+    const auto it = entries_.find(ticket);
+    if (it == entries_.end()) return;
+    forget(it);
+  }
+
+ private:
+  struct Entry {
+    std::string source;
+    bool handshaking = true;
+    std::weak_ptr<Connection> connection;
+  };
+  struct Source {
+    std::size_t total = 0;
+    std::set<std::uint64_t> handshaking;  // tickets grow with accept order: oldest first
+  };
+
+  void forget(std::unordered_map<std::uint64_t, Entry>::iterator it) {
+    const auto source = sources_.find(it->second.source);
+    if (it->second.handshaking) {
+      source->second.handshaking.erase(it->first);
+      --handshaking_;
+      metrics_.connections_handshaking = static_cast<std::int64_t>(handshaking_);
+    }
+    if (--source->second.total == 0) sources_.erase(source);
+    --open_;
+    entries_.erase(it);
+  }
+
+  std::weak_ptr<Connection> evict(std::uint64_t ticket) {
+    const auto it = entries_.find(ticket);
+    std::weak_ptr<Connection> connection = it->second.connection;
+    forget(it);
+    ++metrics_.handshakes_evicted;
+    return connection;
+  }
+
+  // Linear in the number of sources, which max_connections bounds; only when a budget is full.
+  std::uint64_t heaviest_oldest_handshake() const {
+    const Source* heaviest = nullptr;
+    for (const auto& [key, source] : sources_) {
+      if (source.handshaking.empty()) continue;
+      if (!heaviest || source.handshaking.size() > heaviest->handshaking.size() ||
+          (source.handshaking.size() == heaviest->handshaking.size() &&
+           *source.handshaking.begin() < *heaviest->handshaking.begin())) {
+        heaviest = &source;
+      }
+    }
+    return *heaviest->handshaking.begin();
+  }
+
+  Metrics& metrics_;
+  Budgets budgets_{};
+  std::mutex mutex_;
+  std::unordered_map<std::uint64_t, Entry> entries_;
+  std::unordered_map<std::string, Source> sources_;
+  std::size_t open_ = 0;
+  std::size_t handshaking_ = 0;
+  std::uint64_t last_ticket_ = 0;
+};
 
 struct Server::Impl {
   Impl(const Config& c, Backend b, Metrics& m, Logger& l)
@@ -134,6 +322,7 @@ struct Server::Impl {
         tls(TlsFiles{c.server.tls_cert, c.server.tls_key, c.server.bridge_ca,
                      c.server.tls_min_version}),
         id_prefix(random_hex(4)),
+        admission(c.limits, m),
         acceptor(net::make_strand(ioc)),
         signals(ioc),
         retry_timer(acceptor.get_executor()),
@@ -164,6 +353,7 @@ struct Server::Impl {
   // deregister here.
   std::mutex connections_mutex;
   std::unordered_map<Connection*, std::weak_ptr<Connection>> connections;
+  ConnectionAdmission admission;
 
   net::io_context ioc;
   tcp::acceptor acceptor;
@@ -175,16 +365,20 @@ struct Server::Impl {
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(Server::Impl& server, tcp::socket&& socket, std::shared_ptr<net::ssl::context> context)
-      : server_(server), context_(std::move(context)), stream_(std::move(socket), *context_) {
-    beast::error_code ec;
-    const auto remote = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
-    peer_ = ec ? "unknown" : remote.address().to_string() + ":" + std::to_string(remote.port());
+  // `ticket`: its place in the server's ConnectionAdmission, given back when it closes.
+  Connection(Server::Impl& server, tcp::socket&& socket, const tcp::endpoint& remote,
+             std::uint64_t ticket, std::shared_ptr<net::ssl::context> context)
+      : server_(server),
+        context_(std::move(context)),
+        stream_(std::move(socket), *context_),
+        ticket_(ticket) {
+    peer_ = remote.address().to_string() + ":" + std::to_string(remote.port());
     ++server_.metrics.connections_open;
     ++server_.metrics.connections_accepted;
   }
 
   ~Connection() {
+    server_.admission.release(ticket_);
     --server_.metrics.connections_open;
     std::lock_guard lock(server_.connections_mutex);
     server_.connections.erase(this);
@@ -201,6 +395,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Called (on this connection's strand) when the server starts draining.
   void on_drain() {
     if (!busy_) beast::get_lowest_layer(stream_).cancel();
+  }
+
+  // Called (on this connection's strand) when a newer connection took its place while it
+  // was still in its TLS handshake: reset (RST, no TIME_WAIT), like a refused connection.
+  void on_evicted() {
+    beast::error_code ignored;
+    beast::get_lowest_layer(stream_).socket().set_option(net::socket_base::linger(true, 0),
+                                                         ignored);
+    close_now();
   }
 
   auto executor() { return stream_.get_executor(); }
@@ -224,6 +427,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
                          {{"peer", peer_}, {"error", ec.message()}});
       return close_now();
     }
+    // From now on no new connection can take this one's place.
+    if (!server_.admission.established(ticket_)) return close_now();
     do_read();
   }
 
@@ -324,6 +529,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (server.draining) {
       return error_reply(503, "overloaded", "draining: the server is shutting down");
     }
+    if (server.backend.audit_ready && !server.backend.audit_ready()) {
+      return error_reply(503, "audit_unavailable",
+                         "the audit log cannot be written; nothing can be admitted or released "
+                         "until it recovers");
+    }
     if (server.backend.ready && !server.backend.ready()) {
       return error_reply(503, "token_unavailable", "the token is not reachable or not logged in");
     }
@@ -361,8 +571,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
           refusal.fields["conference"] = hex(wire::bridge_request_from_json(body));
         } catch (const ProtocolError&) {
         }
+        // Nothing authenticated this request (that is the refusal): anyone can send any
+        // number, so its audit cost is bounded (AuditSink::unauthenticated_refusal).
         try {
-          if (server.backend.audit) server.backend.audit->record(refusal);
+          if (server.backend.audit)
+            server.backend.audit->unauthenticated_refusal(refusal, context.peer);
         } catch (const AuditUnavailable& error) {
           server.logger.error("audit log unavailable for a refusal",
                               {{"id", context.request_id}, {"error", error.what()}});
@@ -475,6 +688,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     auto& socket = beast::get_lowest_layer(stream_).socket();
     socket.shutdown(tcp::socket::shutdown_both, ignored);
     socket.close(ignored);
+    server_.admission.release(ticket_);  // its slots are free at once
   }
 
   Server::Impl& server_;
@@ -492,6 +706,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Clock::time_point started_ = Clock::now();
   bool busy_ = false;
   bool close_after_ = false;
+  std::uint64_t ticket_;
 };
 
 void Server::Impl::do_accept() {
@@ -506,14 +721,25 @@ void Server::Impl::do_accept() {
       });
       return;
     }
-    if (metrics.connections_open.load() >=
-        static_cast<std::int64_t>(config.limits.max_connections)) {
+    beast::error_code endpoint_ec;
+    const tcp::endpoint remote = socket.remote_endpoint(endpoint_ec);
+    ConnectionAdmission::Decision decision;
+    if (!endpoint_ec) decision = admission.admit(source_key(remote.address()));
+    for (const auto& weak : decision.evicted) {
+      if (auto evicted = weak.lock()) {
+        net::post(evicted->executor(), [evicted] { evicted->on_evicted(); });
+      }
+    }
+    if (decision.verdict == ConnectionAdmission::Verdict::admitted) {
+      auto connection = std::make_shared<Connection>(*this, std::move(socket), remote,
+                                                     decision.ticket, tls.current());
+      admission.attach(decision.ticket, connection);
+      connection->start();
+    } else {  // every connection in the way has completed its handshake (or the peer is gone)
       ++metrics.connections_rejected;
       beast::error_code ignored;
       socket.set_option(net::socket_base::linger(true, 0), ignored);  // RST, no TIME_WAIT
       socket.close(ignored);
-    } else {
-      std::make_shared<Connection>(*this, std::move(socket), tls.current())->start();
     }
     do_accept();
   });
@@ -590,6 +816,9 @@ Server::Server(const Config& config, Backend backend, Metrics& metrics, Logger& 
                bool handle_signals)
     : impl_(std::make_unique<Impl>(config, std::move(backend), metrics, logger)) {
   if (handle_signals) {
+    // A file-size limit (RLIMIT_FSIZE) makes the write fail with EFBIG (the audit log then
+    // fails closed and resumes later) instead of killing the process.
+    std::signal(SIGXFSZ, SIG_IGN);
     impl_->signals.add(SIGTERM);
     impl_->signals.add(SIGINT);
     impl_->signals.add(SIGHUP);
@@ -600,6 +829,7 @@ Server::Server(const Config& config, Backend backend, Metrics& metrics, Logger& 
 Server::~Server() { impl_->workers.join(); }
 
 std::uint16_t Server::listen() {
+  raise_descriptor_limit(impl_->config.limits, impl_->logger);
   auto& acceptor = impl_->acceptor;
   const auto address = net::ip::make_address(impl_->config.server.listen_address);
   const tcp::endpoint endpoint(address, impl_->config.server.listen_port);

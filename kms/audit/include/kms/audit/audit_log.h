@@ -1,10 +1,16 @@
 // The default kms::AuditSink: an append-only JSON-lines file, hash-chained, each record
-// durable (fdatasync) before record() returns. Fails closed: any write or sync error throws
-// kms::AuditUnavailable, and the log then refuses every later record (its tail is uncertain)
-// until the process is restarted and resumes from what is on disk.
+// durable (fdatasync) before record() returns. Fails closed: a write or sync error throws
+// kms::AuditUnavailable, and the log then refuses every record (the failing one is never
+// written later: its caller has refused its operation) until it has resumed. Resuming is a
+// bounded retry: at most once per retry interval, the next call (or probe()) re-reads the
+// file's tail, cuts a torn last line, checks that every synced record is still there,
+// resumes the chain from the last complete record and writes an "audit_recovered" record
+// naming the failure, durable before anything else is recorded.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 
@@ -13,9 +19,20 @@
 namespace kms::audit {
 
 struct AuditLogStats {
-  std::uint64_t records = 0;   // written by this process
-  std::uint64_t failures = 0;  // record() calls that threw
-  std::uint64_t syncs = 0;     // fdatasync calls (several records may share one)
+  std::uint64_t records = 0;     // written by this process
+  std::uint64_t failures = 0;    // record(), append() and sync() calls that threw
+  std::uint64_t syncs = 0;       // fdatasync calls (several records may share one)
+  std::uint64_t recoveries = 0;  // times the log resumed after a failure
+  bool down = false;             // failed and not resumed yet
+};
+
+struct AuditLogOptions {
+  // After a failure: how long every call is refused at once before the next one tries to
+  // resume the log (0: the very next call tries).
+  std::chrono::milliseconds retry_interval{1000};
+  // Resuming also needs this much free space on the log's filesystem (statvfs f_bavail), so
+  // that a log at the edge of a full disk does not flap between failed and resumed.
+  std::uint64_t resume_free_bytes = 64 * 1024;
 };
 
 class AuditLog : public AuditSink {
@@ -25,7 +42,7 @@ class AuditLog : public AuditSink {
   // the cut is itself recorded. Throws AuditUnavailable if the file can't be opened or its
   // last complete record is not a valid record, or another process holds the log (an
   // exclusive flock is held while the log is open: one writer per chain).
-  explicit AuditLog(std::string path);
+  explicit AuditLog(std::string path, AuditLogOptions options = {});
   ~AuditLog() override;
   AuditLog(const AuditLog&) = delete;
   AuditLog& operator=(const AuditLog&) = delete;
@@ -39,28 +56,57 @@ class AuditLog : public AuditSink {
   // must never name a record a crash could still lose.
   std::optional<AuditHead> head() const override;
 
+  // Whether the log takes records now; a failed log first tries to resume (within the retry
+  // interval). For readiness probes: a refused probe does not count as a failure.
+  bool probe();
+  // Called when the log fails (up = false, what failed) and when it has resumed (up = true),
+  // with the log's locks held: the callback must not call into the log.
+  void on_health_change(std::function<void(bool up, const std::string& detail)> callback);
+
   const std::string& path() const noexcept { return path_; }
   std::uint64_t last_seq() const;
   std::string head_hash() const;
   AuditLogStats stats() const;
 
  private:
+  using Clock = std::chrono::steady_clock;
+  struct Tail {
+    std::uint64_t seq = 0;  // of the last complete record (0: empty file)
+    std::string hash;       // its hash
+    std::uint64_t torn_bytes = 0;
+    std::optional<std::string> hash_of_synced;  // hash of record synced_seq_, if in the tail
+  };
+
+  Tail read_tail();  // cuts a torn last line; throws AuditUnavailable
   void resume();
   std::uint64_t append_record(const AuditEvent& event);  // returns its seq
   void write_line(std::string line);                     // caller holds write_mutex_
   void sync_through(std::uint64_t seq);
+  void mark_failed(const std::string& what);  // caller holds write_mutex_
+  // Throws AuditUnavailable while the log is failed and cannot resume yet.
+  void ensure_writable(bool count_refusal);
+  void resume_after_failure();  // caller holds sync_mutex_ and write_mutex_
 
   std::string path_;
+  AuditLogOptions options_;
   int fd_ = -1;
   bool regular_file_ = true;
 
-  mutable std::mutex write_mutex_;  // guards seq_, head_, broken_, stats_.records/failures
+  // Guards seq_, head_, the failure state and stats_ (except syncs, see sync_mutex_).
+  mutable std::mutex write_mutex_;
   std::uint64_t seq_ = 0;
   std::string head_;
   bool broken_ = false;
+  std::string failure_;                // what failed first in this outage
+  std::string failed_at_;              // when (RFC 3339)
+  std::uint64_t outage_refusals_ = 0;  // calls refused since (the failing one included)
+  std::uint64_t last_durable_at_failure_ = 0;
+  Clock::time_point next_retry_{};
+  std::function<void(bool, const std::string&)> on_health_change_;
   AuditLogStats stats_;
 
-  mutable std::mutex sync_mutex_;  // one fdatasync at a time; covers every earlier write
+  // One fdatasync at a time; covers every earlier write. Taken before write_mutex_.
+  mutable std::mutex sync_mutex_;
   std::uint64_t synced_seq_ = 0;
   std::string synced_hash_;  // hash of record synced_seq_
 };

@@ -4,6 +4,11 @@
 // The chain: each record's "prev" is the previous record's "hash"; the first record's
 // "prev" is 64 zeros. "hash" covers every byte of the line before ',"hash":', so a changed
 // byte anywhere in a record is detected at that record.
+// Events: "admission", "retransmission", "key_release", "refusal" (outcome: the error
+// code); "refusal_summary" (refusals before authentication counted per source and code
+// per interval, refusal_summary.h); "audit_recovered" (the log cut a torn tail at start,
+// or resumed after a failed write or sync: error, failed_at, refused, last_durable_seq,
+// torn_bytes_removed; audit_log.h).
 #pragma once
 
 #include <cstdint>

@@ -18,11 +18,15 @@ class TokenKeyRequestService : public KeyRequestService {
 
   // Throws ProtocolError; nothing is admitted and nothing released when it throws.
   // Every admission and retransmission is audited before the response is returned
-  // (audit failure: audit_unavailable); refusals are audited best effort.
+  // (audit failure: audit_unavailable); refusals are audited best effort, those before
+  // both envelopes have opened through AuditSink::unauthenticated_refusal.
   KeyResponse handle(const KeyRequest& request, const RequestContext& context) override;
 
  private:
-  KeyResponse process(const KeyRequest& request, const RequestContext& context);
+  // Sets `authenticated` once both envelopes have opened (a refusal after that is audited
+  // as a record of its own).
+  KeyResponse process(const KeyRequest& request, const RequestContext& context,
+                      bool& authenticated);
   tokens::TokenContext& token_;
   tokens::KeyStore& keys_;
   ConferenceRegistry& registry_;

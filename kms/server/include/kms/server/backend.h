@@ -1,7 +1,8 @@
 // Everything kmsd serves with, opened from the configuration in dependency order: the
-// audit log, the token (module, URI, login, profile, the KMS keys), the key database and
-// key store, the conference registry, and the two services. Also feeds /metrics (PKCS#11
-// calls, session pool, key store, audit log) and purges expired conferences periodically.
+// audit log (with its refusal summarizer), the token (module, URI, login, profile, the KMS keys),
+// the key database and key store, the conference registry, and the two services. Also feeds
+// /metrics (PKCS#11 calls, session pool, key store, audit log) and purges expired conferences
+// periodically.
 #pragma once
 
 #include <condition_variable>
@@ -10,6 +11,7 @@
 #include <thread>
 
 #include "kms/audit/audit_log.h"
+#include "kms/audit/refusal_summary.h"
 #include "kms/core/bridge_service.h"
 #include "kms/core/key_request_service.h"
 #include "kms/core/sqlite_conference_registry.h"
@@ -39,6 +41,9 @@ class KmsBackend {
 
   Logger& logger_;
   std::unique_ptr<audit::AuditLog> audit_;
+  // What the services and the server write to: the log, with unauthenticated refusals
+  // summarized. Destroyed before the log (its last summaries go into it).
+  std::unique_ptr<audit::RefusalSummarizer> refusals_;
   std::unique_ptr<tokens::TokenContext> token_;
   std::unique_ptr<tokens::KeyDatabase> database_;
   std::unique_ptr<tokens::KeyStore> keys_;

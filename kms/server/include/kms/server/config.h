@@ -35,9 +35,15 @@ struct ServerSettings {
 struct Limits {
   std::size_t max_body_bytes = 16 * 1024;
   std::size_t max_header_bytes = 8 * 1024;
-  std::size_t max_connections = 1024;
+  std::size_t max_connections = 1024;  // open connections, in any state
+  // Connections that have not completed their TLS handshake (a budget within
+  // max_connections), and per source address (IPv6: per /64) docs/SERVER.md "Connection
+  // limits".
+  std::size_t max_handshakes = 256;
+  std::size_t max_connections_per_source = 128;
+  std::size_t max_handshakes_per_source = 16;
   std::size_t max_pending_requests = 256;  // queued for the worker pool; beyond: 503
-  std::chrono::milliseconds handshake_timeout{5000};
+  std::chrono::milliseconds handshake_timeout{3000};
   std::chrono::milliseconds read_timeout{10000};  // idle wait + whole request
   std::chrono::milliseconds write_timeout{10000};
   // A token call running longer than this means the token hangs: /readyz answers 503 and
@@ -53,6 +59,11 @@ struct ProtocolSettings {
 
 struct AuditSettings {
   std::filesystem::path path = "audit.log";
+  // Unauthenticated refusals: one record per source and code per interval, the rest counted
+  // into a summary record (kms/audit/refusal_summary.h).
+  std::chrono::milliseconds refusal_summary_interval{10000};
+  // A failed log tries to resume at most this often (kms/audit/audit_log.h).
+  std::chrono::milliseconds retry_interval{1000};
 };
 
 struct LogSettings {

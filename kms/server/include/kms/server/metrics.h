@@ -42,7 +42,10 @@ class Metrics {
 
   std::atomic<std::int64_t> connections_open{0};
   std::atomic<std::uint64_t> connections_accepted{0};
-  std::atomic<std::uint64_t> connections_rejected{0};  // beyond max_connections
+  std::atomic<std::uint64_t> connections_rejected{0};  // closed at accept: no slot (any limit)
+  std::atomic<std::uint64_t> connections_rejected_per_source{0};  // of them: the source's limit
+  std::atomic<std::int64_t> connections_handshaking{0};  // open, TLS handshake not completed
+  std::atomic<std::uint64_t> handshakes_evicted{0};      // closed to make room for a newer one
   std::atomic<std::uint64_t> tls_handshake_failures{0};
   std::atomic<std::uint64_t> timeouts{0};
   std::atomic<std::int64_t> pending_requests{0};

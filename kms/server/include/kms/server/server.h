@@ -1,7 +1,10 @@
 // kmsd's HTTPS server: Boost.Beast HTTP/1.1 with keep-alive over TLS on a pool of I/O
 // threads; every token-touching call (the services, /readyz) runs on a separate worker
-// pool, so a slow token call never stalls the I/O threads. Limits (connections, header and
-// body size, handshake/read/write timeouts, queued requests) bound what a client can hold.
+// pool, so a slow token call never stalls the I/O threads. Limits (connections in all and
+// per source address, connections still in their TLS handshake in all and per source,
+// header and body size, handshake/read/write timeouts, queued requests) bound what a client
+// can hold; a connection that has completed its handshake is never displaced by new ones
+// (docs/SERVER.md, "Connection limits").
 #pragma once
 
 #include <chrono>
@@ -22,8 +25,9 @@ namespace kms::server {
 struct Backend {
   KeyRequestService* key_requests = nullptr;
   BridgeService* bridges = nullptr;
-  AuditSink* audit = nullptr;   // for refusals the server decides itself (client certificate)
-  std::function<bool()> ready;  // token reachable and logged in (runs on a worker)
+  AuditSink* audit = nullptr;         // for refusals the server decides itself (client certificate)
+  std::function<bool()> ready;        // token reachable and logged in (runs on a worker)
+  std::function<bool()> audit_ready;  // the audit log takes records (runs on a worker)
   // How long the longest token call now in progress has been running (no token call; runs
   // on an I/O thread): beyond limits.token_stall the token counts as hung.
   std::function<std::chrono::nanoseconds()> oldest_token_call;
@@ -40,6 +44,8 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   // Binds and listens; returns the bound port (useful with port 0). Throws on failure.
+  // Also raises the soft RLIMIT_NOFILE to the hard limit (and logs both), so that the
+  // connection limits, not the descriptor limit, decide who gets in.
   std::uint16_t listen();
   // Serves until SIGTERM/SIGINT (when handle_signals) or stop(), then drains in-flight
   // requests (up to drain_timeout) and returns.
