@@ -108,10 +108,22 @@ hsm::SecureBytes software_unwrap(hsm::ByteView kek, hsm::ByteView wrapped) {
   return out;
 }
 
+// The header fields of an export file (format 2, docs/OPERATIONS.md "Root key export
+// files"): `# name: value` lines after the descriptive comment, before the key line. Old
+// readers see comments and the one hex line, as in format 1.
+std::string export_header(const std::string& comment, IdentityKind kind,
+                          const std::string& identity, std::uint32_t key_version,
+                          const tokens::TokenProfile& profile, const std::string& wrapping) {
+  return "# " + comment + "\n# format: 2\n# identity: " + identity +
+         "\n# kind: " + std::string(tokens::kind_name(kind)) +
+         "\n# key_version: " + std::to_string(key_version) + "\n# profile: " + profile.name +
+         "\n# wrapping: " + wrapping + "\n";
+}
+
 // The text written to --out.
 std::string export_key(hsm::Session& session, const tokens::TokenProfile& profile,
-                       CK_OBJECT_HANDLE in_transit, const ExportOptions& options,
-                       const std::string& identity) {
+                       CK_OBJECT_HANDLE in_transit, const ExportOptions& options, IdentityKind kind,
+                       const std::string& identity, std::uint32_t key_version) {
   if (options.insecure_plaintext) {
     // A one-time wrapping key of known value lets the plaintext out of the token.
     hsm::SecureBytes kek(32);
@@ -130,8 +142,9 @@ std::string export_key(hsm::Session& session, const tokens::TokenProfile& profil
     hsm::ObjectGuard kek_object(session, session.create_object(std::move(attributes)));
     const hsm::Bytes wrapped = wrap(session, profile, kek_object.get(), in_transit);
     const hsm::SecureBytes plaintext = software_unwrap(kek.view(), wrapped);
-    return "# INSECURE plaintext root key of " + identity + " (hex)\n" + to_hex(plaintext.view()) +
-           "\n";
+    return export_header("INSECURE plaintext root key of " + identity + " (hex)", kind, identity,
+                         key_version, profile, "none") +
+           to_hex(plaintext.view()) + "\n";
   }
   const hsm::KeyRef ref = tokens::personalisation_key_ref(*options.personalisation_key);
   const auto personalisation = find_one(session, ref.label);
@@ -140,8 +153,11 @@ std::string export_key(hsm::Session& session, const tokens::TokenProfile& profil
                                   " not found in the token (label " + ref.label + ")");
   }
   const hsm::Bytes wrapped = wrap(session, profile, *personalisation, in_transit);
-  return "# root key of " + identity + ", RFC 5649-wrapped under personalisation key " +
-         *options.personalisation_key + " (hex)\n" + to_hex(wrapped) + "\n";
+  return export_header("root key of " + identity + ", RFC 5649-wrapped under personalisation key " +
+                           *options.personalisation_key + " (hex)",
+                       kind, identity, key_version, profile,
+                       "personalisation-key " + *options.personalisation_key) +
+         to_hex(wrapped) + "\n";
 }
 
 // Where a root key in transit goes: the database blob, and in token mode a token object.
@@ -448,7 +464,7 @@ void Provisioner::add_generated(IdentityKind kind, const std::string& identity,
   hsm::ObjectGuard in_transit(
       session, tokens::generate_aes_key(session, tokens::templates::root_key_in_transit()));
   const std::string exported =
-      export_key(session, profile, in_transit.get(), export_options, identity);
+      export_key(session, profile, in_transit.get(), export_options, kind, identity, 1);
   Stored stored = store_root_key(session, profile, mode_, kind, identity, 1, in_transit.get());
 
   database().insert(new_identity_record(kind, identity, mode_, std::move(stored.wrapped)));
@@ -549,7 +565,8 @@ std::uint32_t Provisioner::rotate(IdentityKind kind, const std::string& identity
   } else {
     in_transit = hsm::ObjectGuard(
         session, tokens::generate_aes_key(session, tokens::templates::root_key_in_transit()));
-    exported = export_key(session, profile, in_transit.get(), export_options, identity);
+    exported =
+        export_key(session, profile, in_transit.get(), export_options, kind, identity, version);
   }
   Stored stored =
       store_root_key(session, profile, mode_, kind, identity, version, in_transit.get());

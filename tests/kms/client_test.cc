@@ -134,6 +134,39 @@ TEST_P(ClientTest, BridgeOpensItsItemsOnly) {
   EXPECT_EQ(error_of([&] { other.open(conf, item); }), ClientErrorCode::unwrap_failed);
 }
 
+// A release names the bridge key version its items are wrapped under: a bridge holding
+// another version is told key_version_mismatch before any item is unwrapped.
+TEST_P(ClientTest, BridgeChecksTheReleasesKeyVersionBeforeUnwrapping) {
+  const Bytes& conf = value_of(v, "conf_id");
+  const std::vector<BridgeItem> items = {
+      {in.chair_id, 1, value_of(v, "key_id_A"), 1, value_of(v, "bridge_wrapped_A")},
+      {in.member_b_id, 2, value_of(v, "key_id_B"), 1, value_of(v, "bridge_wrapped_B")}};
+  const BridgeClient v1(in.bridge_id, in.bridge_key, GetParam());  // version 1 by default
+  EXPECT_EQ(v1.key_version(), 1u);
+  const std::vector<MediaKey> keys = v1.open_release(conf, 1, items);
+  ASSERT_EQ(keys.size(), 2u);
+  EXPECT_EQ(bytes(keys[1].key), value_of(v, "K2"));
+  for (const std::uint32_t other : {2u, 0u, 4294967295u}) {
+    try {
+      (void)v1.open_release(conf, other, items);
+      ADD_FAILURE() << "opened a release of bridge key version " << other;
+    } catch (const ClientError& error) {
+      EXPECT_EQ(error.code(), ClientErrorCode::key_version_mismatch);
+      EXPECT_NE(std::string(error.what()).find("bridge key version " + std::to_string(other)),
+                std::string::npos)
+          << error.what();
+      EXPECT_NE(std::string(error.what()).find("holds version 1"), std::string::npos)
+          << error.what();
+    }
+  }
+  // The same key labelled version 3 (as its export file would say) opens version 3 only.
+  const BridgeClient v3(in.bridge_id, in.bridge_key, GetParam(), 3);
+  EXPECT_EQ(error_of([&] { v3.check_key_version(1); }), ClientErrorCode::key_version_mismatch);
+  EXPECT_NO_THROW(v3.check_key_version(3));
+  EXPECT_EQ(error_of([&] { BridgeClient(in.bridge_id, in.bridge_key, GetParam(), 0); }),
+            ClientErrorCode::invalid_argument);
+}
+
 TEST_P(ClientTest, SuiteTwoUsesA12ByteSalt) {
   const MediaKey key = make_media_key(Bytes(16), Bytes(8), 2, Secret(kmstest::counting(0, 32)));
   EXPECT_EQ(key.master_key.size(), 16u);

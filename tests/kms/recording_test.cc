@@ -132,6 +132,45 @@ TEST_P(RecordedServices, TokenCallsNeverExposeKeyMaterial) {
   EXPECT_LE(ok_counts["C_DestroyObject"], ok_counts["C_DeriveKey"] + ok_counts["C_UnwrapKey"] - 1);
 }
 
+// docs/PROTOCOL.md "Envelope": an envelope that is not the 80 + len(ID-A) + len(ID-B) bytes
+// its plain IDs make it is malformed_request "before any cryptography": the token never
+// decrypts (or derives a key) for it.
+TEST_P(RecordedServices, AnEnvelopeOfAnotherSizeThanItsPlainIdsMakeItReachesNoDecryption) {
+  const UeClient a = ue(a_id, k_a), b = ue(b_id, k_b), c = ue(c_id, k_c);
+  invite(a, UeClient::make_nonce(), b);  // warm-up: KMS keys found, root keys unwrapped
+  const kms::client::Secret r_a = UeClient::make_nonce();
+  std::vector<std::pair<std::string, kms::KeyRequest>> wrong_size;
+  kms::KeyRequest longer = request(a, r_a, b, UeClient::make_nonce());
+  longer.chair_envelope.push_back(0);  // 129 bytes, the IDs make it 128
+  wrong_size.emplace_back("E_A one byte longer", longer);
+  kms::KeyRequest shorter = request(a, r_a, b, UeClient::make_nonce());
+  // C's envelope (sealed for ID-A, ID-C: 16 bytes) beside the plain ID-B (23 bytes).
+  shorter.responder_envelope = c.responder_envelope(UeClient::make_nonce(), a_id, kSuite);
+  wrong_size.emplace_back("E_B made for a shorter responder ID", shorter);
+
+  for (const auto& [name, wrong] : wrong_size) {
+    SCOPED_TRACE(name);
+    std::ofstream(record_file, std::ios::trunc).close();
+    EXPECT_EQ(error_of([&] { bed->key_requests().handle(wrong, context()); }),
+              kms::ErrorCode::malformed_request);
+    for (const Call& call : read_record(record_file)) {
+      EXPECT_EQ(call.function.find("Decrypt"), std::string::npos)
+          << call.function << " for an envelope refused by its size";
+      EXPECT_NE(call.function, "C_DeriveKey") << "a key derived for a refused envelope";
+    }
+  }
+  // The record does show decryption for an envelope of the right size (the check above is
+  // not vacuous), refused by the token's GCM check instead.
+  std::ofstream(record_file, std::ios::trunc).close();
+  kms::KeyRequest tampered = request(a, r_a, b, UeClient::make_nonce());
+  tampered.chair_envelope.back() ^= 1;
+  EXPECT_EQ(error_of([&] { bed->key_requests().handle(tampered, context()); }),
+            kms::ErrorCode::envelope_authentication_failed);
+  const std::vector<Call> calls = read_record(record_file);
+  EXPECT_TRUE(std::any_of(calls.begin(), calls.end(),
+                          [](const Call& call) { return call.function == "C_Decrypt"; }));
+}
+
 // The release's token work (derive, wrap) happens before the registry's commit: inside the
 // commit hook, where every admission batched with the release would wait for it, the
 // token is not called at all.

@@ -102,10 +102,36 @@ TEST_P(KeyRequestRefusals, EncryptedIdentityDiffersFromThePlainOne) {
   fields.chair_id = a_id;
   fields.responder_id = b_id;
   fields.encrypted_chair_id = a_id;
-  fields.encrypted_responder_id = c_id;  // A invited C, the request claims B
+  // A invited Eve, the request claims B. Eve's ID has the length of B's, so the envelope has
+  // the size the plain IDs imply and reaches the token (authentic: the AAD has the plain IDs).
+  fields.encrypted_responder_id = "sip:eve@ims.example.net";
+  ASSERT_EQ(fields.encrypted_responder_id.size(), b_id.size());
   kms::KeyRequest req = good_request();
   req.chair_envelope = kms::client::seal_envelope(a->envelope_key(), fields, r_a);
   expect_refused(req, ErrorCode::identity_mismatch);
+}
+
+// An envelope that cannot hold the plain IDs (its size is not 80 + len(ID-A) + len(ID-B)):
+// malformed_request, before any cryptography (docs/PROTOCOL.md "Envelope", step 2).
+TEST_P(KeyRequestRefusals, EnvelopeSizeDisagreesWithThePlainIds) {
+  kms::client::EnvelopeFields fields;
+  fields.type = kms::client::MessageType::chair_invite;
+  fields.profile = static_cast<std::uint8_t>(bed->profile());
+  fields.timestamp = static_cast<std::uint64_t>(now);
+  fields.iv = kmstest::counting(1, 12);
+  fields.chair_id = a_id;
+  fields.responder_id = b_id;
+  fields.encrypted_chair_id = a_id;
+  fields.encrypted_responder_id = c_id;  // A invited C (16 bytes), the request claims B (23)
+  kms::KeyRequest req = good_request();
+  req.chair_envelope = kms::client::seal_envelope(a->envelope_key(), fields, r_a);
+  ASSERT_EQ(req.chair_envelope.size(), 80 + a_id.size() + c_id.size());
+  expect_refused(req, ErrorCode::malformed_request);
+  for (const int delta : {-1, 1}) {
+    req = good_request();
+    req.responder_envelope.resize(req.responder_envelope.size() + delta, 0);
+    expect_refused(req, ErrorCode::malformed_request);
+  }
 }
 
 TEST_P(KeyRequestRefusals, EnvelopeMadeWithAnotherSubscribersKey) {
@@ -133,6 +159,20 @@ TEST_P(KeyRequestRefusals, InvalidIdentity) {
   req = good_request();
   req.responder_id = a_id;
   expect_refused(req, ErrorCode::invalid_identity);
+  const std::string longest = "sip:" + std::string(236, 'b') + "@ims.example.net";
+  ASSERT_EQ(longest.size(), 256u);
+  for (const std::string& id : {std::string(), longest + "t"}) {  // 0 and 257 bytes
+    req = good_request();
+    req.chair_id = id;
+    expect_refused(req, ErrorCode::invalid_identity);
+  }
+  // 256 bytes is an identity (of nobody provisioned here).
+  req = good_request();
+  req.chair_id = longest;
+  req.chair_envelope =
+      UeClient(longest, k_a, 1, bed->profile()).chair_envelope(r_a, b_id, kSuite, at_now());
+  req.responder_envelope = b->responder_envelope(r_b, longest, kSuite, at_now());
+  expect_refused(req, ErrorCode::unknown_subscriber);
 }
 
 TEST_P(KeyRequestRefusals, StaleOrFutureTimestamp) {
@@ -205,8 +245,10 @@ TEST_P(KeyRequestRefusals, TruncatedOrOverLongInput) {
   req.responder_envelope.resize(kms::protocol::kMaxEnvelopeSize + 1, 0);
   expect_refused(req, ErrorCode::malformed_request);
   req = good_request();
-  req.responder_envelope.pop_back();  // within limits, but the tag is cut: authentication
-  expect_refused(req, ErrorCode::envelope_authentication_failed);
+  // Within 90..592 bytes but one short of the size its plain IDs make it: malformed before
+  // any cryptography (docs/PROTOCOL.md "Envelope"), not a failed authentication.
+  req.responder_envelope.pop_back();
+  expect_refused(req, ErrorCode::malformed_request);
 }
 
 TEST_P(KeyRequestRefusals, ExpiredConference) {
@@ -218,6 +260,32 @@ TEST_P(KeyRequestRefusals, ExpiredConference) {
   req.chair_envelope = a->chair_envelope(r_a, c_id, kSuite, at_now());
   req.responder_envelope = c.responder_envelope(UeClient::make_nonce(), a_id, kSuite, at_now());
   expect_refused(req, ErrorCode::conference_expired);
+}
+
+// docs/SERVER.md "Retention and purge": expired from expires_at (created_at + lifetime) on,
+// kept 3600 s more (conference_expired), deleted by the first purge at or after that
+// (unknown_conference); each replay record lives until its envelope's timestamp + window.
+TEST_P(KeyRequestRefusals, ConferenceAndReplayRecordRetentionAsDocumented) {
+  const std::int64_t created = now;
+  bed->key_requests().handle(good_request(), context());
+  ASSERT_EQ(bed->registry().find(conference())->expires_at, created + 3600);
+  const auto release_code = [&] {
+    return error_of([&] { bed->bridges().release(bridge_id, conference(), context()); });
+  };
+  // The replay records: kept through timestamp + window (300 s), gone after.
+  EXPECT_EQ(bed->registry().purge_expired(created + 300), 0u);
+  EXPECT_EQ(bed->registry().replay_entries(), 2u);
+  EXPECT_EQ(bed->registry().purge_expired(created + 301), 0u);
+  EXPECT_EQ(bed->registry().replay_entries(), 0u);
+  now = created + 3599;
+  EXPECT_EQ(bed->bridges().release(bridge_id, conference(), context()).keys.size(), 2u);
+  now = created + 3600;  // expires_at
+  EXPECT_EQ(release_code(), ErrorCode::conference_expired);
+  EXPECT_EQ(bed->registry().purge_expired(created + 3600 + 3599), 0u);  // retained
+  now = created + 3600 + 3599;
+  EXPECT_EQ(release_code(), ErrorCode::conference_expired);
+  EXPECT_EQ(bed->registry().purge_expired(created + 3600 + 3600), 1u);  // expires_at + 3600
+  EXPECT_EQ(release_code(), ErrorCode::unknown_conference);
 }
 
 TEST_P(KeyRequestRefusals, EverySingleByteChangeIsRefused) {

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
+#include <map>
+#include <sstream>
 
 #include "cli_fixture.h"
 #include "hsm/error.h"
@@ -172,6 +174,74 @@ TEST_P(CliTest, PlaintextExportOnlyWithTheInsecureFlagAndAWarning) {
   ASSERT_EQ(result.exit_code, 0) << result.err;
   result = cli({"bridge", "list", "--status", "revoked"});
   EXPECT_NE(result.out.find("sip:bridge1@conf.ims.example.net  revoked"), std::string::npos);
+}
+
+// docs/OPERATIONS.md "Root key export files", format 2: the descriptive comment line, then
+// `# name: value` header fields (format, identity, kind, key_version, profile, wrapping),
+// then the key in hex, the only line that is not a comment (so format 1 readers still
+// read the key).
+std::map<std::string, std::string> export_header(const std::string& path) {
+  std::map<std::string, std::string> fields;
+  std::istringstream in(clitest::read_file(path));
+  int key_lines = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] != '#') {
+      ++key_lines;
+      continue;
+    }
+    const auto colon = line.find(": ");
+    if (line.rfind("# ", 0) == 0 && colon != std::string::npos && line.find(' ', 2) > colon) {
+      fields[line.substr(2, colon - 2)] = line.substr(colon + 2);
+    }
+  }
+  EXPECT_EQ(key_lines, 1) << path;
+  return fields;
+}
+
+TEST_P(CliTest, ExportFilesCarryIdentityKindKeyVersionAndProfile) {
+  init();
+  personalisation_key("factory1");
+  const std::string profile = token_->profile_name();
+  const std::string alice = dir_->path() + "/alice.wrapped";
+  auto result = cli({"subscriber", "add", "sip:alice@ims.example.net", "--personalisation-key",
+                     "factory1", "--out", alice});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(export_header(alice),
+            (std::map<std::string, std::string>{{"format", "2"},
+                                                {"identity", "sip:alice@ims.example.net"},
+                                                {"kind", "subscriber"},
+                                                {"key_version", "1"},
+                                                {"profile", profile},
+                                                {"wrapping", "personalisation-key factory1"}}));
+  EXPECT_EQ(clitest::read_file(alice).rfind(
+                "# root key of sip:alice@ims.example.net, RFC 5649-wrapped under personalisation "
+                "key factory1 (hex)\n",
+                0),
+            0u);
+
+  const std::string bridge_v1 = dir_->path() + "/bridge.v1";
+  result = cli({"bridge", "add", "sip:bridge1@conf.ims.example.net", "--insecure-plaintext-export",
+                "--out", bridge_v1});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  std::map<std::string, std::string> expected = {
+      {"format", "2"},      {"identity", "sip:bridge1@conf.ims.example.net"},
+      {"kind", "bridge"},   {"key_version", "1"},
+      {"profile", profile}, {"wrapping", "none"}};
+  EXPECT_EQ(export_header(bridge_v1), expected);
+  // A rotation's export names the new version, for both kinds and both exports.
+  const std::string bridge_v2 = dir_->path() + "/bridge.v2";
+  result = cli({"bridge", "rotate", "sip:bridge1@conf.ims.example.net",
+                "--insecure-plaintext-export", "--out", bridge_v2});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  expected["key_version"] = "2";
+  EXPECT_EQ(export_header(bridge_v2), expected);
+  EXPECT_NE(clitest::exported_key(bridge_v1), clitest::exported_key(bridge_v2));
+  const std::string alice_v2 = dir_->path() + "/alice.v2";
+  result = cli({"subscriber", "rotate", "sip:alice@ims.example.net", "--personalisation-key",
+                "factory1", "--out", alice_v2});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(export_header(alice_v2).at("key_version"), "2");
+  EXPECT_EQ(export_header(alice_v2).at("wrapping"), "personalisation-key factory1");
 }
 
 TEST_P(CliTest, ImportShowRevokeRotate) {

@@ -186,11 +186,17 @@ TEST_P(CommandsTest, OutDashWritesTheExportToStdout) {
   auto result = cli({"subscriber", "add", "sip:plain@ims.example.net",
                      "--insecure-plaintext-export", "--out", "-"});
   ASSERT_EQ(result.exit_code, 0) << result.err;
+  // The export (format 2, docs/OPERATIONS.md "Root key export files"): the comment line,
+  // six header fields, the key; nothing else.
   auto lines = split_lines(result.out);
-  ASSERT_EQ(lines.size(), 2u) << "stdout must hold the export only";
+  ASSERT_EQ(lines.size(), 8u) << "stdout must hold the export only: " << result.out;
   EXPECT_EQ(lines[0], "# INSECURE plaintext root key of sip:plain@ims.example.net (hex)");
+  EXPECT_EQ(std::vector<std::string>(lines.begin() + 1, lines.begin() + 7),
+            (std::vector<std::string>{"# format: 2", "# identity: sip:plain@ims.example.net",
+                                      "# kind: subscriber", "# key_version: 1",
+                                      "# profile: " + token_->profile_name(), "# wrapping: none"}));
   EXPECT_TRUE(stored_key_holds(IdentityKind::subscriber, "sip:plain@ims.example.net",
-                               clitest::unhex(lines[1])));
+                               clitest::unhex(lines[7])));
   EXPECT_NE(result.err.find("WARNING"), std::string::npos);
   EXPECT_FALSE(std::filesystem::exists("-"));
 
@@ -200,20 +206,22 @@ TEST_P(CommandsTest, OutDashWritesTheExportToStdout) {
   ASSERT_EQ(result.exit_code, 0) << result.err;
   EXPECT_EQ(result.err, "");
   lines = split_lines(result.out);
-  ASSERT_EQ(lines.size(), 2u) << "stdout must hold the export only";
+  ASSERT_EQ(lines.size(), 8u) << "stdout must hold the export only: " << result.out;
   EXPECT_EQ(lines[0].rfind("# root key of sip:bridge1@conf.ims.example.net, RFC 5649-wrapped", 0),
             0u)
       << lines[0];
+  EXPECT_EQ(lines[6], "# wrapping: personalisation-key factory1");
   EXPECT_TRUE(stored_key_holds(IdentityKind::bridge, "sip:bridge1@conf.ims.example.net",
-                               testkdf::unwrap_pad(personalisation, clitest::unhex(lines[1]))));
+                               testkdf::unwrap_pad(personalisation, clitest::unhex(lines[7]))));
 
   // rotate takes the export options of add, --out - included.
   result = cli({"subscriber", "rotate", "sip:plain@ims.example.net", "--personalisation-key",
                 "factory1", "--out", "-"});
   ASSERT_EQ(result.exit_code, 0) << result.err;
   lines = split_lines(result.out);
-  ASSERT_EQ(lines.size(), 2u) << "stdout must hold the export only: " << result.out;
-  const Bytes v2 = testkdf::unwrap_pad(personalisation, clitest::unhex(lines[1]));
+  ASSERT_EQ(lines.size(), 8u) << "stdout must hold the export only: " << result.out;
+  EXPECT_EQ(lines[4], "# key_version: 2");
+  const Bytes v2 = testkdf::unwrap_pad(personalisation, clitest::unhex(lines[7]));
   EXPECT_TRUE(stored_key_holds(IdentityKind::subscriber, "sip:plain@ims.example.net", v2));
 }
 

@@ -27,6 +27,8 @@
 #include <thread>
 
 #include "https_client.h"
+#include "kms/client/bridge_client.h"
+#include "kms/client/client_error.h"
 #include "kms/client/envelope_builder.h"
 #include "kms/client/ue_client.h"
 #include "kms/core/error_status.h"
@@ -189,7 +191,8 @@ class Database {
 client::Secret read_root_key(const std::string& file) {
   std::istringstream in(read_text(file));
   for (std::string line; std::getline(in, line);) {
-    if (line.size() != 64) continue;  // the plaintext export: 32 bytes of hex on one line
+    // The plaintext export: 32 bytes of hex on the one line that is not a comment.
+    if (line.size() != 64 || line[0] == '#') continue;
     kms::Bytes key;
     for (std::size_t i = 0; i < line.size(); i += 2) {
       key.push_back(static_cast<std::uint8_t>(std::stoi(line.substr(i, 2), nullptr, 16)));
@@ -409,6 +412,14 @@ TEST_F(KmsdErrorsTest, KeyRequestRefusalsHaveTheDocumentedStatusAndBody) {
   cases.push_back({"chair invites itself",
                    changed([](kms::KeyRequest& r) { r.responder_id = r.chair_id; }),
                    "invalid_identity"});
+  // Well-formed JSON strings that break the identity rules (1..256 bytes): invalid_identity,
+  // not malformed_request.
+  cases.push_back({"empty chair ID", changed([](kms::KeyRequest& r) { r.chair_id.clear(); }),
+                   "invalid_identity"});
+  cases.push_back({"responder ID of 257 bytes", changed([](kms::KeyRequest& r) {
+                     r.responder_id = "sip:" + std::string(237, 'b') + "@ims.example.net";
+                   }),
+                   "invalid_identity"});
   cases.push_back({"envelope version 2",
                    changed([](kms::KeyRequest& r) { r.chair_envelope[0] = 2; }),
                    "unsupported_version"});
@@ -418,11 +429,22 @@ TEST_F(KmsdErrorsTest, KeyRequestRefusalsHaveTheDocumentedStatusAndBody) {
   cases.push_back({"a response type offered as an envelope",
                    changed([](kms::KeyRequest& r) { r.chair_envelope[1] = 0x11; }),
                    "unknown_message_type"});
-  cases.push_back({"envelope truncated below 82 bytes",
-                   changed([](kms::KeyRequest& r) { r.chair_envelope.resize(81); }),
+  cases.push_back({"envelope truncated below 90 bytes",
+                   changed([](kms::KeyRequest& r) { r.chair_envelope.resize(89); }),
                    "malformed_request"});
   cases.push_back({"envelope over 592 bytes",
                    changed([](kms::KeyRequest& r) { r.responder_envelope.resize(593, 0); }),
+                   "malformed_request"});
+  // 90..592 bytes, but not the 80 + len(ID-A) + len(ID-B) its plain IDs make it: refused
+  // before any cryptography (else envelope_authentication_failed).
+  cases.push_back({"chair envelope one byte longer than its plain IDs make it",
+                   changed([](kms::KeyRequest& r) { r.chair_envelope.push_back(0); }),
+                   "malformed_request"});
+  cases.push_back({"responder envelope made for a longer responder ID (Carol's, not Bob's)",
+                   changed([&](kms::KeyRequest& r) {
+                     r.responder_envelope = ue(kCarol).responder_envelope(
+                         client::UeClient::make_nonce(), kAlice, kSuite);
+                   }),
                    "malformed_request"});
   cases.push_back({"swapped envelopes", changed([](kms::KeyRequest& r) {
                      std::swap(r.chair_envelope, r.responder_envelope);
@@ -481,8 +503,9 @@ TEST_F(KmsdErrorsTest, KeyRequestRefusalsHaveTheDocumentedStatusAndBody) {
   cases.push_back({"authenticated header changed (timestamp + 1)",
                    changed([](kms::KeyRequest& r) { r.chair_envelope[15] ^= 1; }),
                    "envelope_authentication_failed"});
-  cases.push_back({"plain responder ID differs from the one both envelopes were made for",
-                   changed([](kms::KeyRequest& r) { r.responder_id = kCarol; }),
+  // kCarol has the length of kAlice (the envelopes keep the size their plain IDs imply).
+  cases.push_back({"plain chair ID differs from the one both envelopes were made for",
+                   changed([](kms::KeyRequest& r) { r.chair_id = kCarol; }),
                    "envelope_authentication_failed"});
   {
     // Authentic (the AAD carries the plain IDs), but the plaintext names another invitee.
@@ -497,7 +520,9 @@ TEST_F(KmsdErrorsTest, KeyRequestRefusalsHaveTheDocumentedStatusAndBody) {
     fields.chair_id = kAlice;
     fields.responder_id = kBob;
     fields.encrypted_chair_id = kAlice;
-    fields.encrypted_responder_id = kCarol;
+    // Another invitee whose ID has the length of kBob's, so that the envelope has the size
+    // the plain IDs imply (else it is malformed_request before any cryptography).
+    fields.encrypted_responder_id = "sip:eve@ims.example.net";
     cases.push_back(
         {"plaintext IDs differ from the plain IDs",
          kms::KeyRequest{
@@ -536,6 +561,12 @@ TEST_F(KmsdErrorsTest, MalformedBodiesAreRefusedWithMalformedRequest) {
       {"unknown field", body(alice, chair_envelope, ",\"extra\":1")},
       {"chair_id of the wrong type", body("5", chair_envelope, "")},
       {"missing field", "{\"chair_id\":" + alice + "}"},
+      // A key twice: boost::json alone keeps the last one (here the valid request), another
+      // parser the first.
+      {"chair_id twice", "{\"chair_id\":\"sip:mallory@ims.example.net\"," +
+                             body(alice, chair_envelope, "").substr(1)},
+      {"chair_id twice, once escaped",
+       body(alice, chair_envelope, ",\"chair\\u005fid\":\"sip:mallory@ims.example.net\"")},
   };
   for (const auto& [name, text] : cases) {
     EXPECT_TRUE(is_documented_error(post(*kmsd_, "/v1/key-request", text), "malformed_request"))
@@ -571,6 +602,18 @@ TEST_F(KmsdErrorsTest, TransportRefusalsUseMalformedRequestWithTheirOwnStatus) {
   EXPECT_TRUE(
       is_error(raw("POST", "/v1/key-request", "text/plain", "{}"), 415, "malformed_request"));
   EXPECT_TRUE(is_error(raw("POST", "/v1/bridge/keys", "", "{}"), 415, "malformed_request"));
+  // Content-Type parameters: a utf-8 charset (any case, quoted or not) is application/json;
+  // any other charset is refused before the body is read as UTF-8 JSON.
+  for (const std::string type :
+       {"application/json; charset=utf-8", "Application/JSON;charset=\"UTF-8\""}) {
+    EXPECT_TRUE(is_error(raw("POST", "/v1/key-request", type, "{}"), 400, "malformed_request"))
+        << type;  // past the Content-Type check: the empty object lacks the fields
+  }
+  for (const std::string type : {"application/json; charset=iso-8859-1",
+                                 "application/json; charset=utf-16", "application/json; x"}) {
+    EXPECT_TRUE(is_error(raw("POST", "/v1/key-request", type, "{}"), 415, "malformed_request"))
+        << type;
+  }
   EXPECT_TRUE(is_error(raw("GET", "/healthz?" + std::string(8300, 'a'), "", ""), 431,
                        "malformed_request"));  // limits.max_header_bytes default 8192
   EXPECT_TRUE(is_error(raw("GET", "/healthz not-http", "", ""), 400, "malformed_request"));
@@ -677,6 +720,83 @@ TEST_F(KmsdErrorsTest, BridgeRefusalsNotAuthorizedNotProvisionedAndRevoked) {
   ASSERT_EQ(revoked.exit_code, 0) << revoked.err;
   EXPECT_TRUE(
       is_documented_error(fetch(*kmsd_, own, pki().bridge_unprovisioned), "bridge_revoked"));
+}
+
+// A bridge that missed a rotation of its key (kms-provision bridge rotate): the release
+// says which bridge key version its items are wrapped under, so the bridge library reports
+// key_version_mismatch instead of an unwrap failure of every item; a bridge that names the
+// version it holds is refused with 403 key_version_mismatch, nothing released.
+TEST_F(KmsdErrorsTest, ABridgeThatMissedARotationOfItsKeyIsToldSo) {
+  const std::string bridge = "sip:bridge3@ims.example.net";
+  const CertFiles cert = pki().issue_bridge(environment_->dir(), "bridge3", bridge);
+  const std::string v1_file = environment_->dir() + "/bridge3.v1.key";
+  auto result = environment_->provision(
+      {"bridge", "add", bridge, "--insecure-plaintext-export", "--out", v1_file});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const auto profile = profile_of(environment_->profile());
+  const client::BridgeClient v1(bridge, read_root_key(v1_file), profile, 1);
+  const kms::Bytes conference = admit(*kmsd_, client::UeClient::make_nonce());
+  ASSERT_FALSE(conference.empty());
+  const auto items_of = [](const kms::BridgeRelease& release) {
+    std::vector<client::BridgeItem> items;
+    for (const kms::ReleasedKey& key : release.keys) {
+      items.push_back({key.member_id, key.role, key.key_id, key.suite, key.wrapped});
+    }
+    return items;
+  };
+  const auto release_for = [&](std::optional<std::uint32_t> version) {
+    return post(*kmsd_, "/v1/bridge/keys", kms::wire::bridge_request_to_json(conference, version),
+                &cert);
+  };
+
+  RawResponse response = release_for(std::nullopt);
+  ASSERT_EQ(response.status, 200u) << response.body;
+  kms::BridgeRelease release = kms::wire::bridge_release_from_json(response.body);
+  EXPECT_EQ(release.bridge_key_version, 1u);
+  EXPECT_EQ(v1.open_release(conference, release.bridge_key_version, items_of(release)).size(), 2u);
+  ASSERT_EQ(release_for(1).status, 200u);
+
+  const std::string v2_file = environment_->dir() + "/bridge3.v2.key";
+  result = environment_->provision(
+      {"bridge", "rotate", bridge, "--insecure-plaintext-export", "--out", v2_file});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+
+  // Not saying which version it holds: released under version 2, and the v1 bridge is told.
+  response = release_for(std::nullopt);
+  ASSERT_EQ(response.status, 200u) << response.body;
+  release = kms::wire::bridge_release_from_json(response.body);
+  EXPECT_EQ(release.bridge_key_version, 2u);
+  try {
+    (void)v1.open_release(conference, release.bridge_key_version, items_of(release));
+    ADD_FAILURE() << "a v1 bridge opened a release made under bridge key version 2";
+  } catch (const client::ClientError& error) {
+    EXPECT_EQ(error.code(), client::ClientErrorCode::key_version_mismatch) << error.what();
+    EXPECT_NE(std::string(error.what()).find("version 2"), std::string::npos) << error.what();
+  }
+  // Without the version the items themselves only fail to unwrap.
+  try {
+    (void)v1.open(conference, items_of(release).front());
+    ADD_FAILURE() << "a v1 bridge key unwrapped an item wrapped under v2";
+  } catch (const client::ClientError& error) {
+    EXPECT_EQ(error.code(), client::ClientErrorCode::unwrap_failed) << error.what();
+  }
+
+  // Saying it holds version 1: refused, with the documented status, nothing released.
+  const std::size_t audit_before = read_text(environment_->audit_path("errors.toml")).size();
+  response = release_for(1);
+  EXPECT_TRUE(is_documented_error(response, "key_version_mismatch"));
+  EXPECT_EQ(response.body.find("wrapped"), std::string::npos) << response.body;
+  const std::string audited =
+      read_text(environment_->audit_path("errors.toml")).substr(audit_before);
+  EXPECT_NE(audited.find("\"outcome\":\"key_version_mismatch\""), std::string::npos) << audited;
+  EXPECT_EQ(audited.find("\"event\":\"key_release\""), std::string::npos) << audited;
+
+  // The new key, named or not, opens the release.
+  const client::BridgeClient v2(bridge, read_root_key(v2_file), profile, 2);
+  response = release_for(2);
+  ASSERT_EQ(response.status, 200u) << response.body;
+  release = kms::wire::bridge_release_from_json(response.body);
+  EXPECT_EQ(v2.open_release(conference, release.bridge_key_version, items_of(release)).size(), 2u);
 }
 
 TEST_F(KmsdErrorsTest, AnUnwritableAuditLogGivesAuditUnavailable) {

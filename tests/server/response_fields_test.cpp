@@ -187,7 +187,7 @@ TEST_F(ResponseFieldsTest, KeyRequestSuccessHasExactlyTheDocumentedFields) {
   EXPECT_EQ(member_key.conference_id, conference_id);
 }
 
-// 200 {"conference_id": b64u, "profile": n, "expires_at": unix-seconds,
+// 200 {"conference_id": b64u, "profile": n, "expires_at": unix-seconds, "bridge_key_version": n,
 //      "keys": [{"member_id": ID, "role": 1|2, "key_id": b64u, "suite": n, "wrapped": b64u}]}
 TEST_F(ResponseFieldsTest, BridgeReleaseSuccessHasExactlyTheDocumentedFields) {
   const client::Secret r_a = client::UeClient::make_nonce();
@@ -220,10 +220,12 @@ TEST_F(ResponseFieldsTest, BridgeReleaseSuccessHasExactlyTheDocumentedFields) {
   const json::object body = success_object(
       https_request(kmsd_->port(), pki.server_ca, "POST", "/v1/bridge/keys", "application/json",
                     json::serialize(request), pki.bridge.cert, pki.bridge.key));
-  EXPECT_EQ(field_names(body),
-            (std::set<std::string>{"conference_id", "profile", "expires_at", "keys"}));
+  EXPECT_EQ(field_names(body), (std::set<std::string>{"conference_id", "profile", "expires_at",
+                                                      "bridge_key_version", "keys"}));
   EXPECT_EQ(binary_field(body, "conference_id"), conference_id);
   EXPECT_EQ(integer_field(body, "profile"), profile_id());
+  // The version of the bridge key the items are wrapped under: the bridge's first (u32).
+  EXPECT_EQ(integer_field(body, "bridge_key_version"), 1);
   // The conference's expiry: its first admission + conference_ttl_s (default 86400).
   const std::int64_t expires_at = integer_field(body, "expires_at");
   EXPECT_GE(expires_at, before + 86400);

@@ -7,8 +7,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <boost/json.hpp>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "key_files.h"
 #include "tools_fixture.h"
@@ -281,6 +283,149 @@ TEST_F(KmsClientTest, ExitFourForAResponseThatDoesNotOpen) {
            environment().key_file(kAlice), "--state", bob.state, "--relay", bob.relay, "--out-key",
            dir_ + "/a.media", "--profile", environment().profile()});
   EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
+// The conference id a relay file names (kms-client ue request --out-relay).
+std::string relay_conference(const std::string& relay) {
+  const boost::json::value value = boost::json::parse(kms::tools::read_text(relay));
+  return std::string(value.as_object().at("conference_id").as_string());
+}
+
+// A format 1 export (kms-provision before the header fields): the file without its
+// "# name: value" lines.
+std::string format_one_copy(const std::string& path) {
+  std::istringstream in(kms::tools::read_text(path));
+  std::string out;
+  for (std::string line; std::getline(in, line);) {
+    const bool field = line.rfind("# ", 0) == 0 && line.find(": ") != std::string::npos &&
+                       line.find(' ', 2) > line.find(": ");
+    if (!field) out += line + "\n";
+  }
+  const std::string copy = path + ".format1";
+  write(copy, out);
+  return copy;
+}
+
+// Issue 9: a bridge that missed a rotation of its key. kms-client sends the bridge key
+// version its key file holds; kmsd refuses another current version with
+// key_version_mismatch (exit 1, the code and both versions printed), nothing written; the
+// new key file fetches and opens the keys.
+TEST_F(KmsClientTest, ABridgeFetchWithARotatedBridgeKeyNamesTheVersions) {
+  const std::string bridge = "sip:bridge2@ims.example.net";
+  const kmstest::CertFiles cert = environment().pki().issue_bridge(dir_, "bridge2", bridge);
+  const std::string v1 = dir_ + "/bridge2.v1.key";
+  auto r = environment().provision(
+      {"bridge", "add", bridge, "--insecure-plaintext-export", "--out", v1});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto bob = toolstest::invite(dir_, kAlice, kBob);
+  ASSERT_EQ(bob.request.exit_code, 0) << bob.request.err;
+  const std::string conference = relay_conference(bob.relay);
+  const auto fetch = [&](const std::string& key_file, const std::string& out) {
+    return run(
+        {KMS_CLIENT_BIN, "bridge", "fetch", "--id", bridge, "--key-file", key_file, "--conference",
+         conference, "--out", out, "--cert", cert.cert, "--cert-key", cert.key},
+        true);
+  };
+  r = fetch(v1, dir_ + "/v1.keys");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+
+  const std::string v2 = dir_ + "/bridge2.v2.key";
+  r = environment().provision(
+      {"bridge", "rotate", bridge, "--insecure-plaintext-export", "--out", v2});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const std::string& stale : {v1, format_one_copy(v1)}) {  // header or default: 1
+    SCOPED_TRACE(stale);
+    r = fetch(stale, dir_ + "/stale.keys");
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_TRUE(toolstest::one_line(r.err)) << r.err;
+    EXPECT_NE(r.err.find("server refused (HTTP 403): key_version_mismatch: the bridge holds key "
+                         "version 1, its current key version is 2"),
+              std::string::npos)
+        << r.err;
+    EXPECT_FALSE(std::filesystem::exists(dir_ + "/stale.keys"));
+  }
+  r = fetch(v2, dir_ + "/v2.keys");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run({KMS_CLIENT_BIN, "check-keys", "--bridge-keys", dir_ + "/v2.keys", bob.media});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+}
+
+// docs/OPERATIONS.md "Root key export files": kms-client takes key_version and profile from
+// a format 2 file's header; a format 1 file (no header) is read as version 1 and the
+// --profile given (default aes-ecb-sha256); --key-version / --profile override the file.
+TEST_F(KmsClientTest, RootKeyFilesCarryTheirKeyVersionAndProfile) {
+  const std::string erin = "sip:erin@ims.example.net";
+  const std::string v1 = dir_ + "/erin.v1.key", v2 = dir_ + "/erin.v2.key";
+  auto r = environment().provision(
+      {"subscriber", "add", erin, "--insecure-plaintext-export", "--out", v1});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = environment().provision(
+      {"subscriber", "rotate", erin, "--insecure-plaintext-export", "--out", v2});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_NE(kms::tools::read_text(v2).find("\n# key_version: 2\n"), std::string::npos);
+
+  // Alice (format 2, version 1) invites Erin; Erin's request uses `key_file` and `extra`.
+  int n = 0;
+  const auto request = [&](const std::string& key_file, const std::vector<std::string>& extra) {
+    const std::string tag = dir_ + "/" + std::to_string(++n);
+    auto invited = run({KMS_CLIENT_BIN, "ue", "invite", "--id", kAlice, "--key-file",
+                        environment().key_file(kAlice), "--state", tag + ".state", "--invitee",
+                        erin, "--out", tag + ".ea"});
+    EXPECT_EQ(invited.exit_code, 0) << invited.err;
+    std::vector<std::string> argv = {
+        KMS_CLIENT_BIN, "ue",          "request",      "--id",      erin,
+        "--key-file",   key_file,      "--chair",      kAlice,      "--chair-envelope",
+        tag + ".ea",    "--out-relay", tag + ".relay", "--out-key", tag + ".media"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return run(argv, true);
+  };
+  // No --key-version, no --profile: the header's version 2 and profile.
+  r = request(v2, {});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // The same key as format 1: version 1 unless --key-version says otherwise.
+  const std::string v2_format1 = format_one_copy(v2);
+  ASSERT_EQ(kms::tools::read_text(v2_format1).find("key_version"), std::string::npos);
+  r = request(v2_format1, {});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("key_version_mismatch: responder envelope names key version 1, current "
+                       "is 2"),
+            std::string::npos)
+      << r.err;
+  r = request(v2_format1, {"--key-version", "2"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // Format 1: the profile is --profile's (default aes-ecb-sha256); another is refused.
+  const std::string other =
+      environment().profile() == "aes-ecb-sha256" ? "sp800-108-cmac" : "aes-ecb-sha256";
+  r = request(v2_format1, {"--key-version", "2", "--profile", other});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("profile_mismatch"), std::string::npos) << r.err;
+  // The command line overrides the header.
+  r = request(v2, {"--key-version", "1"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("key_version_mismatch"), std::string::npos) << r.err;
+
+  // A header kms-client cannot read is a local file problem (exit 2), never a guess.
+  const std::string text = kms::tools::read_text(v2);
+  const auto with = [&](const std::string& from, const std::string& to) {
+    std::string changed = text;
+    changed.replace(changed.find(from), from.size(), to);
+    const std::string path = dir_ + "/erin." + std::to_string(++n) + ".key";
+    write(path, changed);
+    return path;
+  };
+  for (const auto& [file, message] : std::vector<std::pair<std::string, std::string>>{
+           {with("# format: 2", "# format: 3"), "export format 3 is not known"},
+           {with("# key_version: 2", "# key_version: 0"), "key_version \"0\" is not"},
+           {with("# key_version: 2\n", ""), "without header field key_version"},
+           {with("# profile: ", "# profile: x"), "is not known"},
+           {with("# wrapping: none", "# wrapping: rot13"), "wrapping \"rot13\" is not known"},
+           {with("# kind: subscriber", "# kind: subscriber\n# kind: bridge"), "given twice"},
+       }) {
+    SCOPED_TRACE(message);
+    r = request(file, {});
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
+  }
 }
 
 }  // namespace

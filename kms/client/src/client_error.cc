@@ -20,6 +20,8 @@ std::string_view client_error_name(ClientErrorCode code) {
       return "key_id_mismatch";
     case ClientErrorCode::unwrap_failed:
       return "unwrap_failed";
+    case ClientErrorCode::key_version_mismatch:
+      return "key_version_mismatch";
     case ClientErrorCode::crypto_failure:
       return "crypto_failure";
   }

@@ -1,6 +1,8 @@
 #include "kms/core/bridge_service.h"
 
 #include <algorithm>
+#include <tuple>
+#include <utility>
 
 #include "error_mapping.h"
 #include "hex.h"
@@ -20,6 +22,16 @@ hsm::SecureBytes media_context(const Conference& conference, const ConferenceMem
                                         member.nonce.view(), conference.suite);
 }
 
+// The bridge said which key version it holds: refuse another one before anything is
+// wrapped under it (the bridge could not unwrap the items).
+void check_bridge_key_version(std::optional<std::uint32_t> expected, std::uint32_t current) {
+  if (expected && *expected != current) {
+    throw ProtocolError(ErrorCode::key_version_mismatch,
+                        "the bridge holds key version " + std::to_string(*expected) +
+                            ", its current key version is " + std::to_string(current));
+  }
+}
+
 std::string member_list(const Conference& conference) {
   std::string out;
   for (const ConferenceMember& member : conference.members) {
@@ -37,10 +49,11 @@ TokenBridgeService::TokenBridgeService(tokens::TokenContext& token, tokens::KeyS
     : token_(token), keys_(keys), registry_(registry), audit_(audit), config_(std::move(config)) {}
 
 BridgeRelease TokenBridgeService::release(const std::string& bridge_id, const Bytes& conference_id,
-                                          const RequestContext& context) {
+                                          const RequestContext& context,
+                                          std::optional<std::uint32_t> expected_key_version) {
   try {
     try {
-      return process(bridge_id, conference_id, context);
+      return process(bridge_id, conference_id, context, expected_key_version);
     } catch (...) {
       rethrow_as_protocol_error(true);
     }
@@ -85,7 +98,8 @@ bool same_release_inputs(const Conference& read, const Conference& now) {
 }  // namespace
 
 BridgeRelease TokenBridgeService::process(const std::string& bridge_id, const Bytes& conference_id,
-                                          const RequestContext& context) {
+                                          const RequestContext& context,
+                                          std::optional<std::uint32_t> expected_key_version) {
   if (conference_id.size() != protocol::kConferenceIdSize) {
     throw ProtocolError(ErrorCode::malformed_request, "conference id must be 16 bytes");
   }
@@ -94,9 +108,11 @@ BridgeRelease TokenBridgeService::process(const std::string& bridge_id, const By
   }
   const std::int64_t now = config_.now();
 
-  // Provisioned and active, before the conference is looked at (and bound).
+  // Provisioned and active, and holding the current key version if it says which it holds,
+  // before the conference is looked at (and bound).
   token_.pool().run([&](hsm::Session&) {
-    (void)keys_.resolve(tokens::IdentityKind::bridge, bridge_id);
+    const tokens::ResolvedKey key = keys_.resolve(tokens::IdentityKind::bridge, bridge_id);
+    check_bridge_key_version(expected_key_version, key.key_version);
     return 0;
   });
 
@@ -110,7 +126,8 @@ BridgeRelease TokenBridgeService::process(const std::string& bridge_id, const By
     release.conference_id = conference->conference_id;
     release.profile = conference->profile;
     release.expires_at = conference->expires_at;
-    release.keys = wrap_member_keys(*conference, bridge_id);
+    std::tie(release.keys, release.bridge_key_version) =
+        wrap_member_keys(*conference, bridge_id, expected_key_version);
     std::string key_ids;
     for (const ReleasedKey& key : release.keys) {
       if (!key_ids.empty()) key_ids += ',';
@@ -127,6 +144,7 @@ BridgeRelease TokenBridgeService::process(const std::string& bridge_id, const By
                                 {"members", member_list(current)},
                                 {"key_ids", key_ids},
                                 {"count", std::to_string(release.keys.size())},
+                                {"bridge_key_version", std::to_string(release.bridge_key_version)},
                                 {"peer", context.peer},
                                 {"request_id", context.request_id}}});
     };
@@ -161,11 +179,15 @@ void TokenBridgeService::check_releasable(const std::optional<Conference>& confe
   }
 }
 
-std::vector<ReleasedKey> TokenBridgeService::wrap_member_keys(const Conference& conference,
-                                                              const std::string& bridge_id) {
+std::pair<std::vector<ReleasedKey>, std::uint32_t> TokenBridgeService::wrap_member_keys(
+    const Conference& conference, const std::string& bridge_id,
+    std::optional<std::uint32_t> expected_key_version) {
   const tokens::TokenProfile& profile = token_.profile();
   return token_.pool().run([&](hsm::Session& session) {
+    // Resolved again: a rotation since the check above shows here, never as items wrapped
+    // under one version and labelled with another.
     const tokens::ResolvedKey bridge_key = keys_.resolve(tokens::IdentityKind::bridge, bridge_id);
+    check_bridge_key_version(expected_key_version, bridge_key.key_version);
     const CK_OBJECT_HANDLE master =
         token_.pool().resolve(session, tokens::TokenContext::master_key());
     std::vector<ReleasedKey> keys;
@@ -187,7 +209,7 @@ std::vector<ReleasedKey> TokenBridgeService::wrap_member_keys(const Conference& 
       item.wrapped = token_steps::wrap(session, profile, wrap_key.get(), media.get());
       keys.push_back(std::move(item));
     }
-    return keys;
+    return std::make_pair(std::move(keys), bridge_key.key_version);
   });
 }
 

@@ -73,6 +73,21 @@ Envelope parse_envelope(ByteView bytes) {
   return envelope;
 }
 
+std::size_t envelope_size_for(std::string_view chair_id, std::string_view responder_id) {
+  return kEnvelopeHeaderSize + kNonceSize + (2 + chair_id.size()) + (2 + responder_id.size()) +
+         kTagSize;
+}
+
+Envelope parse_envelope(ByteView bytes, std::string_view chair_id, std::string_view responder_id) {
+  Envelope envelope = parse_envelope(bytes);
+  const std::size_t expected = envelope_size_for(chair_id, responder_id);
+  if (bytes.size() != expected) {
+    malformed("envelope is " + std::to_string(bytes.size()) + " bytes, the plain IDs make it " +
+              std::to_string(expected));
+  }
+  return envelope;
+}
+
 Bytes envelope_header(const Envelope& envelope) {
   if (envelope.iv.size() != kIvSize) malformed("IV must be 12 bytes");
   Bytes out;

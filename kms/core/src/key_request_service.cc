@@ -126,8 +126,11 @@ KeyResponse TokenKeyRequestService::process(const KeyRequest& request,
     throw ProtocolError(ErrorCode::invalid_identity, "a chair cannot invite itself");
   }
 
-  const protocol::Envelope chair = protocol::parse_envelope(request.chair_envelope);
-  const protocol::Envelope responder = protocol::parse_envelope(request.responder_envelope);
+  // Each envelope's size must be the one its plain IDs imply (before any cryptography).
+  const protocol::Envelope chair =
+      protocol::parse_envelope(request.chair_envelope, request.chair_id, request.responder_id);
+  const protocol::Envelope responder =
+      protocol::parse_envelope(request.responder_envelope, request.chair_id, request.responder_id);
   if (chair.type != MessageType::chair_invite) {
     throw ProtocolError(ErrorCode::unknown_message_type, "chair envelope is not of type 0x01");
   }

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,14 +54,24 @@ struct BridgeRelease {
   std::uint8_t profile = 0;
   std::vector<ReleasedKey> keys;
   std::int64_t expires_at = 0;  // Unix seconds
+  // The version of the bridge root key BK_Y every item is wrapped under: a bridge that
+  // holds another version cannot unwrap them (docs/PROTOCOL.md "Bridge key release").
+  std::uint32_t bridge_key_version = 0;
 };
 
 class BridgeService {
  public:
   virtual ~BridgeService() = default;
-  // Throws ProtocolError; every release and refusal is audited.
+  // Throws ProtocolError; every release and refusal is audited. expected_key_version: the
+  // bridge key version the bridge holds, when it says; another current version is refused
+  // with key_version_mismatch (nothing released, no binding).
   virtual BridgeRelease release(const std::string& bridge_id, const Bytes& conference_id,
-                                const RequestContext& context) = 0;
+                                const RequestContext& context,
+                                std::optional<std::uint32_t> expected_key_version) = 0;
+  BridgeRelease release(const std::string& bridge_id, const Bytes& conference_id,
+                        const RequestContext& context) {
+    return release(bridge_id, conference_id, context, std::nullopt);
+  }
 };
 
 }  // namespace kms

@@ -48,7 +48,8 @@ struct Parser {
     if (!t) return std::nullopt;
     const toml::node* node = t->get(key);
     if (!node) return std::nullopt;
-    if (auto value = node->value<T>()) return value;
+    // value_exact: no conversions (toml++'s value<int64_t>() would take 1e3 or 300.0).
+    if (auto value = node->value_exact<T>()) return value;
     problems.push_back(std::string(table_name) + "." + std::string(key) + " must be " +
                        std::string(expected));
     return std::nullopt;
@@ -203,8 +204,8 @@ LoadResult load_config(const fs::path& file) {
                                 "\": must be \"1.3\" (default) or \"1.2\"");
     }
   }
-  p.size(server, "server", "io_threads", config.server.io_threads, 0, 256);
-  p.size(server, "server", "worker_threads", config.server.worker_threads, 0, 1024);
+  p.size(server, "server", "io_threads", config.server.io_threads, 0, kMaxIoThreads);
+  p.size(server, "server", "worker_threads", config.server.worker_threads, 0, kMaxWorkerThreads);
   p.duration(server, "server", "drain_timeout_ms", config.server.drain_timeout, 0, 600000);
 
   const auto* limits = p.table(
@@ -261,6 +262,10 @@ LoadResult load_config(const fs::path& file) {
       result.problems.push_back("log.format = \"" + *v + "\": must be \"kv\" or \"json\"");
     }
   }
+
+  // The token layer reads only [database] path and lets other keys pass (they could be
+  // another layer's); kmsd has no other, so a typo there is an error like anywhere else.
+  (void)p.table("database", {"path"});
 
   try {
     tokens::apply_config_table(config.token, root, file.string());

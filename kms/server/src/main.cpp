@@ -104,8 +104,20 @@ int main(int argc, char** argv) {
                                 ": must be debug, info, warn or error");
     }
   }
-  if (workers > 0) config.server.worker_threads = workers;
-  if (io_threads > 0) config.server.io_threads = io_threads;
+  // The ranges of server.worker_threads / server.io_threads (docs/SERVER.md); 0 keeps the
+  // file's value.
+  if (workers > kMaxWorkerThreads) {
+    loaded.problems.push_back("--worker-threads " + std::to_string(workers) +
+                              " is out of range [0, " + std::to_string(kMaxWorkerThreads) + "]");
+  } else if (workers > 0) {
+    config.server.worker_threads = workers;
+  }
+  if (io_threads > kMaxIoThreads) {
+    loaded.problems.push_back("--io-threads " + std::to_string(io_threads) +
+                              " is out of range [0, " + std::to_string(kMaxIoThreads) + "]");
+  } else if (io_threads > 0) {
+    config.server.io_threads = io_threads;
+  }
   if (loaded.ok()) loaded.problems = validate(config);
   if (!loaded.ok()) {
     std::cerr << "kmsd: " << config_file << ": invalid configuration:\n";

@@ -9,7 +9,9 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <cctype>
 #include <csignal>
+#include <iterator>
 #include <set>
 #include <thread>
 #include <unordered_map>
@@ -69,14 +71,6 @@ std::string hex(const Bytes& data) {
     out += kHex[b & 15];
   }
   return out;
-}
-
-bool is_json_content_type(std::string_view value) {
-  const auto semicolon = value.find(';');
-  if (semicolon != std::string_view::npos) value = value.substr(0, semicolon);
-  while (!value.empty() && value.back() == ' ') value.remove_suffix(1);
-  while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
-  return beast::iequals(value, "application/json");
 }
 
 // Maps every exception a job can throw to a reply with a stable code.
@@ -520,8 +514,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   bool require_json() {
-    if (is_json_content_type(request_[http::field::content_type])) return true;
-    send(error_reply(415, "malformed_request", "Content-Type must be application/json"));
+    const auto [first, last] = request_.equal_range(http::field::content_type);
+    if (first != last && std::next(first) == last) {
+      if (const auto problem = json_content_type_problem(first->value())) {
+        send(error_reply(415, "malformed_request", "Content-Type: " + *problem));
+        return false;
+      }
+      return true;
+    }
+    send(error_reply(415, "malformed_request",
+                     first == last ? "Content-Type must be application/json"
+                                   : "more than one Content-Type field"));
     return false;
   }
 
@@ -568,7 +571,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
                             {"cert_subject", peer.subject},
                             {"cert_issuer", peer.issuer}}};
         try {  // name the conference asked for, when the body says
-          refusal.fields["conference"] = hex(wire::bridge_request_from_json(body));
+          refusal.fields["conference"] = hex(wire::bridge_request_from_json(body).conference_id);
         } catch (const ProtocolError&) {
         }
         // Nothing authenticated this request (that is the refusal): anyone can send any
@@ -585,15 +588,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
       });
       return;
     }
-    run_on_worker([&server = server_, body = std::move(request_.body()), context,
-                   identity = peer.identity] {
-      if (!server.backend.bridges) {
-        throw ProtocolError(ErrorCode::internal_error, "no bridge service configured");
-      }
-      const Bytes conference = wire::bridge_request_from_json(body);
-      const BridgeRelease release = server.backend.bridges->release(identity, conference, context);
-      return Reply{200, "application/json", wire::bridge_release_to_json(release), "ok"};
-    });
+    run_on_worker(
+        [&server = server_, body = std::move(request_.body()), context, identity = peer.identity] {
+          if (!server.backend.bridges) {
+            throw ProtocolError(ErrorCode::internal_error, "no bridge service configured");
+          }
+          const wire::BridgeKeyRequest request = wire::bridge_request_from_json(body);
+          const BridgeRelease release = server.backend.bridges->release(
+              identity, request.conference_id, context, request.bridge_key_version);
+          return Reply{200, "application/json", wire::bridge_release_to_json(release), "ok"};
+        });
   }
 
   // Runs job on the worker pool (token calls, audit fsync) and sends its reply from this
@@ -857,6 +861,74 @@ void Server::stop() {
 
 void Server::reload_certificates() {
   net::post(impl_->ioc, [impl = impl_.get()] { impl->reload(); });
+}
+
+namespace {
+
+bool is_tchar(char c) {  // RFC 9110 token characters
+  return std::isalnum(static_cast<unsigned char>(c)) ||
+         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+std::string_view trim_ows(std::string_view text) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  return text;
+}
+
+// A token at the front of text (removed); empty if there is none.
+std::string_view take_token(std::string_view& text) {
+  std::size_t n = 0;
+  while (n < text.size() && is_tchar(text[n])) ++n;
+  const std::string_view token = text.substr(0, n);
+  text.remove_prefix(n);
+  return token;
+}
+
+}  // namespace
+
+std::optional<std::string> json_content_type_problem(std::string_view value) {
+  // RFC 9110 media-type: type "/" subtype *( OWS ";" OWS [ parameter ] ), parameter =
+  // token "=" ( token / quoted-string ); names and the type are case-insensitive.
+  std::string_view rest = trim_ows(value);
+  const std::string_view type = take_token(rest);
+  if (rest.empty() || rest.front() != '/') return "not a media type (must be application/json)";
+  rest.remove_prefix(1);
+  const std::string_view subtype = take_token(rest);
+  if (!beast::iequals(type, "application") || !beast::iequals(subtype, "json")) {
+    return "must be application/json";
+  }
+  while (true) {
+    rest = trim_ows(rest);
+    if (rest.empty()) return std::nullopt;
+    if (rest.front() != ';') return "malformed media type parameters";
+    rest.remove_prefix(1);
+    rest = trim_ows(rest);
+    if (rest.empty() || rest.front() == ';') continue;  // an empty parameter
+    const std::string_view name = take_token(rest);
+    if (name.empty() || rest.empty() || rest.front() != '=') {
+      return "malformed media type parameter";
+    }
+    rest.remove_prefix(1);
+    std::string parameter_value;
+    if (!rest.empty() && rest.front() == '"') {
+      std::size_t i = 1;
+      for (; i < rest.size() && rest[i] != '"'; ++i) {
+        if (rest[i] == '\\' && i + 1 < rest.size()) ++i;
+        parameter_value += rest[i];
+      }
+      if (i >= rest.size()) return "unterminated quoted parameter value";
+      rest.remove_prefix(i + 1);
+    } else {
+      parameter_value = std::string(take_token(rest));
+      if (parameter_value.empty()) return "malformed media type parameter";
+    }
+    // JSON is UTF-8 (RFC 8259 section 8.1): a body declared in any other charset is not
+    // read as if it were UTF-8. Other parameters have no meaning for application/json.
+    if (beast::iequals(name, "charset") && !beast::iequals(parameter_value, "utf-8")) {
+      return "charset " + parameter_value.substr(0, 32) + " is not utf-8";
+    }
+  }
 }
 
 }  // namespace kms::server

@@ -7,6 +7,8 @@
 
 #include <boost/json.hpp>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 
@@ -18,21 +20,60 @@ namespace {
 
 namespace json = boost::json;
 
-std::string first_data_line(const std::string& text, bool& wrapped) {
+// The parts of an export file before (and including) its key line.
+struct ExportText {
+  std::string key_line;                       // hex; empty if the file has none
+  std::map<std::string, std::string> fields;  // format 2 header fields
+  bool legacy_wrapped_comment = false;        // format 1: a comment mentions "wrapped"
+};
+
+const std::set<std::string>& header_field_names() {
+  static const std::set<std::string> names = {"format",      "identity", "kind",
+                                              "key_version", "profile",  "wrapping"};
+  return names;
+}
+
+ExportText split_export(const std::string& text, const std::string& path) {
   std::istringstream in(text);
   std::string line;
-  wrapped = false;
+  ExportText out;
   while (std::getline(in, line)) {
     while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
     if (line.empty()) continue;
-    if (line.front() == '#') {
-      if (line.find("wrapped") != std::string::npos) wrapped = true;
-      continue;
+    if (line.front() != '#') {
+      out.key_line = std::move(line);
+      return out;
     }
-    return line;
+    if (line.find("wrapped") != std::string::npos) out.legacy_wrapped_comment = true;
+    // "# name: value" with a known name is a header field, anything else a comment.
+    const std::size_t colon = line.find(": ");
+    if (line.size() > 2 && line[1] == ' ' && colon != std::string::npos) {
+      const std::string name = line.substr(2, colon - 2);
+      if (header_field_names().contains(name)) {
+        if (!out.fields.emplace(name, line.substr(colon + 2)).second) {
+          throw std::runtime_error(path + ": header field " + name + " given twice");
+        }
+      }
+    }
   }
-  return {};
+  return out;
 }
+
+std::uint32_t parse_key_version(const std::string& text, const std::string& path) {
+  const bool digits = !text.empty() && text.size() <= 10 &&
+                      text.find_first_not_of("0123456789") == std::string::npos;
+  const std::uint64_t value = digits ? std::stoull(text) : 0;
+  if (value < 1 || value > 0xFFFFFFFFu) {
+    throw std::runtime_error(path + ": key_version \"" + text + "\" is not 1 .. 4294967295");
+  }
+  return static_cast<std::uint32_t>(value);
+}
+
+// Wipes a string that held key material when it goes out of scope.
+struct WipeOnExit {
+  std::string& text;
+  ~WipeOnExit() { OPENSSL_cleanse(text.data(), text.size()); }
+};
 
 client::Secret unwrap_rfc5649(client::ByteView kek, client::ByteView wrapped) {
   EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
@@ -155,20 +196,54 @@ std::optional<client::Bytes> from_hex(std::string_view text) {
   return out;
 }
 
-client::Secret read_root_key(const std::string& path,
-                             const std::optional<std::string>& personalisation_key_file) {
+RootKeyFile read_root_key_file(const std::string& path,
+                               const std::optional<std::string>& personalisation_key_file) {
   std::string text = read_text(path);
-  bool wrapped = false;
-  std::string line = first_data_line(text, wrapped);
+  ExportText parts = split_export(text, path);
   OPENSSL_cleanse(text.data(), text.size());
-  auto bytes = from_hex(line);
-  OPENSSL_cleanse(line.data(), line.size());
+  const WipeOnExit wipe_key_line{parts.key_line};
+  RootKeyFile file;
+  bool wrapped = parts.legacy_wrapped_comment;
+  const auto field = [&](const char* name) -> const std::string& {
+    const auto found = parts.fields.find(name);
+    if (found == parts.fields.end()) {
+      throw std::runtime_error(path + ": format 2 export without header field " + name);
+    }
+    return found->second;
+  };
+  if (const auto format = parts.fields.find("format"); format != parts.fields.end()) {
+    if (format->second != "2") {
+      throw std::runtime_error(path + ": export format " + format->second +
+                               " is not known (this kms-client reads formats 1 and 2)");
+    }
+    file.key_version = parse_key_version(field("key_version"), path);
+    const std::string& profile = field("profile");
+    if (profile == "aes-ecb-sha256") {
+      file.profile = client::Profile::aes_ecb_sha256;
+    } else if (profile == "sp800-108-cmac") {
+      file.profile = client::Profile::sp800_108_cmac;
+    } else {
+      throw std::runtime_error(path + ": profile \"" + profile + "\" is not known");
+    }
+    file.identity = field("identity");
+    file.kind = field("kind");
+    const std::string& wrapping = field("wrapping");
+    if (wrapping == "none") {
+      wrapped = false;
+    } else if (wrapping.starts_with("personalisation-key ")) {
+      wrapped = true;
+    } else {
+      throw std::runtime_error(path + ": wrapping \"" + wrapping + "\" is not known");
+    }
+  }
+  auto bytes = from_hex(parts.key_line);
   if (!bytes) throw std::runtime_error(path + ": no hex key line");
   client::Secret data(*bytes);
   OPENSSL_cleanse(bytes->data(), bytes->size());
   if (!wrapped) {
     if (data.size() != 32) throw std::runtime_error(path + ": root key is not 32 bytes");
-    return data;
+    file.key = std::move(data);
+    return file;
   }
   if (!personalisation_key_file) {
     throw std::runtime_error(path +
@@ -178,7 +253,13 @@ client::Secret read_root_key(const std::string& path,
   client::Secret kek = read_root_key(*personalisation_key_file, std::nullopt);
   client::Secret key = unwrap_rfc5649(kek, data);
   if (key.size() != 32) throw std::runtime_error(path + ": unwrapped root key is not 32 bytes");
-  return key;
+  file.key = std::move(key);
+  return file;
+}
+
+client::Secret read_root_key(const std::string& path,
+                             const std::optional<std::string>& personalisation_key_file) {
+  return read_root_key_file(path, personalisation_key_file).key;
 }
 
 ChairState read_chair_state(const std::string& path) {

@@ -45,9 +45,10 @@ struct Common {
   std::string cert_file;
   std::string key_file;
   int timeout_ms = 10000;
-  std::string profile = "aes-ecb-sha256";
+  // nullopt: what the key file says (format 2), else aes-ecb-sha256 and 1.
+  std::optional<std::string> profile;
   int suite = 1;
-  std::uint32_t key_version = 1;
+  std::optional<std::uint32_t> key_version;
   std::optional<std::string> personalisation_key_file;
 };
 
@@ -55,6 +56,25 @@ client::Profile profile_of(const std::string& name) {
   if (name == "aes-ecb-sha256") return client::Profile::aes_ecb_sha256;
   if (name == "sp800-108-cmac") return client::Profile::sp800_108_cmac;
   throw CLI::ValidationError("--profile", "must be aes-ecb-sha256 or sp800-108-cmac");
+}
+
+// A root key with the key version and profile it is used with: --key-version and
+// --profile when given (they override the file, e.g. to make a KMS refuse), else the key
+// file's format 2 header, else (a format 1 file) 1 and aes-ecb-sha256.
+struct RootKey {
+  client::Secret key;
+  std::uint32_t key_version = 1;
+  client::Profile profile = client::Profile::aes_ecb_sha256;
+};
+
+RootKey load_root_key(const std::string& path, const Common& common) {
+  RootKeyFile file = read_root_key_file(path, common.personalisation_key_file);
+  RootKey out;
+  out.key = std::move(file.key);
+  out.key_version = common.key_version.value_or(file.key_version.value_or(1));
+  out.profile = common.profile ? profile_of(*common.profile)
+                               : file.profile.value_or(client::Profile::aes_ecb_sha256);
+  return out;
 }
 
 client::Suite suite_of(int id) {
@@ -99,15 +119,17 @@ void add_server_options(CLI::App* command, Common& common, bool bridge) {
 }
 
 void add_protocol_options(CLI::App* command, Common& common) {
-  command->add_option("--profile", common.profile, "token profile of the deployment")
-      ->check(CLI::IsMember({"aes-ecb-sha256", "sp800-108-cmac"}))
-      ->capture_default_str();
+  command
+      ->add_option("--profile", common.profile,
+                   "token profile of the deployment (default: the key file's, else "
+                   "aes-ecb-sha256)")
+      ->check(CLI::IsMember({"aes-ecb-sha256", "sp800-108-cmac"}));
   command
       ->add_option("--suite", common.suite,
                    "SRTP suite id (1 AES_CM_128_HMAC_SHA1_80, 2 AEAD_AES_128_GCM)")
       ->capture_default_str();
-  command->add_option("--key-version", common.key_version, "subscriber key version")
-      ->capture_default_str();
+  command->add_option("--key-version", common.key_version,
+                      "root key version (default: the key file's, else 1)");
   command->add_option("--personalisation-key-file", common.personalisation_key_file,
                       "personalisation key (hex) when the root key file is wrapped under it");
 }
@@ -239,12 +261,11 @@ int main(int argc, char** argv) {
   }
 
   try {
-    const client::Profile profile = profile_of(common.profile);
     const client::Suite suite = suite_of(common.suite);
 
     if (invite->parsed()) {
-      const client::Secret key = read_root_key(key_file, common.personalisation_key_file);
-      const client::UeClient ue_client(identity, key, common.key_version, profile);
+      const RootKey key = load_root_key(key_file, common);
+      const client::UeClient ue_client(identity, key.key, key.key_version, key.profile);
       const ChairState state = load_or_create_chair_state(state_file, identity);
       const kms::Bytes envelope = ue_client.chair_envelope(state.nonce, invitee, suite);
       write_text(out_file, client::base64url_encode(envelope) + "\n", false);
@@ -253,8 +274,8 @@ int main(int argc, char** argv) {
     }
 
     if (request->parsed()) {
-      const client::Secret key = read_root_key(key_file, common.personalisation_key_file);
-      const client::UeClient ue_client(identity, key, common.key_version, profile);
+      const RootKey key = load_root_key(key_file, common);
+      const client::UeClient ue_client(identity, key.key, key.key_version, key.profile);
       std::string envelope_text = read_text(envelope_file);
       while (!envelope_text.empty() &&
              std::isspace(static_cast<unsigned char>(envelope_text.back()))) {
@@ -282,8 +303,8 @@ int main(int argc, char** argv) {
     }
 
     if (open->parsed()) {
-      const client::Secret key = read_root_key(key_file, common.personalisation_key_file);
-      const client::UeClient ue_client(identity, key, common.key_version, profile);
+      const RootKey key = load_root_key(key_file, common);
+      const client::UeClient ue_client(identity, key.key, key.key_version, key.profile);
       const ChairState state = read_chair_state(state_file);
       const boost::json::value relay = boost::json::parse(read_text(relay_file));
       const auto& object = relay.as_object();
@@ -301,19 +322,27 @@ int main(int argc, char** argv) {
     if (fetch->parsed()) {
       if (common.cert_file.empty())
         std::cerr << "kms-client: warning: no --cert: kmsd will refuse\n";
-      const client::Secret key = read_root_key(key_file, common.personalisation_key_file);
-      const client::BridgeClient bridge_client(identity, key, profile);
+      const RootKey key = load_root_key(key_file, common);
+      const client::BridgeClient bridge_client(identity, key.key, key.profile, key.key_version);
       auto conference_id = client::base64url_decode(conference);
       if (!conference_id) throw CLI::ValidationError("--conference", "not base64url");
       HttpsClient http = connect(common, true);
-      const std::string body = require_ok(
-          http.post_json("/v1/bridge/keys", kms::wire::bridge_request_to_json(*conference_id)));
+      // The request names the bridge key version held here: kmsd refuses another current
+      // version (key_version_mismatch) before releasing anything.
+      const std::string body = require_ok(http.post_json(
+          "/v1/bridge/keys",
+          kms::wire::bridge_request_to_json(*conference_id, bridge_client.key_version())));
       const kms::BridgeRelease release = kms::wire::bridge_release_from_json(body);
-      boost::json::array keys;
+      std::vector<client::BridgeItem> items;
       for (const kms::ReleasedKey& item : release.keys) {
-        const client::MediaKey media = bridge_client.open(
-            release.conference_id,
-            client::BridgeItem{item.member_id, item.role, item.key_id, item.suite, item.wrapped});
+        items.push_back({item.member_id, item.role, item.key_id, item.suite, item.wrapped});
+      }
+      const std::vector<client::MediaKey> opened =
+          bridge_client.open_release(release.conference_id, release.bridge_key_version, items);
+      boost::json::array keys;
+      for (std::size_t i = 0; i < release.keys.size(); ++i) {
+        const kms::ReleasedKey& item = release.keys[i];
+        const client::MediaKey& media = opened[i];
         boost::json::object entry =
             boost::json::parse(media_key_json(item.member_id, media)).as_object();
         entry.erase("identity");
@@ -377,12 +406,19 @@ int main(int argc, char** argv) {
       options.server = ServerUrl::parse(common.server);
       options.tls.ca_file = common.ca_file;
       options.tls.timeout = std::chrono::milliseconds(common.timeout_ms);
+      RootKey chair_key = load_root_key(key_file, common);
+      RootKey responder_key = load_root_key(responder_key_file, common);
+      if (chair_key.profile != responder_key.profile) {
+        throw std::runtime_error(key_file + " and " + responder_key_file +
+                                 " are keys of different profiles: give --profile");
+      }
       options.chair_id = chair;
-      options.chair_key = read_root_key(key_file, common.personalisation_key_file);
+      options.chair_key = std::move(chair_key.key);
+      options.chair_key_version = chair_key.key_version;
       options.responder_id = responder;
-      options.responder_key = read_root_key(responder_key_file, common.personalisation_key_file);
-      options.key_version = common.key_version;
-      options.profile = profile;
+      options.responder_key = std::move(responder_key.key);
+      options.responder_key_version = responder_key.key_version;
+      options.profile = chair_key.profile;
       options.suite = suite;
       options.concurrency = concurrency;
       options.max_requests = requests;

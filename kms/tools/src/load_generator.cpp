@@ -54,10 +54,10 @@ LoadReport run_load(const LoadOptions& options) {
   if (!options.server.is_loopback()) {
     throw std::invalid_argument("the load generator only targets loopback servers");
   }
-  const client::UeClient chair(options.chair_id, options.chair_key, options.key_version,
+  const client::UeClient chair(options.chair_id, options.chair_key, options.chair_key_version,
                                options.profile);
-  const client::UeClient responder(options.responder_id, options.responder_key, options.key_version,
-                                   options.profile);
+  const client::UeClient responder(options.responder_id, options.responder_key,
+                                   options.responder_key_version, options.profile);
   std::atomic<std::uint64_t> issued{0};
   std::mutex mutex;
   LoadReport report;

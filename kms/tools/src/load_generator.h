@@ -21,7 +21,8 @@ struct LoadOptions {
   client::Secret chair_key;
   std::string responder_id;
   client::Secret responder_key;
-  std::uint32_t key_version = 1;
+  std::uint32_t chair_key_version = 1;
+  std::uint32_t responder_key_version = 1;
   client::Profile profile = client::Profile::aes_ecb_sha256;
   client::Suite suite = client::Suite::aes_cm_128_hmac_sha1_80;
   std::size_t concurrency = 4;

@@ -28,17 +28,25 @@ class TokenBridgeService : public BridgeService {
   // binding is not recorded. The keys are wrapped outside the registry's commit; the commit
   // re-checks the conference is unchanged (else the release is redone, at most 3 times, then
   // overloaded), so a member admitted meanwhile is never silently left out.
+  // expected_key_version (the bridge key version the bridge holds, if it says): another
+  // current version is refused with key_version_mismatch before any conference is read.
+  // The release carries the version the items are wrapped under.
   BridgeRelease release(const std::string& bridge_id, const Bytes& conference_id,
-                        const RequestContext& context) override;
+                        const RequestContext& context,
+                        std::optional<std::uint32_t> expected_key_version) override;
+  using BridgeService::release;
 
  private:
   BridgeRelease process(const std::string& bridge_id, const Bytes& conference_id,
-                        const RequestContext& context);
+                        const RequestContext& context,
+                        std::optional<std::uint32_t> expected_key_version);
   void check_releasable(const std::optional<Conference>& conference, const std::string& bridge_id,
                         std::int64_t now) const;
-  // Each member's media key wrapped for the bridge, in the token (no registry lock held).
-  std::vector<ReleasedKey> wrap_member_keys(const Conference& conference,
-                                            const std::string& bridge_id);
+  // Each member's media key wrapped for the bridge, in the token (no registry lock held),
+  // and the bridge key version they are wrapped under.
+  std::pair<std::vector<ReleasedKey>, std::uint32_t> wrap_member_keys(
+      const Conference& conference, const std::string& bridge_id,
+      std::optional<std::uint32_t> expected_key_version);
   tokens::TokenContext& token_;
   tokens::KeyStore& keys_;
   ConferenceRegistry& registry_;

@@ -27,6 +27,13 @@ struct Envelope {
 // type is an envelope type (unknown_message_type; a response type is a reflection), length
 // within [kMinEnvelopeSize, kMaxEnvelopeSize] (malformed_request: truncated / over-long).
 Envelope parse_envelope(ByteView bytes);
+// The size of an envelope for these plain IDs: 28 + 32 + lp(ID-A) + lp(ID-B) + 16, i.e.
+// 80 + len(ID-A) + len(ID-B) (its plaintext is R || lp(ID-A) || lp(ID-B)).
+std::size_t envelope_size_for(std::string_view chair_id, std::string_view responder_id);
+// parse_envelope(bytes), then: exactly envelope_size_for(chair_id, responder_id) bytes
+// (malformed_request: the envelope cannot hold the plain IDs). Nothing cryptographic: an
+// envelope of the wrong size is refused before any token call.
+Envelope parse_envelope(ByteView bytes, std::string_view chair_id, std::string_view responder_id);
 Bytes serialize_envelope(const Envelope& envelope);
 Bytes envelope_header(const Envelope& envelope);  // bytes [0, 28)
 // AAD = header || lp(ID-A) || lp(ID-B)

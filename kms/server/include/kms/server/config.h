@@ -81,6 +81,11 @@ struct Config {
   std::filesystem::path source;  // the file it came from
 };
 
+// Upper bounds of server.io_threads and server.worker_threads (and of --io-threads and
+// --worker-threads); every range is in docs/SERVER.md "Configuration reference".
+inline constexpr std::size_t kMaxIoThreads = 256;
+inline constexpr std::size_t kMaxWorkerThreads = 1024;
+
 // Every problem found, each naming the table.key and what is wrong; empty if valid.
 struct LoadResult {
   Config config;

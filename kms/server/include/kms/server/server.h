@@ -11,7 +11,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "kms/audit.h"
 #include "kms/server/config.h"
@@ -61,5 +63,10 @@ class Server {
 
 // The HTTP status for a protocol error code (docs/SERVER.md, "Errors").
 unsigned http_status_for(ErrorCode code);
+
+// Why a request's Content-Type field value is not acceptable for the JSON endpoints (415),
+// or nullopt: application/json (case-insensitive), parameters allowed, a charset parameter
+// only as utf-8 (docs/SERVER.md "Endpoints").
+std::optional<std::string> json_content_type_problem(std::string_view value);
 
 }  // namespace kms::server

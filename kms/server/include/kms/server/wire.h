@@ -1,7 +1,9 @@
 // The JSON wire format of kmsd's HTTP API (docs/SERVER.md): binary fields are base64url
 // without padding. Shared by the server and kms-client. Parsing is strict: an object with
 // exactly the documented fields, of the documented types; anything else is a
-// ProtocolError(malformed_request) naming the field.
+// ProtocolError(malformed_request) naming the field; so is a key that occurs twice in one
+// object (at any depth). Identity fields only need to be JSON strings: the identity rules
+// are the services' (invalid_identity).
 #pragma once
 
 #include <optional>
@@ -23,9 +25,14 @@ KeyRequest key_request_from_json(std::string_view body);
 std::string key_response_to_json(const KeyResponse& response);
 KeyResponse key_response_from_json(std::string_view body);
 
-// POST /v1/bridge/keys
-std::string bridge_request_to_json(const Bytes& conference_id);
-Bytes bridge_request_from_json(std::string_view body);
+// POST /v1/bridge/keys: {"conference_id": b64u[, "bridge_key_version": n]}
+struct BridgeKeyRequest {
+  Bytes conference_id;                              // 16 bytes
+  std::optional<std::uint32_t> bridge_key_version;  // the bridge key version the bridge holds
+};
+std::string bridge_request_to_json(const Bytes& conference_id,
+                                   std::optional<std::uint32_t> bridge_key_version = std::nullopt);
+BridgeKeyRequest bridge_request_from_json(std::string_view body);
 std::string bridge_release_to_json(const BridgeRelease& release);
 BridgeRelease bridge_release_from_json(std::string_view body);
 
