@@ -13,6 +13,7 @@
 #include "encoding.h"
 #include "exit_codes.h"
 #include "hsm/error.h"
+#include "kms/version.h"
 #include "provisioner.h"
 #include "tokens/key_database.h"
 #include "tokens/token_config.h"
@@ -498,6 +499,7 @@ int run(int argc, char** argv) {
       "environment variable) or pin-source in the token URI.",
       "kms-provision"};
   app.set_help_all_flag("--help-all", "Show help for every command");
+  app.set_version_flag("--version", "kms-provision " KMS_VERSION);
   app.fallthrough();
   app.require_subcommand(1);
   app.add_option("--config", globals.config_file,
@@ -555,6 +557,8 @@ int run(int argc, char** argv) {
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::cerr << "kms-provision: error: " << one_line(e.what()) << " (see --help)\n";

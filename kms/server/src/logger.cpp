@@ -1,5 +1,7 @@
 #include "kms/server/logger.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cstdio>
 
@@ -82,17 +84,55 @@ std::string kv_value(std::string_view value) {
 
 }  // namespace
 
+std::string_view journal_priority_prefix(LogLevel level) {
+  switch (level) {
+    case LogLevel::error:
+      return "<3>";
+    case LogLevel::warn:
+      return "<4>";
+    case LogLevel::info:
+      return "<6>";
+    case LogLevel::debug:
+      return "<7>";
+  }
+  return "<6>";
+}
+
+bool is_journal_stream(int fd, const char* journal_stream) {
+  if (journal_stream == nullptr) return false;
+  const std::string_view text(journal_stream);
+  const auto colon = text.find(':');
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 == text.size()) return false;
+  const auto number = [](std::string_view digits, unsigned long long& value) {
+    value = 0;
+    for (char c : digits) {
+      if (c < '0' || c > '9') return false;
+      value = value * 10 + static_cast<unsigned>(c - '0');
+    }
+    return true;
+  };
+  unsigned long long device = 0;
+  unsigned long long inode = 0;
+  if (!number(text.substr(0, colon), device) || !number(text.substr(colon + 1), inode)) {
+    return false;
+  }
+  struct stat status {};
+  if (::fstat(fd, &status) != 0) return false;
+  return static_cast<unsigned long long>(status.st_dev) == device &&
+         static_cast<unsigned long long>(status.st_ino) == inode;
+}
+
 void Logger::log(LogLevel level, std::string_view message, const LogFields& fields) {
   if (!enabled(level)) return;
-  std::string line;
+  std::string line(journal_priority_ ? journal_priority_prefix(level) : std::string_view());
   const std::string time = audit::utc_now_rfc3339();
   if (format_ == LogFormat::json) {
-    line = "{";
+    line += "{";
     std::vector<std::string_view> keys;
     const auto add = [&](std::string_view key, std::string_view value) {
       if (std::find(keys.begin(), keys.end(), key) != keys.end()) return;  // first one wins
       keys.push_back(key);
-      if (line.size() > 1) line += ',';
+      if (line.back() != '{') line += ',';
       append_json_string(line, key);
       line += ':';
       append_json_string(line, value);
@@ -103,8 +143,8 @@ void Logger::log(LogLevel level, std::string_view message, const LogFields& fiel
     for (const auto& [key, value] : fields) add(key, value);
     line += '}';
   } else {
-    line = "time=" + time + " level=" + std::string(log_level_name(level)) +
-           " msg=" + kv_value(message);
+    line += "time=" + time + " level=" + std::string(log_level_name(level)) +
+            " msg=" + kv_value(message);
     for (const auto& [key, value] : fields) line += " " + key + "=" + kv_value(value);
   }
   line += '\n';

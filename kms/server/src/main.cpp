@@ -1,8 +1,14 @@
 // kmsd: the KMS's HTTPS server. See docs/SERVER.md.
 //   kmsd --config kmsd.toml [--listen HOST:PORT] [--port-file FILE] [...]
 //   kmsd --check-config kmsd.toml
+//   kmsd --version
+// Exit status: 0 clean stop, 1 usage or invalid configuration, 2 could not start.
+// Under systemd (Type=notify): READY=1 once listening; log lines carry journald priorities.
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -11,14 +17,16 @@
 #include "kms/server/backend.h"
 #include "kms/server/config.h"
 #include "kms/server/server.h"
+#include "kms/server/service_notify.h"
 #include "kms/server/tls.h"
+#include "kms/version.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using namespace kms::server;
 
-constexpr int kExitConfig = 1;
+constexpr int kExitConfig = 1;  // also every usage error (unknown option, missing value)
 constexpr int kExitStart = 2;
 
 // Written atomically (temp file + rename) so a reader never sees a partial number.
@@ -71,6 +79,8 @@ int main(int argc, char** argv) {
   std::string log_level;
   std::size_t workers = 0;
   std::size_t io_threads = 0;
+  std::string priority_prefix = "auto";
+  app.set_version_flag("--version", "kmsd " KMS_VERSION);
   app.add_option("-c,--config", config_file, "TOML configuration file")->check(CLI::ExistingFile);
   app.add_option("--check-config", check_file,
                  "validate a configuration file, explain each problem, and exit (0: valid)")
@@ -81,7 +91,17 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "override log.level (debug, info, warn, error)");
   app.add_option("--worker-threads", workers, "override server.worker_threads");
   app.add_option("--io-threads", io_threads, "override server.io_threads");
-  CLI11_PARSE(app, argc, argv);
+  app.add_option("--log-priority-prefix", priority_prefix,
+                 "start each log line with its journald priority (<3> error, <4> warn, <6> info, "
+                 "<7> debug): auto (when stderr is the journal, $JOURNAL_STREAM), always, never")
+      ->check(CLI::IsMember({"auto", "always", "never"}))
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    // app.exit prints the problem (or the help, the version); CLI11's own codes are not kmsd's.
+    return app.exit(error) == 0 ? 0 : kExitConfig;
+  }
 
   if (!check_file.empty()) return check_config(check_file);
   if (config_file.empty()) {
@@ -125,7 +145,10 @@ int main(int argc, char** argv) {
     return kExitConfig;
   }
 
-  Logger logger(config.log.level, config.log.format);
+  const bool journal_priority = priority_prefix == "always" ||
+                                (priority_prefix == "auto" &&
+                                 is_journal_stream(STDERR_FILENO, std::getenv("JOURNAL_STREAM")));
+  Logger logger(config.log.level, config.log.format, journal_priority);
   Metrics metrics;
   try {
     KmsBackend backend(config, metrics, logger);
@@ -137,6 +160,9 @@ int main(int argc, char** argv) {
                               {"token", backend.token().token().label},
                               {"profile", backend.token().profile().name},
                               {"audit", config.audit.path.string()}});
+    // systemd (Type=notify): started once the listener is bound; a no-op elsewhere.
+    notify_service_manager("READY=1\nSTATUS=listening on " + config.server.listen_address + ":" +
+                           std::to_string(port));
     server.run();
     logger.info("stopped");
     return 0;

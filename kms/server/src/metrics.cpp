@@ -11,6 +11,8 @@
 #include <sstream>
 #include <vector>
 
+#include "kms/version.h"
+
 namespace kms::server {
 namespace {
 

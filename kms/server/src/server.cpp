@@ -18,6 +18,7 @@
 
 #include "hsm/error.h"
 #include "kms/core/error_status.h"
+#include "kms/server/service_notify.h"
 #include "kms/server/tls.h"
 #include "kms/server/wire.h"
 
@@ -765,6 +766,8 @@ void Server::Impl::on_signal(const beast::error_code& ec, int signal) {
 }
 
 void Server::Impl::reload() {
+  // systemd: reloading until READY=1 (not while draining: STOPPING=1 was sent).
+  if (!draining) notify_service_manager(reloading_notification());
   const std::string problem = tls.reload();
   if (problem.empty()) {
     ++metrics.certificate_reloads;
@@ -774,10 +777,12 @@ void Server::Impl::reload() {
     ++metrics.certificate_reload_failures;
     logger.error("certificate reload failed; keeping the current ones", {{"error", problem}});
   }
+  if (!draining) notify_service_manager("READY=1");
 }
 
 void Server::Impl::begin_drain() {
   if (draining.exchange(true)) return;
+  notify_service_manager("STOPPING=1");
   net::post(acceptor.get_executor(), [this] {
     beast::error_code ignored;
     acceptor.close(ignored);

@@ -2,16 +2,23 @@
 //   kms-audit verify FILE [--anchor-db DB]
 //     exit 0 if the chain is intact (and holds the record anchored in DB), 1 at the first
 //     broken record or when the anchored record is missing or different, 2 unreadable
+//     (or a usage error: unknown option, missing argument)
 #include <CLI/CLI.hpp>
 #include <iostream>
 #include <optional>
 
 #include "audit_anchor_db.h"
 #include "kms/audit/audit_verify.h"
+#include "kms/version.h"
+
+namespace {
+constexpr int kUsage = 2;
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"kms-audit: inspect and verify kmsd's hash-chained audit log"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", "kms-audit " KMS_VERSION);
   std::string file;
   std::string anchor_db;
   bool quiet = false;
@@ -26,7 +33,12 @@ int main(int argc, char** argv) {
                      "hash) anchored there by the last committed admission or release; "
                      "detects deleted last records, which the chain alone cannot");
   verify->add_flag("-q,--quiet", quiet, "print nothing on success");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    // app.exit prints the problem (or the help); CLI11's own codes are not kms-audit's.
+    return app.exit(error) == 0 ? 0 : kUsage;
+  }
 
   std::optional<kms::AuditHead> anchor;
   if (!anchor_db.empty()) {

@@ -15,6 +15,7 @@
 #include "kms/client/client_error.h"
 #include "kms/client/ue_client.h"
 #include "kms/server/wire.h"
+#include "kms/version.h"
 #include "load_generator.h"
 
 namespace {
@@ -150,6 +151,7 @@ int main(int argc, char** argv) {
       "kms-client: the UE and bridge roles of the conference-call KMS protocol over "
       "kmsd's HTTPS API (see docs/SERVER.md)"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", "kms-client " KMS_VERSION);
   Common common;
 
   // --- ue ---

@@ -5,17 +5,22 @@
 //       F
 //   kms-media send --key-file alice.key.json --to 127.0.0.1:PORT --packets 20 --text "hello"
 // Exit 0 only when every expected packet arrived authentic (and, for receive, with the
-// expected payload).
+// expected payload); 1 when packets were missing, not authentic or carried another payload;
+// 2 for a usage error (unknown option, missing argument) or a local failure (key file,
+// socket).
 #include <CLI/CLI.hpp>
 #include <fstream>
 #include <iostream>
 
 #include "key_files.h"
+#include "kms/version.h"
 #include "srtp_media.h"
 
 namespace {
 
 using namespace kms;
+
+constexpr int kUsage = 2;
 
 media::MediaKeyMaterial material(tools::MediaKeyFile&& file) {
   return {file.suite, std::move(file.master_key), std::move(file.master_salt)};
@@ -35,6 +40,7 @@ void write_port(const std::string& path, std::uint16_t port) {
 int main(int argc, char** argv) {
   CLI::App app{"kms-media: SRTP (libsrtp2) sender, bridge relay and receiver over UDP"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", "kms-media " KMS_VERSION);
   std::string key_file, to, text = "conference media", expect, port_file, bridge_keys, from;
   std::string listen = "127.0.0.1";
   std::vector<std::string> outputs;
@@ -71,7 +77,12 @@ int main(int argc, char** argv) {
   receive->add_option("--packets", packets)->capture_default_str();
   receive->add_option("--expect", expect, "payload prefix every packet must carry")->required();
   receive->add_option("--timeout-ms", timeout_ms)->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    // app.exit prints the problem (or the help); CLI11's own codes are not kms-media's.
+    return app.exit(error) == 0 ? 0 : kUsage;
+  }
 
   try {
     if (send->parsed()) {
