@@ -38,7 +38,8 @@ struct Fixture {
       tokens::KeyDatabase::Transaction transaction(*database);
       for (int i = 0; i < subscribers; ++i) {
         hsm::ObjectGuard key(
-            session, tokens::generate_aes_key(session, tokens::templates::root_key_in_transit(context->profile())));
+            session, tokens::generate_aes_key(
+                         session, tokens::templates::root_key_in_transit(context->profile())));
         hsm::Mechanism wrap(context->profile().wrap_mechanism);
         tokens::IdentityRecord record;
         record.identity = identity(i);

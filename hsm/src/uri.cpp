@@ -1,9 +1,8 @@
 #include "hsm/uri.h"
 
+#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <p11-kit/uri.h>
-
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -183,8 +182,8 @@ SecureString PinSource::read(std::string* warning) const {
                                   ": readable or writable by group or others";
       if (!insecure_pin_file_allowed()) {
         throw Error(ErrorKind::pin_unavailable, "pin source",
-                    problem + " (chmod 600 it, or set " + kAllowInsecurePinFileVariable +
-                        "=1 to accept it)");
+                    problem + "; chmod 600 it, or set " + kAllowInsecurePinFileVariable +
+                        "=1 to accept it");
       }
       const std::string accepted =
           problem + "; accepted because " + kAllowInsecurePinFileVariable + "=1";

@@ -96,7 +96,7 @@ class Context {
         if (!mode) throw tokens::ConfigError("--key-store must be wrapped or token");
         config.key_store = *mode;
       }
-      config.max_sessions = 2;           // one command at a time
+      config.max_sessions = 2;            // one command at a time
       config.read_only_sessions = false;  // it creates and destroys token objects
       config.validate();
       config_ = std::move(config);

@@ -177,8 +177,9 @@ Stored store_root_key(hsm::Session& session, const tokens::TokenProfile& profile
     throw CliError(kAlreadyExists, "the token already holds a key labelled " + label);
   }
   stored.object = hsm::ObjectGuard(
-      session, tokens::unwrap_aes_key(session, profile, storage, blob,
-                                      tokens::templates::root_key(profile, kind, identity, version, true)));
+      session,
+      tokens::unwrap_aes_key(session, profile, storage, blob,
+                             tokens::templates::root_key(profile, kind, identity, version, true)));
   return stored;
 }
 
@@ -418,8 +419,9 @@ void Provisioner::import_personalisation_key(const std::string& name, hsm::ByteV
   require_wrapped_aes256(wrapped, "personalisation key " + name);
   CK_OBJECT_HANDLE handle = CK_INVALID_HANDLE;
   try {
-    handle = tokens::unwrap_aes_key(session, token().profile(), transport, wrapped,
-                                    tokens::templates::personalisation_key(token().profile(), name));
+    handle =
+        tokens::unwrap_aes_key(session, token().profile(), transport, wrapped,
+                               tokens::templates::personalisation_key(token().profile(), name));
   } catch (const hsm::Error& error) {
     bad_key(token().profile(), error, "personalisation key " + name);
   }
@@ -555,7 +557,8 @@ std::uint32_t Provisioner::rotate(IdentityKind kind, const std::string& identity
     in_transit = unwrap_transported(session, profile, *wrapped, what);
   } else {
     in_transit = hsm::ObjectGuard(
-        session, tokens::generate_aes_key(session, tokens::templates::root_key_in_transit(profile)));
+        session,
+        tokens::generate_aes_key(session, tokens::templates::root_key_in_transit(profile)));
     exported = export_key(session, profile, in_transit.get(), export_options, identity);
   }
   Stored stored =

@@ -105,10 +105,11 @@ TEST_P(BadInputTest, PinFileOthersMayReadIsRefused) {
     testsupport::write_private_file(pin, pin_value + "\n", mode);
     char octal[8];
     std::snprintf(octal, sizeof octal, "%04o", mode);
-    expect_failure(3,
-                   with_base({"--pin-file", pin}, {"subscriber", "add", "sip:new@ims.example.net",
-                                                   "--insecure-plaintext-export", "--out", out("k")}),
-                   "PIN file " + pin + " has mode " + octal, true);
+    expect_failure(
+        3,
+        with_base({"--pin-file", pin}, {"subscriber", "add", "sip:new@ims.example.net",
+                                        "--insecure-plaintext-export", "--out", out("k")}),
+        "PIN file " + pin + " has mode " + octal, true);
     EXPECT_FALSE(std::filesystem::exists(out("k")));
   }
   std::vector<std::string> argv{KMS_PROVISION_PATH};

@@ -74,8 +74,8 @@ TEST_P(CliTest, StatusShowsAModifiableKmsKey) {
 TEST_P(CliTest, DatabaseIsCreatedOwnerOnlyAndAnOpenOneIsReported) {
   init();
   const mode_t previous = ::umask(0);
-  auto result = cli({"subscriber", "import", "sip:alice@ims.example.net", "--wrapped-hex",
-                     random_wrapped_hex()});
+  auto result = cli(
+      {"subscriber", "import", "sip:alice@ims.example.net", "--wrapped-hex", random_wrapped_hex()});
   ::umask(previous);
   ASSERT_EQ(result.exit_code, 0) << result.err;
   EXPECT_EQ(result.err, "");
@@ -85,7 +85,7 @@ TEST_P(CliTest, DatabaseIsCreatedOwnerOnlyAndAnOpenOneIsReported) {
   EXPECT_EQ(result.exit_code, 0) << result.err;
   EXPECT_TRUE(clitest::one_line(result.err)) << result.err;
   EXPECT_NE(result.err.find("kms-provision: WARNING: database file " + database_ +
-                            " has mode 0644: group or others may read it"),
+                            " has mode 0644: group or others may read or write it"),
             std::string::npos)
       << result.err;
   EXPECT_NE(result.out.find("sip:alice@ims.example.net"), std::string::npos) << result.out;

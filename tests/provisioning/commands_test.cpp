@@ -398,7 +398,8 @@ TEST_P(CommandsTest, ExitFiveForUnexpectedAttributesAndATakenLabel) {
   EXPECT_EQ(cli({"init"}).exit_code, 0);
 
   const std::string id = "sip:taken@ims.example.net";
-  generate_token_key(tokens::templates::root_key(open_token()->profile(), IdentityKind::subscriber, id, 1, true));
+  generate_token_key(
+      tokens::templates::root_key(open_token()->profile(), IdentityKind::subscriber, id, 1, true));
   objects = token_objects();
   database = database_snapshot();
   expect_failure(cli({"--key-store", "token", "subscriber", "import", id, "--wrapped-hex",

@@ -45,8 +45,8 @@ class KeyCustodyTest : public tokentest::TokenTest {
   CK_RV try_unwrap(hsm::Session& session, CK_OBJECT_HANDLE unwrapping_key, const Bytes& wrapped,
                    hsm::AttributeTemplate attributes, CK_OBJECT_HANDLE* out = nullptr) {
     try {
-      const CK_OBJECT_HANDLE key =
-          tokens::unwrap_aes_key(session, profile(), unwrapping_key, wrapped, std::move(attributes));
+      const CK_OBJECT_HANDLE key = tokens::unwrap_aes_key(session, profile(), unwrapping_key,
+                                                          wrapped, std::move(attributes));
       if (out != nullptr) {
         *out = key;
       } else {
@@ -81,8 +81,7 @@ TEST_P(KeyCustodyTest, StoredRootKeyUnwrapsOnlyAsTheKmsUsesIt) {
   const Bytes value = testkdf::random_bytes(32);
   const Bytes kek = testkdf::random_bytes(32);
   context_->pool().run([&](hsm::Session& session) {
-    const CK_OBJECT_HANDLE storage =
-        context_->pool().resolve(session, tokens::storage_key_ref());
+    const CK_OBJECT_HANDLE storage = context_->pool().resolve(session, tokens::storage_key_ref());
     hsm::AttributeTemplate transit = tokens::templates::root_key_in_transit(profile());
     transit.set_bytes(CKA_VALUE, value);
     hsm::ObjectGuard in_transit(session, session.create_object(std::move(transit)));
@@ -159,17 +158,16 @@ TEST_P(KeyCustodyTest, StorageAndPersonalisationKeysWrapNothingButRootKeys) {
   tokentest::create_kms_keys(*context_);
   const Bytes transport_value = testkdf::random_bytes(32);
   context_->pool().run([&](hsm::Session& session) {
-    const CK_OBJECT_HANDLE storage =
-        context_->pool().resolve(session, tokens::storage_key_ref());
+    const CK_OBJECT_HANDLE storage = context_->pool().resolve(session, tokens::storage_key_ref());
     hsm::AttributeTemplate t = tokens::templates::transport_key(profile());
     t.set_bytes(CKA_VALUE, transport_value).set_bool(CKA_TOKEN, false);
     hsm::ObjectGuard transport(session, session.create_object(std::move(t)));
     hsm::AttributeTemplate p = tokens::templates::personalisation_key(profile(), "p1");
     p.set_bool(CKA_TOKEN, false);
     hsm::ObjectGuard personalisation(
-        session, tokens::unwrap_aes_key(session, profile(), transport.get(),
-                                        testkdf::wrap_pad(transport_value, testkdf::random_bytes(32)),
-                                        std::move(p)));
+        session, tokens::unwrap_aes_key(
+                     session, profile(), transport.get(),
+                     testkdf::wrap_pad(transport_value, testkdf::random_bytes(32)), std::move(p)));
     hsm::Mechanism wrap(profile().wrap_mechanism);
     hsm::ObjectGuard root(session, tokens::generate_aes_key(
                                        session, tokens::templates::root_key_in_transit(profile())));
@@ -205,7 +203,8 @@ TEST_P(KeyCustodyTest, TransportKeyUnwrapsOnlySensitiveFixedKeys) {
     hsm::ObjectGuard transport(session, session.create_object(std::move(t)));
     const auto in_transit = [&] { return tokens::templates::root_key_in_transit(profile()); };
     EXPECT_EQ(rv(try_unwrap(session, transport.get(), wrapped, in_transit())), rv(CKR_OK));
-    hsm::AttributeTemplate personalisation = tokens::templates::personalisation_key(profile(), "p1");
+    hsm::AttributeTemplate personalisation =
+        tokens::templates::personalisation_key(profile(), "p1");
     personalisation.set_bool(CKA_TOKEN, false);
     EXPECT_EQ(rv(try_unwrap(session, transport.get(), wrapped, std::move(personalisation))),
               rv(CKR_OK));
@@ -221,7 +220,8 @@ TEST_P(KeyCustodyTest, TransportKeyUnwrapsOnlySensitiveFixedKeys) {
     attacks.push_back({"modifiable", in_transit().set_bool(CKA_MODIFIABLE, true)});
     for (Attack& attack : attacks) {
       SCOPED_TRACE(attack.what);
-      const CK_RV result = try_unwrap(session, transport.get(), wrapped, std::move(attack.attributes));
+      const CK_RV result =
+          try_unwrap(session, transport.get(), wrapped, std::move(attack.attributes));
       EXPECT_EQ(rv(result), rv(softhsm() ? CKR_TEMPLATE_INCONSISTENT : CKR_OK));
     }
   });
@@ -243,17 +243,19 @@ TEST_P(KeyCustodyTest, LongTermKeysCannotBeWidened) {
     t.set_bytes(CKA_VALUE, transport_value);
     hsm::ObjectGuard transport(session, session.create_object(std::move(t)));
     hsm::ObjectGuard personalisation(
-        session, tokens::unwrap_aes_key(
-                     session, profile(), transport.get(),
-                     testkdf::wrap_pad(transport_value, testkdf::random_bytes(32)),
-                     tokens::templates::personalisation_key(profile(), "p1")));
-    hsm::ObjectGuard in_transit(session, tokens::generate_aes_key(
-                                             session, tokens::templates::root_key_in_transit(profile())));
+        session,
+        tokens::unwrap_aes_key(session, profile(), transport.get(),
+                               testkdf::wrap_pad(transport_value, testkdf::random_bytes(32)),
+                               tokens::templates::personalisation_key(profile(), "p1")));
+    hsm::ObjectGuard in_transit(
+        session,
+        tokens::generate_aes_key(session, tokens::templates::root_key_in_transit(profile())));
     hsm::Mechanism wrap(profile().wrap_mechanism);
     hsm::ObjectGuard token_root(
         session,
         tokens::unwrap_aes_key(
-            session, profile(), storage.get(), session.wrap_key(wrap, storage.get(), in_transit.get()),
+            session, profile(), storage.get(),
+            session.wrap_key(wrap, storage.get(), in_transit.get()),
             tokens::templates::root_key(profile(), IdentityKind::subscriber, kIdentity, 1, true)));
     // A control: the storage key's template without CKA_MODIFIABLE=FALSE can be widened.
     hsm::AttributeTemplate modifiable = tokens::templates::storage_key(profile());
@@ -293,8 +295,7 @@ TEST_P(KeyCustodyTest, LongTermKeysCannotBeWidened) {
       hsm::AttributeTemplate widened_copy;
       widened_copy.set_bool(CKA_TOKEN, false).set_bool(CKA_DECRYPT, true);
       CK_OBJECT_HANDLE copy = CK_INVALID_HANDLE;
-      const CK_RV copied =
-          try_call([&] { copy = session.copy_object(key.handle, widened_copy); });
+      const CK_RV copied = try_call([&] { copy = session.copy_object(key.handle, widened_copy); });
       if (softhsm()) {
         EXPECT_EQ(rv(copied), rv(CKR_ACTION_PROHIBITED));
         EXPECT_FALSE(session.get_bool(key.handle, CKA_COPYABLE));
@@ -332,8 +333,8 @@ TEST_P(KeyCustodyTest, QuirksMatchWhatTheTokenRefuses) {
       const Bytes blob = testkdf::wrap_pad(transport_value, testkdf::random_bytes(32));
       hsm::Mechanism unwrap(profile().wrap_mechanism);
       EXPECT_EQ(rv(try_call([&] {
-                  hsm::ObjectGuard key(session,
-                                       session.unwrap_key(unwrap, unwrapping.get(), blob, labelled));
+                  hsm::ObjectGuard key(
+                      session, session.unwrap_key(unwrap, unwrapping.get(), blob, labelled));
                 })),
                 rv(CKR_ATTRIBUTE_READ_ONLY));
       EXPECT_EQ(rv(try_unwrap(session, unwrapping.get(), blob, labelled)), rv(CKR_OK));
@@ -354,8 +355,9 @@ TEST_P(KeyCustodyTest, QuirksMatchWhatTheTokenRefuses) {
       hsm::AttributeTemplate st = tokens::templates::storage_key(with_templates);
       st.set_bool(CKA_TOKEN, false);
       hsm::ObjectGuard storage(session, tokens::generate_aes_key(session, std::move(st)));
-      hsm::ObjectGuard root(session, tokens::generate_aes_key(
-                                         session, tokens::templates::root_key_in_transit(profile())));
+      hsm::ObjectGuard root(
+          session,
+          tokens::generate_aes_key(session, tokens::templates::root_key_in_transit(profile())));
       hsm::Mechanism wrap(profile().wrap_mechanism);
       const Bytes blob = session.wrap_key(wrap, storage.get(), root.get());
       EXPECT_EQ(rv(try_unwrap(session, storage.get(), blob,

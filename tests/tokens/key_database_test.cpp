@@ -112,13 +112,14 @@ TEST(KeyDatabase, ExistingDatabaseReadableByOthersIsReported) {
   {
     tokens::KeyDatabase db(path);
     ASSERT_EQ(db.warnings().size(), 1u);
-    EXPECT_EQ(db.warnings().front(),
-              "database file " + path +
-                  " has mode 0644: group or others may read it (wrapped root keys, conference "
-                  "nonces); chmod 600 " +
-                  path);
+    EXPECT_EQ(
+        db.warnings().front(),
+        "database file " + path +
+            " has mode 0644: group or others may read or write it (wrapped root keys, conference "
+            "nonces); chmod 600 " +
+            path);
     db.insert(record("sip:a@example.net", IdentityKind::subscriber));
-    EXPECT_EQ(testsupport::file_mode(path + "-wal"), 0644);  // SQLite copies the mode
+    EXPECT_EQ(testsupport::file_mode(path + "-wal"), 0644);     // SQLite copies the mode
     EXPECT_EQ(tokens::prepare_database_file(path).size(), 3u);  // kms.db, -wal, -shm
   }
   ASSERT_EQ(::chmod(path.c_str(), 0640), 0);

@@ -45,8 +45,9 @@ class KeyStoreTest : public tokentest::TokenTest {
       Bytes blob = session.wrap_key(wrap, storage, in_transit.get());
       if (mode == tokens::KeyStoreMode::token) {
         hsm::Mechanism unwrap(context_->profile().wrap_mechanism);
-        session.unwrap_key(unwrap, storage, blob,
-                           tokens::templates::root_key(context_->profile(), kind, identity, version, true));
+        session.unwrap_key(
+            unwrap, storage, blob,
+            tokens::templates::root_key(context_->profile(), kind, identity, version, true));
         blob.clear();
       }
       return blob;

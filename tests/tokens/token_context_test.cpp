@@ -210,14 +210,15 @@ TEST_P(TokenTest, EveryKeyClassIsSensitiveWithOnePurpose) {
       EXPECT_TRUE(session.get_bool(master.get(), CKA_WRAP_WITH_TRUSTED));
     }
     hsm::ObjectGuard personalisation(
-        session, tokens::generate_aes_key(session, tokens::templates::personalisation_key(profile, "p1")));
+        session,
+        tokens::generate_aes_key(session, tokens::templates::personalisation_key(profile, "p1")));
     check(personalisation.get(),
           {"personalisation", nullptr, true, false, false, false, false, true, false, CKK_AES});
     EXPECT_EQ(session.get_string(personalisation.get(), CKA_LABEL), "kms/personalisation/p1");
-    hsm::ObjectGuard root(session,
-                          tokens::generate_aes_key(
-                              session, tokens::templates::root_key(profile, tokens::IdentityKind::subscriber,
-                                                                   "sip:a@b.example", 3, true)));
+    hsm::ObjectGuard root(
+        session, tokens::generate_aes_key(
+                     session, tokens::templates::root_key(profile, tokens::IdentityKind::subscriber,
+                                                          "sip:a@b.example", 3, true)));
     check(root.get(),
           {"root (token mode)", nullptr, true, false, false, false, true, false, false, CKK_AES});
     EXPECT_EQ(session.get_string(root.get(), CKA_LABEL), "kms/subscriber/sip:a@b.example/v3");
@@ -245,9 +246,8 @@ TEST_P(TokenTest, EveryKeyClassIsSensitiveWithOnePurpose) {
     }
     hsm::ObjectGuard media(session, tokens::derive(session, profile, master.get(), label, context,
                                                    tokens::templates::media_key()));
-    check(media.get(),
-          {"media", nullptr, false, true, false, false, false, false, false, CKK_GENERIC_SECRET,
-           true});
+    check(media.get(), {"media", nullptr, false, true, false, false, false, false, false,
+                        CKK_GENERIC_SECRET, true});
     return 0;
   });
 }
@@ -257,8 +257,9 @@ TEST_P(TokenTest, EveryKeyClassIsSensitiveWithOnePurpose) {
 TEST_P(TokenTest, NonExtractableKeysDoNotLeaveSoftHsm) {
   if (GetParam() != testsupport::TokenKind::softhsm) GTEST_SKIP() << "NSS does not enforce it";
   context_->pool().run([&](hsm::Session& session) {
-    hsm::ObjectGuard storage(session,
-                             tokens::generate_aes_key(session, tokens::templates::storage_key(context_->profile())));
+    hsm::ObjectGuard storage(
+        session,
+        tokens::generate_aes_key(session, tokens::templates::storage_key(context_->profile())));
     hsm::ObjectGuard master(
         session,
         tokens::generate_aes_key(session, tokens::templates::master_key(context_->profile())));

@@ -146,8 +146,9 @@ std::vector<std::string> prepare_database_file(const std::string& path) {
     char mode[8];
     std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(info.st_mode & 07777));
     warnings.push_back("database file " + file + " has mode " + mode +
-                       ": group or others may read it (wrapped root keys, conference "
-                       "nonces); chmod 600 " + file);
+                       ": group or others may read or write it (wrapped root keys, conference "
+                       "nonces); chmod 600 " +
+                       file);
   }
   return warnings;
 }

@@ -162,10 +162,8 @@ hsm::AttributeTemplate transport_key(const TokenProfile& profile) {
   return t;
 }
 
-hsm::AttributeTemplate personalisation_key(const TokenProfile& profile,
-                                           std::string_view key_name) {
-  hsm::AttributeTemplate t =
-      kms_token_key(profile, kWrap, personalisation_key_ref(key_name).label);
+hsm::AttributeTemplate personalisation_key(const TokenProfile& profile, std::string_view key_name) {
+  hsm::AttributeTemplate t = kms_token_key(profile, kWrap, personalisation_key_ref(key_name).label);
   if (profile.quirks.supports_wrap_templates) {
     t.set_template(CKA_WRAP_TEMPLATE, root_key_wrap_template());
   }
@@ -202,7 +200,7 @@ hsm::AttributeTemplate media_key() {
 }  // namespace templates
 
 CK_OBJECT_HANDLE generate_aes_key(hsm::Session& session, hsm::AttributeTemplate attributes) {
-  attributes.set_ulong(CKA_VALUE_LEN, 32);
+  attributes.set_ulong(CKA_VALUE_LEN, 32).move_to_end(CKA_MODIFIABLE);  // see fixed()
   hsm::Mechanism mechanism(CKM_AES_KEY_GEN);
   return session.generate_key(mechanism, std::move(attributes));
 }

@@ -39,7 +39,7 @@ class AttributeTemplate {
 
  private:
   std::vector<CK_ATTRIBUTE> attributes_;
-  std::deque<Bytes> storage_;  // deque: stable addresses while attributes are added
+  std::deque<Bytes> storage_;            // deque: stable addresses while attributes are added
   std::list<AttributeTemplate> nested_;  // values of set_template (list: stable addresses)
 };
 
