@@ -600,6 +600,8 @@ TEST_F(KmsdSurfaceTest, RefusesAPinFileOthersMayReadAndKeepsItsFilesPrivate) {
   ASSERT_EQ(about_pin.size(), 1u) << refused.err;
   EXPECT_NE(about_pin[0].find("has mode 0644"), std::string::npos) << about_pin[0];
   EXPECT_NE(about_pin[0].find("level=error"), std::string::npos) << about_pin[0];
+  EXPECT_NE(about_pin[0].find("kind=\"PIN unavailable\""), std::string::npos) << about_pin[0];
+  EXPECT_EQ(about_pin[0].find("CKR_OK"), std::string::npos) << "an invented CK_RV";
   EXPECT_EQ(refused.err.find(pin_value), std::string::npos) << "the PIN is in the log";
   EXPECT_FALSE(fs::exists(database));  // refused before anything was created
 
