@@ -34,11 +34,12 @@ struct Fixture {
     context->pool().run([&](hsm::Session& session) {
       tokens::generate_aes_key(session, tokens::templates::master_key(context->profile()));
       const CK_OBJECT_HANDLE storage =
-          tokens::generate_aes_key(session, tokens::templates::storage_key());
+          tokens::generate_aes_key(session, tokens::templates::storage_key(context->profile()));
       tokens::KeyDatabase::Transaction transaction(*database);
       for (int i = 0; i < subscribers; ++i) {
         hsm::ObjectGuard key(
-            session, tokens::generate_aes_key(session, tokens::templates::root_key_in_transit()));
+            session, tokens::generate_aes_key(
+                         session, tokens::templates::root_key_in_transit(context->profile())));
         hsm::Mechanism wrap(context->profile().wrap_mechanism);
         tokens::IdentityRecord record;
         record.identity = identity(i);

@@ -10,8 +10,18 @@ AttributeTemplate& AttributeTemplate::operator=(const AttributeTemplate& other) 
   if (this == &other) return *this;
   attributes_.clear();
   storage_.clear();
-  // Re-point every attribute into this template's own storage.
+  nested_.clear();
+  // Re-point every attribute into this template's own storage; a nested template is copied
+  // as a template (its CK_ATTRIBUTEs point into other's storage).
   for (const CK_ATTRIBUTE& attribute : other.attributes_) {
+    const auto nested =
+        std::find_if(other.nested_.begin(), other.nested_.end(), [&](const AttributeTemplate& t) {
+          return attribute.pValue != nullptr && attribute.pValue == t.attributes_.data();
+        });
+    if (nested != other.nested_.end()) {
+      set_template(attribute.type, *nested);
+      continue;
+    }
     const auto* value = static_cast<const std::uint8_t*>(attribute.pValue);
     set_bytes(attribute.type, ByteView(value, attribute.ulValueLen));
   }
@@ -43,6 +53,28 @@ AttributeTemplate& AttributeTemplate::set_bytes(CK_ATTRIBUTE_TYPE type, ByteView
   } else {
     attributes_.push_back(attribute);
   }
+  return *this;
+}
+
+AttributeTemplate& AttributeTemplate::set_template(CK_ATTRIBUTE_TYPE type,
+                                                   const AttributeTemplate& value) {
+  AttributeTemplate& stored = nested_.emplace_back(value);
+  CK_ATTRIBUTE attribute{type, stored.attributes_.empty() ? nullptr : stored.attributes_.data(),
+                         static_cast<CK_ULONG>(stored.attributes_.size() * sizeof(CK_ATTRIBUTE))};
+  auto existing = std::find_if(attributes_.begin(), attributes_.end(),
+                               [type](const CK_ATTRIBUTE& a) { return a.type == type; });
+  if (existing != attributes_.end()) {
+    *existing = attribute;
+  } else {
+    attributes_.push_back(attribute);
+  }
+  return *this;
+}
+
+AttributeTemplate& AttributeTemplate::move_to_end(CK_ATTRIBUTE_TYPE type) {
+  auto found = std::find_if(attributes_.begin(), attributes_.end(),
+                            [type](const CK_ATTRIBUTE& a) { return a.type == type; });
+  if (found != attributes_.end()) std::rotate(found, found + 1, attributes_.end());
   return *this;
 }
 

@@ -170,6 +170,13 @@ CK_INFO Module::info() const {
   return info;
 }
 
+CK_TOKEN_INFO Module::token_info(CK_SLOT_ID slot) const {
+  CK_TOKEN_INFO info{};
+  check(HSM_CALL(*this, C_GetTokenInfo, slot, &info), "C_GetTokenInfo",
+        "slot " + std::to_string(slot));
+  return info;
+}
+
 std::string Module::description() const {
   const CK_INFO info = this->info();
   char version[64];

@@ -34,18 +34,21 @@ CK_RV session_call(const Module& module, std::uint64_t generation, const char* f
   session_call(*module_, generation_, #fn, module_->functions()->fn, \
                handle_ __VA_OPT__(, ) __VA_ARGS__)
 
-Session::Session(std::shared_ptr<Module> module, CK_SLOT_ID slot)
+Session::Session(std::shared_ptr<Module> module, CK_SLOT_ID slot, bool read_write)
     : module_(std::move(module)), slot_(slot) {
+  const CK_FLAGS flags = CKF_SERIAL_SESSION | (read_write ? CKF_RW_SESSION : 0);
   CK_RV rv;
   {
     // The generation is read under the call guard, so it is the one the handle belongs to.
     const auto guard = module_->call_guard();
     generation_ = module_->generation();
-    rv = detail::observed("C_OpenSession", module_->functions()->C_OpenSession, slot_,
-                          CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &handle_);
+    rv = detail::observed("C_OpenSession", module_->functions()->C_OpenSession, slot_, flags,
+                          nullptr, nullptr, &handle_);
   }
   if (rv != CKR_OK) handle_ = CK_INVALID_HANDLE;
-  check(rv, "C_OpenSession", "slot " + std::to_string(slot_));
+  check(rv, "C_OpenSession",
+        std::string(read_write ? "read/write" : "read-only") + " session on slot " +
+            std::to_string(slot_));
 }
 
 Session::~Session() { close(); }

@@ -8,8 +8,35 @@ SessionPool::SessionPool(std::shared_ptr<Module> module, CK_SLOT_ID slot, Secure
                          PoolConfig config)
     : module_(std::move(module)), slot_(slot), pin_(std::move(user_pin)), config_(config) {
   if (config_.max_sessions == 0) config_.max_sessions = 1;
+  apply_session_limit();
   std::lock_guard lock(pinned_mutex_);
   reopen_pinned_locked();
+}
+
+void SessionPool::apply_session_limit() {
+  const CK_TOKEN_INFO info = module_->token_info(slot_);
+  const auto limited = [](CK_ULONG value) {
+    return value != CK_EFFECTIVELY_INFINITE && value != CK_UNAVAILABLE_INFORMATION;
+  };
+  CK_ULONG limit = 0;
+  std::string field;
+  if (limited(info.ulMaxSessionCount)) {
+    limit = info.ulMaxSessionCount;
+    field = "ulMaxSessionCount";
+  }
+  if (!config_.read_only && limited(info.ulMaxRwSessionCount) &&
+      (limit == 0 || info.ulMaxRwSessionCount < limit)) {
+    limit = info.ulMaxRwSessionCount;
+    field = "ulMaxRwSessionCount";
+  }
+  if (limit == 0) return;
+  // One of the token's sessions is the pinned one.
+  const std::size_t workers = limit > 1 ? static_cast<std::size_t>(limit - 1) : 1;
+  if (config_.max_sessions <= workers) return;
+  warnings_.push_back("the token allows " + std::to_string(limit) + " sessions (" + field +
+                      "): max_sessions lowered from " + std::to_string(config_.max_sessions) +
+                      " to " + std::to_string(workers) + ", plus the pinned session");
+  config_.max_sessions = workers;
 }
 
 SessionPool::~SessionPool() {
@@ -35,69 +62,100 @@ SessionPool::Lease::Lease(Lease&& other) noexcept
       discard_(other.discard_) {}
 
 SessionPool::Lease SessionPool::acquire() {
-  const auto deadline = std::chrono::steady_clock::now() + config_.acquire_timeout;
-  std::unique_ptr<Session> session;
-  {
-    std::unique_lock lock(mutex_);
-    for (;;) {
-      if (!idle_.empty()) {
-        session = std::move(idle_.back());
-        idle_.pop_back();
-        break;
+  using Clock = std::chrono::steady_clock;
+  // After CKR_SESSION_COUNT: how long to wait for a session of ours before C_OpenSession is
+  // tried again (the sessions the token counts may belong to other applications).
+  constexpr std::chrono::milliseconds kSessionCountRetry{50};
+  const auto deadline = Clock::now() + config_.acquire_timeout;
+  for (bool refused = false;;) {
+    std::unique_ptr<Session> session;
+    {
+      std::unique_lock lock(mutex_);
+      if (refused) {
+        available_.wait_until(lock, std::min(deadline, Clock::now() + kSessionCountRetry),
+                              [this] { return !idle_.empty(); });
+        if (idle_.empty() && Clock::now() >= deadline) {
+          ++stats_.acquire_timeouts;
+          throw Error(ErrorKind::pool_exhausted, "SessionPool::acquire",
+                      "the token refused a new session (CKR_SESSION_COUNT: it holds as many "
+                      "as it allows) and none was given back for " +
+                          std::to_string(config_.acquire_timeout.count()) + " ms");
+        }
       }
-      if (open_ < config_.max_sessions) {
-        ++open_;  // reserve the place; the session is opened outside the lock
-        break;
-      }
-      if (available_.wait_until(lock, deadline) == std::cv_status::timeout && idle_.empty() &&
-          open_ >= config_.max_sessions) {
-        ++stats_.acquire_timeouts;
-        throw Error(ErrorKind::pool_exhausted, "SessionPool::acquire",
-                    "all " + std::to_string(config_.max_sessions) + " sessions busy for " +
-                        std::to_string(config_.acquire_timeout.count()) + " ms");
+      for (;;) {
+        if (!idle_.empty()) {
+          session = std::move(idle_.back());
+          idle_.pop_back();
+          break;
+        }
+        if (open_ < config_.max_sessions) {
+          ++open_;  // reserve the place; the session is opened outside the lock
+          break;
+        }
+        if (available_.wait_until(lock, deadline) == std::cv_status::timeout && idle_.empty() &&
+            open_ >= config_.max_sessions) {
+          ++stats_.acquire_timeouts;
+          throw Error(ErrorKind::pool_exhausted, "SessionPool::acquire",
+                      "all " + std::to_string(config_.max_sessions) + " sessions busy for " +
+                          std::to_string(config_.acquire_timeout.count()) + " ms");
+        }
       }
     }
-  }
-  try {
-    for (int attempt = 0;; ++attempt) {
-      const std::uint64_t generation = module_->generation();
-      try {
-        if (session && session->generation() != generation) {
-          session.reset();  // from before a re-initialisation: dead, nothing to close
-          count(&PoolStats::sessions_replaced);
-        } else if (session && config_.validate_on_acquire && !session->valid()) {
-          session.reset();
-          count(&PoolStats::sessions_replaced);
-          ensure_pinned();  // whatever dropped this session may have dropped the rest
-        }
-        if (!session) session = open_session();
-        // After a re-initialisation a new session sees only public objects until the pinned
-        // session has logged in again (login is per application): never hand one out before.
-        if (login_generation_.load() != session->generation()) ensure_pinned();
-        break;
-      } catch (const Error& error) {
-        // The token is gone or broken: re-initialise (once for all threads) and retry.
-        if (attempt >= config_.max_retries || !error.device_lost()) throw;
-        session.reset();
+    try {
+      for (int attempt = 0;; ++attempt) {
+        const std::uint64_t generation = module_->generation();
         try {
-          reinitialize_module(generation);
-        } catch (const Error&) {
-          throw error;  // still broken: report what the operation met
+          if (session && session->generation() != generation) {
+            session.reset();  // from before a re-initialisation: dead, nothing to close
+            count(&PoolStats::sessions_replaced);
+          } else if (session && config_.validate_on_acquire && !session->valid()) {
+            session.reset();
+            count(&PoolStats::sessions_replaced);
+            ensure_pinned();  // whatever dropped this session may have dropped the rest
+          }
+          if (!session) session = open_session();
+          // After a re-initialisation a new session sees only public objects until the
+          // pinned session has logged in again (login is per application): never hand one
+          // out before.
+          if (login_generation_.load() != session->generation()) ensure_pinned();
+          break;
+        } catch (const Error& error) {
+          // The token is gone or broken: re-initialise (once for all threads) and retry.
+          if (attempt >= config_.max_retries || !error.device_lost()) throw;
+          session.reset();
+          try {
+            reinitialize_module(generation);
+          } catch (const Error&) {
+            throw error;  // still broken: report what the operation met
+          }
+          notify_recovery(error);
         }
-        notify_recovery(error);
       }
+    } catch (const Error& error) {
+      {
+        std::lock_guard lock(mutex_);
+        --open_;
+        available_.notify_one();
+      }
+      // The token holds all the sessions it allows: a busy pool, not a broken device.
+      if (error.kind() == ErrorKind::pkcs11 && error.rv() == CKR_SESSION_COUNT) {
+        count(&PoolStats::session_count_refusals);
+        refused = true;
+        continue;
+      }
+      throw;
+    } catch (...) {
+      std::lock_guard lock(mutex_);
+      --open_;
+      available_.notify_one();
+      throw;
     }
-  } catch (...) {
-    std::lock_guard lock(mutex_);
-    --open_;
-    available_.notify_one();
-    throw;
+    return Lease(*this, std::move(session));
   }
-  return Lease(*this, std::move(session));
 }
 
 std::unique_ptr<Session> SessionPool::open_session() {
-  auto session = std::make_unique<Session>(module_, slot_);
+  auto session = std::make_unique<Session>(module_, slot_, !config_.read_only);
   count(&PoolStats::sessions_opened);
   return session;
 }
@@ -247,7 +305,7 @@ bool SessionPool::pinned_stale_locked() const {
 }
 
 void SessionPool::reopen_pinned_locked() {
-  auto session = std::make_unique<Session>(module_, slot_);
+  auto session = std::make_unique<Session>(module_, slot_, !config_.read_only);
   session->login(CKU_USER, pin_);
   const std::uint64_t generation = session->generation();
   pinned_ = std::move(session);  // the old one's session objects are gone or going

@@ -1,10 +1,17 @@
 #include "hsm/uri.h"
 
+#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <p11-kit/uri.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
-#include <fstream>
+#include <cstring>
+#include <string_view>
 
 #include "call.h"
 #include "hsm/error.h"
@@ -132,7 +139,22 @@ std::optional<std::string> TokenUri::module_name() const {
   return optional_string(p11_kit_uri_get_module_name(impl_->uri));
 }
 
-SecureString PinSource::read() const {
+namespace {
+
+std::string octal_mode(unsigned mode) {
+  char text[8];
+  std::snprintf(text, sizeof text, "%04o", mode & 07777U);
+  return text;
+}
+
+bool insecure_pin_file_allowed() {
+  const char* value = std::getenv(kAllowInsecurePinFileVariable);
+  return value != nullptr && std::string_view(value) == "1";
+}
+
+}  // namespace
+
+SecureString PinSource::read(std::string* warning) const {
   if (file) {
     std::string path = *file;
     if (path.rfind("file://", 0) == 0) {
@@ -140,13 +162,56 @@ SecureString PinSource::read() const {
     } else if (path.rfind("file:", 0) == 0) {
       path.erase(0, 5);
     }
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error(ErrorKind::pin_unavailable, "pin source", "cannot read PIN file " + path);
-    std::string line;
-    std::getline(in, line);
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    SecureString pin(line);
-    if (!line.empty()) OPENSSL_cleanse(line.data(), line.size());
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+      throw Error(ErrorKind::pin_unavailable, "pin source",
+                  "cannot read PIN file " + path + ": " + std::strerror(errno));
+    }
+    struct Closer {
+      int fd;
+      ~Closer() { ::close(fd); }
+    } closer{fd};
+    // The mode of the file opened, not of the path (which may change in between).
+    struct stat info {};
+    if (::fstat(fd, &info) != 0) {
+      throw Error(ErrorKind::pin_unavailable, "pin source",
+                  "cannot read PIN file " + path + ": " + std::strerror(errno));
+    }
+    if ((info.st_mode & 077) != 0) {
+      const std::string problem = "PIN file " + path + " has mode " + octal_mode(info.st_mode) +
+                                  ": readable or writable by group or others";
+      if (!insecure_pin_file_allowed()) {
+        throw Error(ErrorKind::pin_unavailable, "pin source",
+                    problem + "; chmod 600 it, or set " + kAllowInsecurePinFileVariable +
+                        "=1 to accept it");
+      }
+      const std::string accepted =
+          problem + "; accepted because " + kAllowInsecurePinFileVariable + "=1";
+      if (warning != nullptr) {
+        *warning = accepted;
+      } else {
+        std::fprintf(stderr, "warning: %s\n", accepted.c_str());
+      }
+    }
+    // The first line; at most 4 KiB is read (a PIN is far shorter).
+    std::string text(4096, '\0');
+    std::size_t length = 0;
+    while (length < text.size()) {
+      const ssize_t got = ::read(fd, text.data() + length, text.size() - length);
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0) {
+        OPENSSL_cleanse(text.data(), text.size());
+        throw Error(ErrorKind::pin_unavailable, "pin source",
+                    "cannot read PIN file " + path + ": " + std::strerror(errno));
+      }
+      if (got == 0) break;
+      length += static_cast<std::size_t>(got);
+      if (text.find('\n') < length) break;
+    }
+    std::size_t end = std::min(text.find('\n'), length);
+    if (end > 0 && text[end - 1] == '\r') --end;
+    SecureString pin(std::string(text.data(), end));
+    OPENSSL_cleanse(text.data(), text.size());
     if (pin.empty())
       throw Error(ErrorKind::pin_unavailable, "pin source", "PIN file " + path + " is empty");
     return pin;

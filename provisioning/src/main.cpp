@@ -97,7 +97,8 @@ class Context {
         if (!mode) throw tokens::ConfigError("--key-store must be wrapped or token");
         config.key_store = *mode;
       }
-      config.max_sessions = 2;  // one command at a time
+      config.max_sessions = 2;            // one command at a time
+      config.read_only_sessions = false;  // it creates and destroys token objects
       config.validate();
       config_ = std::move(config);
     }
@@ -105,12 +106,22 @@ class Context {
   }
 
   tokens::TokenContext& token() {
-    if (!token_) token_ = tokens::TokenContext::open(config());
+    if (!token_) {
+      token_ = tokens::TokenContext::open(config());
+      for (const std::string& warning : token_->warnings()) {
+        std::cerr << "kms-provision: warning: " << warning << "\n";
+      }
+    }
     return *token_;
   }
 
   tokens::KeyDatabase& database() {
-    if (!database_) database_ = std::make_unique<tokens::KeyDatabase>(config().database);
+    if (!database_) {
+      database_ = std::make_unique<tokens::KeyDatabase>(config().database);
+      for (const std::string& warning : database_->warnings()) {
+        std::cerr << "kms-provision: WARNING: " << warning << "\n";
+      }
+    }
     return *database_;
   }
 
@@ -221,10 +232,12 @@ int run_status(Context& context) {
                                    {"extractable", check.extractable},
                                    {"derive", check.derive},
                                    {"wrap", check.wrap},
-                                   {"unwrap", check.unwrap}});
+                                   {"unwrap", check.unwrap},
+                                   {"modifiable", check.modifiable}});
     human += "key      " + check.label + (check.sensitive ? " sensitive" : " NOT-SENSITIVE") +
              (check.extractable ? " extractable" : "") + (check.derive ? " derive" : "") +
-             (check.wrap ? " wrap" : "") + (check.unwrap ? " unwrap" : "") + "\n";
+             (check.wrap ? " wrap" : "") + (check.unwrap ? " unwrap" : "") +
+             (check.modifiable ? " MODIFIABLE" : "") + "\n";
   }
   for (const auto& label : missing) human += "missing  " + label + "\n";
   out["keys"] = std::move(keys);

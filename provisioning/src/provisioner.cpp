@@ -193,8 +193,9 @@ Stored store_root_key(hsm::Session& session, const tokens::TokenProfile& profile
     throw CliError(kAlreadyExists, "the token already holds a key labelled " + label);
   }
   stored.object = hsm::ObjectGuard(
-      session, tokens::unwrap_aes_key(session, profile, storage, blob,
-                                      tokens::templates::root_key(kind, identity, version, true)));
+      session,
+      tokens::unwrap_aes_key(session, profile, storage, blob,
+                             tokens::templates::root_key(profile, kind, identity, version, true)));
   return stored;
 }
 
@@ -206,7 +207,7 @@ hsm::ObjectGuard unwrap_transported(hsm::Session& session, const tokens::TokenPr
   CK_OBJECT_HANDLE handle = CK_INVALID_HANDLE;
   try {
     handle = tokens::unwrap_aes_key(session, profile, transport, wrapped,
-                                    tokens::templates::root_key_in_transit());
+                                    tokens::templates::root_key_in_transit(profile));
   } catch (const hsm::Error& error) {
     bad_key(profile, error, what);
   }
@@ -244,6 +245,7 @@ KeyCheck check_key(hsm::Session& session, CK_OBJECT_HANDLE key, const std::strin
   check.derive = session.get_bool(key, CKA_DERIVE);
   check.wrap = session.get_bool(key, CKA_WRAP);
   check.unwrap = session.get_bool(key, CKA_UNWRAP);
+  check.modifiable = session.get_bool(key, CKA_MODIFIABLE);
   return check;
 }
 
@@ -344,41 +346,56 @@ InitResult Provisioner::init(const InitOptions& options) {
     }
   }
 
-  // Replacements are created under a temporary name first (some tokens, NSS among them,
-  // misbehave with two objects of the same label and ID), the old keys destroyed, and only
-  // then renamed: a failure before the rename leaves the old keys in place.
-  std::vector<hsm::ObjectGuard> created;
-  std::vector<std::pair<CK_OBJECT_HANDLE, std::string>> renames;
+  // The keys to create, each with its final label and ID: long-term keys are
+  // CKA_MODIFIABLE=FALSE, so a replacement cannot be created under a temporary name and
+  // renamed afterwards (and some tokens, NSS among them, misbehave with two token objects of
+  // the same label and ID). A replacement is therefore tried first as a session object:
+  // what the token refuses (a template, a value) fails before any old key is destroyed.
+  struct Creation {
+    const Slot* slot;
+    hsm::AttributeTemplate attributes;
+    bool from_value;
+  };
+  std::vector<Creation> creations;
   for (const Slot& slot : slots) {
     if (!slot.existing.empty() && !options.force) {
       result.present.push_back(slot.ref.label);
       continue;
     }
-    hsm::AttributeTemplate attributes;
+    Creation creation{&slot, {}, false};
     if (slot.ref.label == tokens::kMasterKeyLabel) {
-      attributes = tokens::templates::master_key(profile);
+      creation.attributes = tokens::templates::master_key(profile);
     } else if (slot.ref.label == tokens::kStorageKeyLabel) {
-      attributes = tokens::templates::storage_key();
+      creation.attributes = tokens::templates::storage_key(profile);
     } else {
-      attributes = tokens::templates::transport_key();
+      creation.attributes = tokens::templates::transport_key(profile);
+      creation.from_value = transport_value.has_value();
     }
-    const bool replacing = !slot.existing.empty();
-    if (replacing) {
-      const std::string temporary = slot.ref.label + ".new";
-      attributes.set_string(CKA_LABEL, temporary)
-          .set_bytes(CKA_ID, hsm::Bytes(temporary.begin(), temporary.end()));
+    creations.push_back(std::move(creation));
+  }
+  auto create = [&](const Creation& creation, bool token_object) {
+    hsm::AttributeTemplate attributes = creation.attributes;
+    attributes.set_bool(CKA_TOKEN, token_object);
+    if (!creation.from_value) return tokens::generate_aes_key(session, std::move(attributes));
+    attributes.set_bytes(CKA_VALUE, transport_value->view());
+    return session.create_object(std::move(attributes));
+  };
+  if (options.force) {
+    for (const Creation& creation : creations) {
+      if (!creation.slot->existing.empty()) {
+        hsm::ObjectGuard trial(session, create(creation, false));  // destroyed at once
+      }
     }
-    CK_OBJECT_HANDLE handle = CK_INVALID_HANDLE;
-    if (slot.ref.label == tokens::kTransportKeyLabel && transport_value) {
-      attributes.set_bytes(CKA_VALUE, transport_value->view());
-      handle = session.create_object(std::move(attributes));
-      result.transport_key_imported = true;
-    } else {
-      handle = tokens::generate_aes_key(session, std::move(attributes));
+    for (const Creation& creation : creations) {
+      for (CK_OBJECT_HANDLE old : creation.slot->existing) session.destroy(old);
     }
-    created.emplace_back(session, handle);
-    if (replacing) renames.emplace_back(handle, slot.ref.label);
-    (replacing ? result.replaced : result.created).push_back(slot.ref.label);
+  }
+  std::vector<hsm::ObjectGuard> created;
+  for (const Creation& creation : creations) {
+    created.emplace_back(session, create(creation, true));
+    if (creation.from_value) result.transport_key_imported = true;
+    (creation.slot->existing.empty() ? result.created : result.replaced)
+        .push_back(creation.slot->ref.label);
   }
   if (transport_value && !result.transport_key_imported) {
     result.note =
@@ -386,15 +403,6 @@ InitResult Provisioner::init(const InitOptions& options) {
         "used (--force replaces it)";
   }
   transport_value.reset();
-  for (const Slot& slot : slots) {
-    if (!options.force) continue;
-    for (CK_OBJECT_HANDLE old : slot.existing) session.destroy(old);
-  }
-  for (const auto& [handle, label] : renames) {
-    hsm::AttributeTemplate name;
-    name.set_string(CKA_LABEL, label).set_bytes(CKA_ID, hsm::Bytes(label.begin(), label.end()));
-    session.set_attributes(handle, std::move(name));
-  }
   for (auto& guard : created) guard.release();
   token().pool().forget_handles();
   return result;
@@ -427,8 +435,9 @@ void Provisioner::import_personalisation_key(const std::string& name, hsm::ByteV
   require_wrapped_aes256(wrapped, "personalisation key " + name);
   CK_OBJECT_HANDLE handle = CK_INVALID_HANDLE;
   try {
-    handle = tokens::unwrap_aes_key(session, token().profile(), transport, wrapped,
-                                    tokens::templates::personalisation_key(name));
+    handle =
+        tokens::unwrap_aes_key(session, token().profile(), transport, wrapped,
+                               tokens::templates::personalisation_key(token().profile(), name));
   } catch (const hsm::Error& error) {
     bad_key(token().profile(), error, "personalisation key " + name);
   }
@@ -462,7 +471,7 @@ void Provisioner::add_generated(IdentityKind kind, const std::string& identity,
   hsm::Session& session = lease.session();
   const tokens::TokenProfile& profile = token().profile();
   hsm::ObjectGuard in_transit(
-      session, tokens::generate_aes_key(session, tokens::templates::root_key_in_transit()));
+      session, tokens::generate_aes_key(session, tokens::templates::root_key_in_transit(profile)));
   const std::string exported =
       export_key(session, profile, in_transit.get(), export_options, kind, identity, 1);
   Stored stored = store_root_key(session, profile, mode_, kind, identity, 1, in_transit.get());
@@ -564,7 +573,8 @@ std::uint32_t Provisioner::rotate(IdentityKind kind, const std::string& identity
     in_transit = unwrap_transported(session, profile, *wrapped, what);
   } else {
     in_transit = hsm::ObjectGuard(
-        session, tokens::generate_aes_key(session, tokens::templates::root_key_in_transit()));
+        session,
+        tokens::generate_aes_key(session, tokens::templates::root_key_in_transit(profile)));
     exported =
         export_key(session, profile, in_transit.get(), export_options, kind, identity, version);
   }

@@ -48,6 +48,9 @@ struct KeyCheck {  // attributes of a key object, for init's idempotent check an
   bool sensitive = false;
   bool extractable = false;
   bool encrypt = false, decrypt = false, derive = false, wrap = false, unwrap = false;
+  // CKA_MODIFIABLE: TRUE only for keys created before the key-custody change (shown by
+  // status; init accepts them, --force replaces them).
+  bool modifiable = false;
 };
 
 class Provisioner {

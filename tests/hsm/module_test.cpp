@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -247,7 +248,7 @@ TEST(TokenUri, MalformedUrisAreTypedErrors) {
 TEST(PinSource, ReadsTheFirstLineOfAFileOrAnEnvironmentVariable) {
   testsupport::TempDir dir;
   const std::string path = dir.path() + "/pin";
-  std::ofstream(path) << "s3cret\nignored\n";
+  testsupport::write_private_file(path, "s3cret\nignored\n");
   EXPECT_EQ((hsm::PinSource{path, std::nullopt}.read().value()), "s3cret");
   EXPECT_EQ((hsm::PinSource{"file:" + path, std::nullopt}.read().value()), "s3cret");
   setenv("KMS_TEST_PIN_SOURCE", "from-env", 1);
@@ -256,6 +257,53 @@ TEST(PinSource, ReadsTheFirstLineOfAFileOrAnEnvironmentVariable) {
   EXPECT_THROW((hsm::PinSource{std::nullopt, "KMS_TEST_PIN_SOURCE"}.read()), hsm::Error);
   EXPECT_THROW((hsm::PinSource{dir.path() + "/missing", std::nullopt}.read()), hsm::Error);
   EXPECT_THROW(hsm::PinSource{}.read(), hsm::Error);
+}
+
+// A PIN file group or others may read or write is refused, naming the file and its mode,
+// unless KMS_ALLOW_INSECURE_PIN_FILE=1 (exactly "1"): then it is read, with a warning.
+TEST(PinSource, RefusesAPinFileThatGroupOrOthersMayAccess) {
+  testsupport::TempDir dir;
+  const std::string path = dir.path() + "/user.pin";
+  unsetenv(hsm::kAllowInsecurePinFileVariable);
+  for (const unsigned mode : {0644U, 0640U, 0604U, 0620U, 0602U, 0660U, 0610U}) {
+    SCOPED_TRACE(mode);
+    testsupport::write_private_file(path, "s3cret\n", mode);
+    try {
+      (hsm::PinSource{path, std::nullopt}.read());
+      FAIL() << "accepted a PIN file of mode " << std::oct << mode;
+    } catch (const hsm::Error& error) {
+      EXPECT_EQ(error.kind(), hsm::ErrorKind::pin_unavailable);
+      const std::string what = error.what();
+      EXPECT_EQ(what.find('\n'), std::string::npos) << what;
+      EXPECT_NE(what.find("PIN file " + path + " has mode 0"), std::string::npos) << what;
+      char octal[8];
+      std::snprintf(octal, sizeof octal, "%04o", mode);
+      EXPECT_NE(what.find(octal), std::string::npos) << what;
+      EXPECT_NE(what.find("KMS_ALLOW_INSECURE_PIN_FILE=1"), std::string::npos) << what;
+      EXPECT_EQ(what.find("s3cret"), std::string::npos) << "the PIN is in the message";
+    }
+  }
+  // Owner-only modes are accepted without a warning.
+  for (const unsigned mode : {0600U, 0400U, 0700U}) {
+    SCOPED_TRACE(mode);
+    testsupport::write_private_file(path, "s3cret\n", mode);
+    std::string warning;
+    EXPECT_EQ((hsm::PinSource{path, std::nullopt}.read(&warning).value()), "s3cret");
+    EXPECT_TRUE(warning.empty()) << warning;
+  }
+  // The override accepts it and says so; anything but "1" does not override.
+  testsupport::write_private_file(path, "s3cret\n", 0644);
+  for (const char* value : {"0", "true", "yes", ""}) {
+    setenv(hsm::kAllowInsecurePinFileVariable, value, 1);
+    EXPECT_THROW((hsm::PinSource{path, std::nullopt}.read()), hsm::Error) << value;
+  }
+  setenv(hsm::kAllowInsecurePinFileVariable, "1", 1);
+  std::string warning;
+  EXPECT_EQ((hsm::PinSource{path, std::nullopt}.read(&warning).value()), "s3cret");
+  EXPECT_NE(warning.find("PIN file " + path + " has mode 0644"), std::string::npos) << warning;
+  EXPECT_NE(warning.find("accepted because KMS_ALLOW_INSECURE_PIN_FILE=1"), std::string::npos)
+      << warning;
+  unsetenv(hsm::kAllowInsecurePinFileVariable);
 }
 
 TEST(Error, NamesReturnValuesAndClassifiesThem) {

@@ -187,6 +187,66 @@ TEST_P(PoolTest, PinnedSessionObjectsOutliveWorkerSessions) {
   EXPECT_EQ(p.session_object_generation(), generation);
 }
 
+// Read-only sessions (PoolConfig::read_only, kmsd's default): token keys and session
+// objects work in the worker and pinned sessions, token objects cannot be created, changed
+// or destroyed. Neither token reports a session limit, so the pool keeps its size.
+TEST_P(PoolTest, ReadOnlySessionsUseKeysAndSessionObjectsButNoTokenObjectChanges) {
+  hsm::PoolConfig config;
+  config.read_only = true;
+  auto& p = pool(config);
+  EXPECT_TRUE(p.warnings().empty()) << p.warnings().front();
+  EXPECT_EQ(p.config().max_sessions, config.max_sessions);
+  EXPECT_TRUE(gcm_round_trip(p, key_));
+  const Bytes value = reference::random_bytes(32);
+  const Bytes iv = reference::random_bytes(12);
+  const auto expect_read_only = [](const hsm::Error& error) {
+    EXPECT_EQ(error.rv(), static_cast<CK_RV>(CKR_SESSION_READ_ONLY)) << error.what();
+  };
+  p.run([&](Session& session) {
+    EXPECT_EQ(session.state(), static_cast<CK_STATE>(CKS_RO_USER_FUNCTIONS));
+    hsm::ObjectGuard object(session, session.create_object(known_key_template(value, false)));
+    auto gcm = Mechanism::aes_gcm(iv, {});
+    EXPECT_EQ(reference::gcm_decrypt(value, iv, {}, session.encrypt(gcm, object.get(), Bytes{7})),
+              Bytes{7});
+    const CK_OBJECT_HANDLE token_key = p.resolve(session, key_);
+    try {
+      create_token_aes_key(session, "read-only-test");
+      ADD_FAILURE() << "created a token object in a read-only session";
+    } catch (const hsm::Error& error) {
+      expect_read_only(error);
+    }
+    try {
+      hsm::AttributeTemplate label;
+      label.set_string(CKA_LABEL, "renamed");
+      session.set_attributes(token_key, std::move(label));
+      ADD_FAILURE() << "changed a token object in a read-only session";
+    } catch (const hsm::Error& error) {
+      expect_read_only(error);
+    }
+    try {
+      session.destroy(token_key);
+      ADD_FAILURE() << "destroyed a token object in a read-only session";
+    } catch (const hsm::Error& error) {
+      expect_read_only(error);
+    }
+    return 0;
+  });
+  // The pinned session too: it holds session objects only.
+  const CK_OBJECT_HANDLE pinned_key = p.run_pinned([&](Session& session) {
+    EXPECT_EQ(session.state(), static_cast<CK_STATE>(CKS_RO_USER_FUNCTIONS));
+    return session.create_object(known_key_template(value, false));
+  });
+  const Bytes ciphertext = p.run([&](Session& session) {
+    auto gcm = Mechanism::aes_gcm(iv, {});
+    return session.encrypt(gcm, pinned_key, Bytes{1, 2, 3});
+  });
+  EXPECT_EQ(reference::gcm_decrypt(value, iv, {}, ciphertext), (Bytes{1, 2, 3}));
+  // The default is read/write (kms-provision's pool).
+  hsm::SessionPool read_write(module_, slot_, token_->user_pin());
+  EXPECT_EQ(read_write.run([](Session& session) { return session.state(); }),
+            static_cast<CK_STATE>(CKS_RW_USER_FUNCTIONS));
+}
+
 TEST_P(PoolTest, NeverLogsOut) {
   CallCounter calls;
   {

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -383,6 +384,139 @@ TEST_P(FaultTest, RecordsEveryCallWithMechanismsAndAttributeTypes) {
   std::stringstream more;
   more << again.rdbuf();
   EXPECT_NE(more.str().find("C_GetAttributeValue attrs=0x11 rv=0x11\n"), std::string::npos);
+}
+
+// ---- the token's session limit (CK_TOKEN_INFO.ulMaxSessionCount, CKR_SESSION_COUNT)
+
+// Waits (up to 30 s) for a condition another thread makes true.
+template <class Condition>
+bool eventually(Condition condition) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+// A token that allows 3 sessions: the pool keeps 2 workers (plus the pinned session), says
+// so, and under more concurrent operations than that never asks the token for a 4th.
+TEST_P(FaultTest, PoolIsCappedToTheTokensSessionLimit) {
+  faults_->limit_sessions(3);
+  const auto opens_before = faults_->call_count("C_OpenSession");
+  hsm::PoolConfig config;
+  config.max_sessions = 8;
+  config.acquire_timeout = std::chrono::seconds(30);
+  auto& p = pool(config);
+  EXPECT_EQ(p.config().max_sessions, 2u);
+  ASSERT_EQ(p.warnings().size(), 1u);
+  EXPECT_EQ(p.warnings().front(),
+            "the token allows 3 sessions (ulMaxSessionCount): max_sessions lowered from 8 to 2, "
+            "plus the pinned session");
+  constexpr int kThreads = 6, kOperations = 5;
+  std::atomic<int> good{0};
+  std::mutex errors_mutex;
+  std::vector<std::string> errors;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kOperations; ++i) {
+        try {
+          if (gcm_round_trip(p, kKey)) ++good;
+        } catch (const std::exception& error) {
+          std::lock_guard lock(errors_mutex);
+          errors.push_back(error.what());
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(good.load(), kThreads * kOperations) << (errors.empty() ? "" : errors.front());
+  const auto stats = p.stats();
+  EXPECT_EQ(stats.session_count_refusals, 0u);  // it never went beyond the limit
+  EXPECT_LE(stats.open_sessions, 3u);
+  EXPECT_EQ(faults_->call_count("C_OpenSession") - opens_before, stats.sessions_opened);
+}
+
+// CKR_SESSION_COUNT at C_OpenSession is a busy pool, not a device fault: the operation
+// waits until a session is given back, and nothing is recovered or re-initialised.
+TEST_P(FaultTest, SessionCountAtOpenWaitsForASessionToBeGivenBack) {
+  hsm::PoolConfig config;
+  config.max_sessions = 2;
+  config.acquire_timeout = std::chrono::seconds(30);
+  auto& p = warm_pool(config);  // the pinned session and one idle worker
+  std::optional<hsm::SessionPool::Lease> held(p.acquire());
+  faults_->fail_next("C_OpenSession", CKR_SESSION_COUNT, 1 << 20);
+  std::atomic<bool> done{false};
+  bool ok = false;
+  std::string failure;
+  std::thread waiter([&] {
+    try {
+      ok = gcm_round_trip(p, kKey);
+    } catch (const std::exception& error) {
+      failure = error.what();
+    }
+    done = true;
+  });
+  EXPECT_TRUE(eventually([&] { return p.stats().session_count_refusals >= 1; }));
+  EXPECT_FALSE(done.load()) << failure;  // still waiting, not failed
+  held.reset();                          // the give-back serves the waiter
+  waiter.join();
+  faults_->clear();
+  EXPECT_TRUE(ok) << failure;
+  const auto stats = p.stats();
+  EXPECT_EQ(stats.acquire_timeouts, 0u);
+  EXPECT_EQ(stats.reinitializations, 0u);
+  EXPECT_EQ(stats.sessions_replaced, 0u);
+  EXPECT_FALSE(stats.token_down);
+  EXPECT_TRUE(p.ready());
+}
+
+// The sessions the token counts may be other applications': C_OpenSession is tried again
+// while waiting, and a session the token accepts later is used.
+TEST_P(FaultTest, SessionCountIsRetriedUntilTheTokenAcceptsASession) {
+  hsm::PoolConfig config;
+  config.max_sessions = 2;
+  config.acquire_timeout = std::chrono::seconds(30);
+  auto& p = warm_pool(config);
+  std::optional<hsm::SessionPool::Lease> held(p.acquire());  // nothing will be given back
+  const auto opened = p.stats().sessions_opened;
+  faults_->fail_next("C_OpenSession", CKR_SESSION_COUNT, 3);
+  EXPECT_NO_THROW(p.acquire());
+  const auto stats = p.stats();
+  EXPECT_EQ(stats.session_count_refusals, 3u);
+  EXPECT_EQ(stats.sessions_opened, opened + 1);
+  EXPECT_EQ(stats.reinitializations, 0u);
+}
+
+// A token that keeps refusing sessions while the pool has none to give back: after the
+// acquire timeout, ErrorKind::pool_exhausted (503 overloaded in kmsd), never a PKCS#11
+// error that would trigger device recovery.
+TEST_P(FaultTest, SessionCountThatNeverClearsIsPoolExhaustion) {
+  hsm::PoolConfig config;
+  config.max_sessions = 2;
+  config.acquire_timeout = std::chrono::milliseconds(300);
+  auto& p = warm_pool(config);
+  std::optional<hsm::SessionPool::Lease> held(p.acquire());
+  faults_->fail_next("C_OpenSession", CKR_SESSION_COUNT, 1 << 20);
+  try {
+    p.acquire();
+    FAIL() << "acquired a session the token refused";
+  } catch (const hsm::Error& error) {
+    EXPECT_EQ(error.kind(), hsm::ErrorKind::pool_exhausted) << error.what();
+    EXPECT_FALSE(error.recoverable());
+    EXPECT_NE(std::string(error.what()).find("CKR_SESSION_COUNT"), std::string::npos)
+        << error.what();
+  }
+  faults_->clear();
+  auto stats = p.stats();
+  EXPECT_EQ(stats.acquire_timeouts, 1u);
+  EXPECT_GE(stats.session_count_refusals, 1u);
+  EXPECT_EQ(stats.reinitializations, 0u);
+  EXPECT_FALSE(stats.token_down);
+  held.reset();
+  EXPECT_TRUE(gcm_round_trip(p, kKey));
+  EXPECT_EQ(p.stats().open_sessions, 2u);  // the reservation was given up
 }
 
 INSTANTIATE_TEST_SUITE_P(Tokens, FaultTest,

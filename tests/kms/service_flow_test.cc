@@ -92,6 +92,24 @@ TEST_P(SeedFlow, SequentialInvitationsGiveEveryPartyTheRightKeys) {
   EXPECT_EQ(bed->registry().find(conference)->bridge_id, bridge_id);
 }
 
+// The services need no read/write session: the testbed's pool is read-only, as kmsd's is
+// by default (docs/OPERATIONS.md "Key custody"), on both tokens, and the whole flow,
+// including the key store's unwraps into session objects, works.
+TEST_P(SeedFlow, RunsOnReadOnlySessions) {
+  hsm::SessionPool& pool = bed->token().pool();
+  EXPECT_TRUE(pool.config().read_only);
+  EXPECT_EQ(pool.run([](hsm::Session& session) { return session.state(); }),
+            static_cast<CK_STATE>(CKS_RO_USER_FUNCTIONS));
+  EXPECT_EQ(pool.run_pinned([](hsm::Session& session) { return session.state(); }),
+            static_cast<CK_STATE>(CKS_RO_USER_FUNCTIONS));
+  const UeClient a = ue(a_id, k_a), b = ue(b_id, k_b);
+  const kms::client::Secret r_a = UeClient::make_nonce();
+  const Invitation with_b = invite(a, r_a, b);
+  const auto bridge_keys = fetch(with_b.response.conference_id, 2);
+  EXPECT_EQ(bridge_keys.at(a_id), bytes(with_b.chair_key.key));
+  EXPECT_EQ(bridge_keys.at(b_id), bytes(with_b.responder_key.key));
+}
+
 TEST_P(SeedFlow, ConcurrentInvitationsFromSeveralThreads) {
   constexpr int kInvitees = 8;
   std::vector<std::string> ids;

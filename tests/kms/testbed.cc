@@ -24,6 +24,7 @@ Testbed::Testbed(testsupport::TokenKind kind, TestbedOptions options)
   config.database = database_path_;
   config.key_cache_size = 64;
   if (options_.quirks) config.quirks = *options_.quirks;
+  config.read_only_sessions = options_.read_only_sessions;
   if (options_.module_override) {
     setenv("KMS_FAULT_TARGET", token_files_->module_path().c_str(), 1);
     if (options_.record_file) setenv("KMS_PKCS11_RECORD", options_.record_file->c_str(), 1);
@@ -32,8 +33,11 @@ Testbed::Testbed(testsupport::TokenKind kind, TestbedOptions options)
   token_ = tokens::TokenContext::open(config);
   unsetenv("KMS_PKCS11_RECORD");
 
-  // KMS keys: M (known value when asked), the storage and transport keys (generated).
-  token_->pool().run([&](hsm::Session& session) {
+  // KMS keys: M (known value when asked), the storage and transport keys (generated), in a
+  // read/write session of their own (as kms-provision would; the pool's may be read-only).
+  // The pool's pinned session logged the application in.
+  {
+    hsm::Session session(token_->module(), token_->token().slot, true);
     hsm::AttributeTemplate master = tokens::templates::master_key(token_->profile());
     if (options_.master_key) {
       master.set_bytes(CKA_VALUE, *options_.master_key);
@@ -41,10 +45,9 @@ Testbed::Testbed(testsupport::TokenKind kind, TestbedOptions options)
     } else {
       tokens::generate_aes_key(session, std::move(master));
     }
-    tokens::generate_aes_key(session, tokens::templates::storage_key());
-    tokens::generate_aes_key(session, tokens::templates::transport_key());
-    return 0;
-  });
+    tokens::generate_aes_key(session, tokens::templates::storage_key(token_->profile()));
+    tokens::generate_aes_key(session, tokens::templates::transport_key(token_->profile()));
+  }
   token_->require_kms_keys();
 
   database_ = std::make_unique<tokens::KeyDatabase>(database_path_);
@@ -90,7 +93,7 @@ void Testbed::reopen_registry() {
 
 void Testbed::add_root_key(tokens::IdentityKind kind, const std::string& id, const Bytes& key) {
   const hsm::Bytes wrapped = token_->pool().run([&](hsm::Session& session) {
-    hsm::AttributeTemplate transit = tokens::templates::root_key_in_transit();
+    hsm::AttributeTemplate transit = tokens::templates::root_key_in_transit(token_->profile());
     transit.set_bytes(CKA_VALUE, key);
     hsm::ObjectGuard root(session, session.create_object(std::move(transit)));
     const CK_OBJECT_HANDLE storage =

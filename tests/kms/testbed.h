@@ -33,6 +33,9 @@ struct TestbedOptions {
   std::optional<std::string> module_override;
   std::optional<std::string> record_file;
   std::optional<std::string> quirks;  // [token] quirks; default auto (detected)
+  // The pool's sessions are read-only, as kmsd's are by default (the KMS keys are created
+  // in a separate read/write session); false: read/write, as kms-provision's.
+  bool read_only_sessions = true;
 };
 
 class Testbed {

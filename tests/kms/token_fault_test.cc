@@ -47,9 +47,13 @@ class TokenErrorClassification : public ServiceTest {
   std::unique_ptr<hsmtest::FaultControl> faults_;
 };
 
+// SoftHSM configured as a standard token; NSS with its own quirks, which read
+// CKR_GENERAL_ERROR as a standard token does (forcing "standard" on NSS would also ask for
+// CKA_COPYABLE, which NSS refuses at key creation).
 class StandardTokenErrors : public TokenErrorClassification {
  protected:
-  StandardTokenErrors() : TokenErrorClassification("standard") {}
+  StandardTokenErrors()
+      : TokenErrorClassification(GetParam() == testsupport::TokenKind::nss ? "nss" : "standard") {}
 };
 class SoftHsmTokenErrors : public TokenErrorClassification {
  protected:

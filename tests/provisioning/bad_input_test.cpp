@@ -95,6 +95,40 @@ TEST_P(BadInputTest, WrongPin) {
   EXPECT_FALSE(std::filesystem::exists(out("k")));
 }
 
+// A PIN file group or others may read or write is refused before the token is used (exit 3,
+// one line naming the file and its mode, never the PIN); KMS_ALLOW_INSECURE_PIN_FILE=1
+// accepts it with a one-line warning.
+TEST_P(BadInputTest, PinFileOthersMayReadIsRefused) {
+  const std::string pin = out("shared.pin");
+  const std::string pin_value = token_->user_pin().value();
+  for (const unsigned mode : {0644U, 0640U, 0606U}) {
+    testsupport::write_private_file(pin, pin_value + "\n", mode);
+    char octal[8];
+    std::snprintf(octal, sizeof octal, "%04o", mode);
+    expect_failure(
+        3,
+        with_base({"--pin-file", pin}, {"subscriber", "add", "sip:new@ims.example.net",
+                                        "--insecure-plaintext-export", "--out", out("k")}),
+        "PIN file " + pin + " has mode " + octal, true);
+    EXPECT_FALSE(std::filesystem::exists(out("k")));
+  }
+  std::vector<std::string> argv{KMS_PROVISION_PATH};
+  for (const auto& arg : with_base({"--pin-file", pin}, {"status"})) argv.push_back(arg);
+  auto result = testsupport::run_command(argv, token_->environment());
+  EXPECT_EQ(result.exit_code, 3) << result.err;
+  EXPECT_EQ(result.err.find(pin_value), std::string::npos) << "the PIN is in the message";
+  auto environment = token_->environment();
+  environment["KMS_ALLOW_INSECURE_PIN_FILE"] = "1";
+  result = testsupport::run_command(argv, environment);
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_TRUE(clitest::one_line(result.err)) << result.err;
+  EXPECT_NE(result.err.find("kms-provision: warning: PIN file " + pin + " has mode 0606"),
+            std::string::npos)
+      << result.err;
+  EXPECT_NE(result.err.find("accepted because KMS_ALLOW_INSECURE_PIN_FILE=1"), std::string::npos)
+      << result.err;
+}
+
 TEST_P(BadInputTest, NoPinSourceAndNoPinArgument) {
   std::vector<std::string> args = base_args();
   args.erase(args.begin());

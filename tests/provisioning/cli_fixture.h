@@ -43,8 +43,9 @@ inline Bytes unhex(const std::string& text) {
   return out;
 }
 
+// Owner-only (0600): PIN and transport key files must be, the rest may as well be.
 inline void write_file(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary) << text;
+  testsupport::write_private_file(path, text);
 }
 
 inline std::string read_file(const std::string& path) {

@@ -1,6 +1,7 @@
 // kms-provision end to end on SoftHSM and NSS softoken: the real binary, a real token, a
 // real SQLite file; results checked in the token from this process.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <boost/json.hpp>
 #include <map>
@@ -44,7 +45,52 @@ TEST_P(CliTest, InitCreatesTheKmsKeysAndIsIdempotent) {
 
   result = cli({"status"});
   EXPECT_EQ(result.exit_code, 0) << result.err;
-  EXPECT_NE(result.out.find("kms/storage sensitive wrap unwrap"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("kms/storage sensitive wrap unwrap\n"), std::string::npos)
+      << result.out;
+  EXPECT_EQ(result.out.find("MODIFIABLE"), std::string::npos) << result.out;
+  result = cli({"--json", "status"});
+  const boost::json::value status = boost::json::parse(result.out);
+  for (const auto& key : status.at("keys").as_array()) {
+    EXPECT_FALSE(key.as_object().at("modifiable").as_bool()) << key;
+  }
+}
+
+// A KMS key made before key custody (modifiable) is accepted by init, which must not
+// replace the storage key the database depends on, and shown by status.
+TEST_P(CliTest, StatusShowsAModifiableKmsKey) {
+  hsm::AttributeTemplate old_storage = tokens::templates::storage_key(open_token()->profile());
+  old_storage.set_bool(CKA_MODIFIABLE, true);
+  generate_token_key(std::move(old_storage));
+  auto result = cli({"init", "--transport-key-file", transport_file_});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  result = cli({"status"});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.out.find("kms/storage sensitive wrap unwrap MODIFIABLE\n"), std::string::npos)
+      << result.out;
+  EXPECT_NE(result.out.find("kms/master sensitive"), std::string::npos) << result.out;
+  EXPECT_EQ(result.out.find("kms/master sensitive derive MODIFIABLE"), std::string::npos);
+}
+
+// kms.db is created 0600 whatever the umask; an existing one group or others may read is
+// used with a one-line warning on stderr naming it and its mode.
+TEST_P(CliTest, DatabaseIsCreatedOwnerOnlyAndAnOpenOneIsReported) {
+  init();
+  const mode_t previous = ::umask(0);
+  auto result = cli(
+      {"subscriber", "import", "sip:alice@ims.example.net", "--wrapped-hex", random_wrapped_hex()});
+  ::umask(previous);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.err, "");
+  EXPECT_EQ(testsupport::file_mode(database_), 0600);
+  ASSERT_EQ(::chmod(database_.c_str(), 0644), 0);
+  result = cli({"subscriber", "list"});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_TRUE(clitest::one_line(result.err)) << result.err;
+  EXPECT_NE(result.err.find("kms-provision: WARNING: database file " + database_ +
+                            " has mode 0644: group or others may read or write it"),
+            std::string::npos)
+      << result.err;
+  EXPECT_NE(result.out.find("sip:alice@ims.example.net"), std::string::npos) << result.out;
 }
 
 // init --force replaces M, the storage key and the transport key (docs/OPERATIONS.md):

@@ -387,7 +387,7 @@ TEST_P(CommandsTest, ExitFiveForUnexpectedAttributesAndATakenLabel) {
   create_database();
   // A token whose kms/master can wrap and unwrap but not derive (and, on NSS, is not
   // extractable-with-trusted as its profile's master key must be).
-  generate_token_key(tokens::templates::storage_key()
+  generate_token_key(tokens::templates::storage_key(open_token()->profile())
                          .set_string(CKA_LABEL, "kms/master")
                          .set_bytes(CKA_ID, testkdf::to_bytes("kms/master")));
   auto objects = token_objects();
@@ -406,7 +406,8 @@ TEST_P(CommandsTest, ExitFiveForUnexpectedAttributesAndATakenLabel) {
   EXPECT_EQ(cli({"init"}).exit_code, 0);
 
   const std::string id = "sip:taken@ims.example.net";
-  generate_token_key(tokens::templates::root_key(IdentityKind::subscriber, id, 1, true));
+  generate_token_key(
+      tokens::templates::root_key(open_token()->profile(), IdentityKind::subscriber, id, 1, true));
   objects = token_objects();
   database = database_snapshot();
   expect_failure(cli({"--key-store", "token", "subscriber", "import", id, "--wrapped-hex",
@@ -448,9 +449,10 @@ TEST_P(CommandsTest, ExitFourteenForAmbiguousTokenKeys) {
   init();
   create_database();
   const auto database = database_snapshot();
-  hsm::AttributeTemplate second = tokens::templates::personalisation_key("twice");
+  const tokens::TokenProfile profile = open_token()->profile();
+  hsm::AttributeTemplate second = tokens::templates::personalisation_key(profile, "twice");
   second.set_bytes(CKA_ID, testkdf::to_bytes("another id"));
-  generate_token_key(tokens::templates::personalisation_key("twice"));
+  generate_token_key(tokens::templates::personalisation_key(profile, "twice"));
   generate_token_key(std::move(second));
   auto objects = token_objects();
   const std::string out = dir_->path() + "/x.wrapped";

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <array>
@@ -486,6 +487,27 @@ TEST_F(AuditLogTest, AnchorCatchesARewrittenRecordWithARecomputedHash) {
   EXPECT_TRUE(altered.anchor_missing);
   EXPECT_NE(altered.problem.find("anchored seq 3"), std::string::npos) << altered.problem;
   EXPECT_NE(altered.problem.find("record 3 has hash"), std::string::npos) << altered.problem;
+}
+
+// A new audit log is the KMS user's alone, whatever the umask (0: everything allowed; 0277:
+// even the owner's write bit taken away).
+TEST_F(AuditLogTest, NewLogIsCreatedOwnerOnlyWhateverTheUmask) {
+  for (const mode_t mask : {mode_t{0}, mode_t{022}, mode_t{0277}}) {
+    SCOPED_TRACE(mask);
+    fs::remove(path_);
+    const mode_t previous = ::umask(mask);
+    {
+      AuditLog log(path_);
+      log.record(release(1));
+    }
+    ::umask(previous);
+    struct stat info {};
+    ASSERT_EQ(::stat(path_.c_str(), &info), 0);
+    EXPECT_EQ(info.st_mode & 07777, 0600u);
+    AuditLog again(path_);  // and it can be appended to after a restart
+    EXPECT_NO_THROW(again.record(release(2)));
+  }
+  EXPECT_TRUE(verify_file(path_).ok);
 }
 
 TEST_F(AuditLogTest, UnopenablePathThrows) {

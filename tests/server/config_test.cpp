@@ -32,7 +32,7 @@ class ConfigTest : public ::testing::Test {
          path("pki/server.crt")});
     ASSERT_EQ(result.exit_code, 0) << result.err;
     fs::copy_file(path("pki/server.crt"), path("pki/bridge-ca.crt"));
-    std::ofstream(path("token/user.pin")) << "1234\n";
+    testsupport::write_private_file(path("token/user.pin"), "1234\n");
   }
   std::string path(const std::string& name) const { return dir_->path() + "/" + name; }
   std::string write(const std::string& text) const {

@@ -11,6 +11,7 @@
 #include <openssl/x509v3.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <boost/json.hpp>
@@ -488,7 +489,11 @@ TEST_F(KmsdSurfaceTest, ExitCodeIsOneForABadConfigurationAndTwoWhenItCannotStart
   const std::string busy_port = std::to_string(ntohs(address.sin_port));
   // A wrong PIN.
   const std::string wrong_pin = dir + "/wrong.pin";
-  std::ofstream(wrong_pin) << "not-the-pin\n";
+  testsupport::write_private_file(wrong_pin, "not-the-pin\n");
+  // The right PIN in a file others may read.
+  const std::string shared_pin = dir + "/shared.pin";
+  testsupport::write_private_file(shared_pin, environment_->token().user_pin().value() + "\n",
+                                  0644);
   // An audit log whose last complete record was altered (fail closed at start).
   const std::string damaged_audit = dir + "/damaged-audit.log";
   {
@@ -524,6 +529,10 @@ TEST_F(KmsdSurfaceTest, ExitCodeIsOneForABadConfigurationAndTwoWhenItCannotStart
        {"--config", with("pin.toml", pin_line, "pin_file = \"" + wrong_pin + "\"")},
        2,
        "CKR_PIN_INCORRECT"},
+      {"PIN file readable by others",
+       {"--config", with("shared-pin.toml", pin_line, "pin_file = \"" + shared_pin + "\"")},
+       2,
+       "PIN file " + shared_pin + " has mode 0644"},
       {"PIN file missing",
        {"--config", with("no-pin.toml", pin_line, "pin_file = \"" + dir + "/missing.pin\"")},
        2,
@@ -541,6 +550,74 @@ TEST_F(KmsdSurfaceTest, ExitCodeIsOneForABadConfigurationAndTwoWhenItCannotStart
   // And the same binary and configuration start (and stop with 0) when nothing is wrong.
   EXPECT_EQ(run_kmsd({"--check-config", good}).exit_code, 0);
   KmsdProcess kmsd(*environment_, good);
+  EXPECT_EQ(kmsd.terminate(), 0) << kmsd.log();
+}
+
+// kmsd's files (docs/OPERATIONS.md "Files and permissions"): a PIN file group or others may
+// read stops it at start, with one log line naming the file and its mode and never the PIN;
+// the database and audit log it creates are 0600 whatever the umask; an existing database
+// others may read is reported at error level (kmsd still serves).
+TEST_F(KmsdSurfaceTest, RefusesAPinFileOthersMayReadAndKeepsItsFilesPrivate) {
+  const std::string dir = environment_->dir() + "/file-modes";
+  fs::create_directories(dir);
+  const std::string pin = dir + "/user.pin";
+  const std::string pin_value = environment_->token().user_pin().value();
+  testsupport::write_private_file(pin, pin_value + "\n", 0644);
+  const std::string database = dir + "/kms.db";
+  const std::string audit = dir + "/audit.log";
+  ConfigOverrides overrides;
+  overrides.audit_path = audit;
+  std::string text = read_text(environment_->write_config("file-modes.toml", overrides));
+  const auto replace = [&](const std::string& from, const std::string& to) {
+    const auto at = text.find(from);
+    ASSERT_NE(at, std::string::npos) << from;
+    text.replace(at, from.size(), to);
+  };
+  replace("pin_file = \"" + environment_->token().pin_file() + "\"", "pin_file = \"" + pin + "\"");
+  replace("path = \"" + environment_->dir() + "/kms.db\"", "path = \"" + database + "\"");
+  const std::string config = dir + "/kmsd.toml";
+  std::ofstream(config) << text;
+
+  std::vector<std::string> argv = {"timeout", "60", KMSD_BIN, "--config", config};
+  const auto refused = testsupport::run_command(argv, environment_->token().environment());
+  EXPECT_EQ(refused.exit_code, 2) << refused.err;
+  std::vector<std::string> about_pin;
+  for (const auto& line : lines_of(refused.err)) {
+    if (line.find(pin) != std::string::npos) about_pin.push_back(line);
+  }
+  ASSERT_EQ(about_pin.size(), 1u) << refused.err;
+  EXPECT_NE(about_pin[0].find("has mode 0644"), std::string::npos) << about_pin[0];
+  EXPECT_NE(about_pin[0].find("level=error"), std::string::npos) << about_pin[0];
+  EXPECT_NE(about_pin[0].find("kind=\"PIN unavailable\""), std::string::npos) << about_pin[0];
+  EXPECT_EQ(about_pin[0].find("CKR_OK"), std::string::npos) << "an invented CK_RV";
+  EXPECT_EQ(refused.err.find(pin_value), std::string::npos) << "the PIN is in the log";
+  EXPECT_FALSE(fs::exists(database));  // refused before anything was created
+
+  ASSERT_EQ(::chmod(pin.c_str(), 0600), 0);
+  const mode_t previous = ::umask(0);
+  {
+    KmsdProcess kmsd(*environment_, config);
+    ::umask(previous);
+    for (const std::string& file : {database, database + "-wal", database + "-shm", audit}) {
+      if (file == database + "-shm" && !fs::exists(file)) continue;  // WAL index: on first use
+      EXPECT_EQ(testsupport::file_mode(file), 0600) << file;
+    }
+    EXPECT_EQ(kmsd.log().find("database readable"), std::string::npos) << kmsd.log();
+    EXPECT_EQ(kmsd.terminate(), 0) << kmsd.log();
+  }
+  ::umask(previous);
+
+  ASSERT_EQ(::chmod(database.c_str(), 0644), 0);
+  KmsdProcess kmsd(*environment_, config);
+  std::vector<std::string> reported;
+  for (const auto& line : lines_of(kmsd.log())) {
+    if (line.find("database readable beyond the KMS user") != std::string::npos) {
+      reported.push_back(line);
+    }
+  }
+  ASSERT_EQ(reported.size(), 1u) << kmsd.log();
+  EXPECT_NE(reported[0].find("level=error"), std::string::npos) << reported[0];
+  EXPECT_NE(reported[0].find(database + " has mode 0644"), std::string::npos) << reported[0];
   EXPECT_EQ(kmsd.terminate(), 0) << kmsd.log();
 }
 

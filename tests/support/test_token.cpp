@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -34,13 +35,8 @@ std::string random_pin(const std::string& prefix) {
   return pin;
 }
 
-void write_file(const std::string& path, const std::string& text, int mode = 0600) {
-  {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot write " + path);
-    out << text;
-  }
-  std::filesystem::permissions(path, static_cast<std::filesystem::perms>(mode));
+void write_file(const std::string& path, const std::string& text) {
+  write_private_file(path, text, 0600);
 }
 
 std::string make_temp_dir(const std::string& prefix) {
@@ -60,6 +56,27 @@ void require_success(const CommandResult& result, const std::string& what) {
 }
 
 }  // namespace
+
+void write_private_file(const std::string& path, const std::string& text, unsigned mode) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) throw std::runtime_error("cannot write " + path + ": " + std::strerror(errno));
+  bool ok = ::fchmod(fd, static_cast<mode_t>(mode)) == 0;
+  std::size_t written = 0;
+  while (ok && written < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + written, text.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    if (ok) written += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  if (!ok) throw std::runtime_error("cannot write " + path + ": " + std::strerror(errno));
+}
+
+int file_mode(const std::string& path) {
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0) return -1;
+  return static_cast<int>(info.st_mode & 07777);
+}
 
 std::string token_kind_name(TokenKind kind) {
   return kind == TokenKind::softhsm ? "softhsm" : "nss";

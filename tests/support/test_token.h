@@ -62,6 +62,12 @@ class TempDir {
   std::string path_;
 };
 
+// Writes `text` to `path` (created or truncated) with exactly `mode`, whatever the umask:
+// PIN files (kms-provision and kmsd refuse one that group or others may read), key files.
+void write_private_file(const std::string& path, const std::string& text, unsigned mode = 0600);
+// The permission bits of a file (st_mode & 07777); -1 if it does not exist.
+int file_mode(const std::string& path);
+
 // Runs a command (argv) with extra environment variables; captures stdout and stderr.
 struct CommandResult {
   int exit_code = -1;

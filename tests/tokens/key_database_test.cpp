@@ -1,6 +1,9 @@
 #include "tokens/key_database.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <filesystem>
 
 #include "support/test_token.h"
 
@@ -75,6 +78,55 @@ TEST(KeyDatabase, TransactionsRollBackUnlessCommitted) {
 
 TEST(KeyDatabase, UnopenableFileIsADatabaseError) {
   EXPECT_THROW(tokens::KeyDatabase("/nonexistent/dir/kms.db"), tokens::DatabaseError);
+  EXPECT_TRUE(tokens::prepare_database_file("/nonexistent/dir/kms.db").empty());
+  EXPECT_FALSE(std::filesystem::exists("/nonexistent/dir"));
+}
+
+// kms.db holds wrapped root keys and conference nonces: created 0600 whatever the umask,
+// and its -wal and -shm files too (SQLite gives them the database's mode).
+TEST(KeyDatabase, NewDatabaseFilesAreOwnerOnlyWhateverTheUmask) {
+  testsupport::TempDir dir("kms-db-test");
+  const std::string path = dir.path() + "/kms.db";
+  const mode_t previous = ::umask(0);
+  {
+    tokens::KeyDatabase db(path);
+    EXPECT_TRUE(db.warnings().empty());
+    db.insert(record("sip:a@example.net", IdentityKind::subscriber));
+    tokens::KeyDatabase reader(path);  // a second connection: the -shm file is in use
+    EXPECT_TRUE(reader.find(IdentityKind::subscriber, "sip:a@example.net"));
+    for (const std::string& file : {path, path + "-wal", path + "-shm"}) {
+      EXPECT_EQ(testsupport::file_mode(file), 0600) << file;
+    }
+  }
+  ::umask(previous);
+  EXPECT_EQ(testsupport::file_mode(path), 0600);
+}
+
+// An existing database that group or others may read is used, with a warning naming each
+// such file and its mode (kmsd logs it, kms-provision prints it); none once it is 0600.
+TEST(KeyDatabase, ExistingDatabaseReadableByOthersIsReported) {
+  testsupport::TempDir dir("kms-db-test");
+  const std::string path = dir.path() + "/kms.db";
+  { tokens::KeyDatabase db(path); }
+  ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
+  {
+    tokens::KeyDatabase db(path);
+    ASSERT_EQ(db.warnings().size(), 1u);
+    EXPECT_EQ(
+        db.warnings().front(),
+        "database file " + path +
+            " has mode 0644: group or others may read or write it (wrapped root keys, conference "
+            "nonces); chmod 600 " +
+            path);
+    db.insert(record("sip:a@example.net", IdentityKind::subscriber));
+    EXPECT_EQ(testsupport::file_mode(path + "-wal"), 0644);     // SQLite copies the mode
+    EXPECT_EQ(tokens::prepare_database_file(path).size(), 3u);  // kms.db, -wal, -shm
+  }
+  ASSERT_EQ(::chmod(path.c_str(), 0640), 0);
+  EXPECT_EQ(tokens::prepare_database_file(path).size(), 1u);
+  ASSERT_EQ(::chmod(path.c_str(), 0600), 0);
+  EXPECT_TRUE(tokens::prepare_database_file(path).empty());
+  EXPECT_TRUE(tokens::KeyDatabase(path).warnings().empty());
 }
 
 }  // namespace

@@ -37,7 +37,7 @@ class KeyStoreTest : public tokentest::TokenTest {
                   std::uint32_t version = 1) {
     const Bytes value = testkdf::random_bytes(32);
     const Bytes wrapped = context_->pool().run([&](hsm::Session& session) {
-      hsm::AttributeTemplate t = tokens::templates::root_key_in_transit();
+      hsm::AttributeTemplate t = tokens::templates::root_key_in_transit(context_->profile());
       t.set_bytes(CKA_VALUE, value);
       hsm::ObjectGuard in_transit(session, session.create_object(std::move(t)));
       const CK_OBJECT_HANDLE storage = context_->pool().resolve(session, tokens::storage_key_ref());
@@ -45,8 +45,9 @@ class KeyStoreTest : public tokentest::TokenTest {
       Bytes blob = session.wrap_key(wrap, storage, in_transit.get());
       if (mode == tokens::KeyStoreMode::token) {
         hsm::Mechanism unwrap(context_->profile().wrap_mechanism);
-        session.unwrap_key(unwrap, storage, blob,
-                           tokens::templates::root_key(kind, identity, version, true));
+        session.unwrap_key(
+            unwrap, storage, blob,
+            tokens::templates::root_key(context_->profile(), kind, identity, version, true));
         blob.clear();
       }
       return blob;

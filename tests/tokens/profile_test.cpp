@@ -47,7 +47,27 @@ TEST(TokenQuirks, DetectedFromTheLibraryOrTokenManufacturer) {
   fill(library.manufacturerID, sizeof library.manufacturerID, "Mozilla Foundation");
   fill(token.manufacturerID, sizeof token.manufacturerID, "Mozilla Foundation");
   fill(token.model, sizeof token.model, "NSS 3");
+  EXPECT_EQ(tokens::detect_quirks(library, token).name, "nss");
+  fill(library.manufacturerID, sizeof library.manufacturerID, "Acme HSM Inc.");
+  fill(token.manufacturerID, sizeof token.manufacturerID, "Acme HSM Inc.");
+  fill(token.model, sizeof token.model, "Acme 9000");
   EXPECT_EQ(tokens::detect_quirks(library, token).name, "standard");
+}
+
+// The key-custody quirks, as measured (tests/tokens/key_custody_test.cpp shows each on the
+// real token): a standard token gets every attribute.
+TEST(TokenQuirks, KeyCustodyAttributesPerToken) {
+  const tokens::TokenQuirks standard = tokens::quirks_by_name("standard");
+  EXPECT_TRUE(standard.supports_copyable);
+  EXPECT_TRUE(standard.supports_wrap_templates);
+  const tokens::TokenQuirks softhsm = tokens::quirks_by_name("softhsm2");
+  EXPECT_TRUE(softhsm.supports_copyable);
+  EXPECT_TRUE(softhsm.supports_wrap_templates);
+  const tokens::TokenQuirks nss = tokens::quirks_by_name("nss");
+  EXPECT_EQ(nss.name, "nss");
+  EXPECT_FALSE(nss.supports_copyable);
+  EXPECT_FALSE(nss.supports_wrap_templates);
+  EXPECT_FALSE(nss.general_error_is_integrity_failure);
 }
 
 TEST(Profile, AutoPrefersSp800108WhenOffered) {

@@ -11,9 +11,10 @@ namespace {
 
 // gtest_discover_tests runs each test in its own process: clearing is enough.
 void clear_environment() {
-  for (const char* name : {"KMS_PKCS11_MODULE", "KMS_PKCS11_INIT_RESERVED", "KMS_TOKEN_URI",
-                           "KMS_PIN_FILE", "KMS_PIN_ENV", "KMS_TOKEN_PROFILE", "KMS_DATABASE",
-                           "KMS_KEY_STORE", "KMS_KEY_CACHE_SIZE", "KMS_MAX_SESSIONS"}) {
+  for (const char* name :
+       {"KMS_PKCS11_MODULE", "KMS_PKCS11_INIT_RESERVED", "KMS_TOKEN_URI", "KMS_PIN_FILE",
+        "KMS_PIN_ENV", "KMS_TOKEN_PROFILE", "KMS_DATABASE", "KMS_KEY_STORE", "KMS_KEY_CACHE_SIZE",
+        "KMS_MAX_SESSIONS", "KMS_TOKEN_QUIRKS", "KMS_READ_ONLY_SESSIONS"}) {
     unsetenv(name);
   }
 }
@@ -84,6 +85,31 @@ TEST(TokenConfig, ErrorsNameTheKey) {
   config = tokens::TokenConfig{};
   config.uri = "token=kms";
   EXPECT_THROW(config.validate(), tokens::ConfigError);
+}
+
+// read_only_sessions: unset means the program decides (kmsd read-only, kms-provision
+// read/write); the pool gets what is set. Quirks names include nss.
+TEST(TokenConfig, ReadOnlySessionsAndQuirks) {
+  clear_environment();
+  tokens::TokenConfig config = tokens::token_config_from_environment();
+  EXPECT_FALSE(config.read_only_sessions.has_value());
+  EXPECT_FALSE(config.pool_config().read_only);
+  setenv("KMS_READ_ONLY_SESSIONS", "true", 1);
+  config = tokens::token_config_from_environment();
+  EXPECT_EQ(config.read_only_sessions, true);
+  EXPECT_TRUE(config.pool_config().read_only);
+  tokens::apply_config_text(config, "[token]\nread_only_sessions = false\nquirks = 'nss'\n");
+  EXPECT_EQ(config.read_only_sessions, false);
+  EXPECT_FALSE(config.pool_config().read_only);
+  EXPECT_EQ(config.quirks, "nss");
+  EXPECT_NO_THROW(config.validate());
+  setenv("KMS_READ_ONLY_SESSIONS", "yes", 1);
+  EXPECT_THROW(tokens::token_config_from_environment(), tokens::ConfigError);
+  EXPECT_THROW(tokens::apply_config_text(config, "[token]\nread_only_sessions = 'yes'\n"),
+               tokens::ConfigError);
+  config.quirks = "mozilla";
+  EXPECT_THROW(config.validate(), tokens::ConfigError);
+  clear_environment();
 }
 
 TEST(TokenConfig, PinSourcePrecedenceAndUriPinSource) {

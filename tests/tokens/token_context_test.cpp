@@ -44,8 +44,9 @@ TEST_P(TokenTest, DetectsTheTokensQuirksAndTheConfigurationCanOverrideThem) {
     EXPECT_EQ(quirks.name, "softhsm2");
     EXPECT_TRUE(quirks.general_error_is_integrity_failure);
   } else {
-    EXPECT_EQ(quirks.name, "standard");
+    EXPECT_EQ(quirks.name, "nss");
     EXPECT_FALSE(quirks.general_error_is_integrity_failure);
+    EXPECT_FALSE(quirks.supports_copyable);
   }
   tokens::TokenConfig config = config_;
   config.quirks = GetParam() == testsupport::TokenKind::softhsm ? "standard" : "softhsm2";
@@ -73,9 +74,7 @@ TEST_P(TokenTest, NamedProfileTheTokenLacksFailsNamingTheMechanism) {
 TEST_P(TokenTest, WrongPinFailsAtOpen) {
   tokens::TokenConfig config = config_;
   const std::string pin_file = dir_->path() + "/wrong.pin";
-  FILE* f = std::fopen(pin_file.c_str(), "w");
-  std::fputs("99999999\n", f);
-  std::fclose(f);
+  testsupport::write_private_file(pin_file, "99999999\n");
   config.pin_file = pin_file;
   context_.reset();
   try {
@@ -164,9 +163,10 @@ TEST_P(TokenTest, ResponseChainMatchesTheSoftwareReference) {
 
 struct Expected {
   const char* name;
-  hsm::AttributeTemplate (*make)();
+  hsm::AttributeTemplate (*make)(const tokens::TokenProfile&);
   bool token, extractable, encrypt, decrypt, derive, wrap, unwrap;
   CK_KEY_TYPE key_type;
+  bool modifiable = false;  // long-term and root keys are fixed; per-request children not
 };
 
 TEST_P(TokenTest, EveryKeyClassIsSensitiveWithOnePurpose) {
@@ -192,12 +192,13 @@ TEST_P(TokenTest, EveryKeyClassIsSensitiveWithOnePurpose) {
       EXPECT_EQ(session.get_bool(key, CKA_WRAP), e.wrap);
       EXPECT_EQ(session.get_bool(key, CKA_UNWRAP), e.unwrap);
       EXPECT_EQ(session.get_ulong(key, CKA_KEY_TYPE), e.key_type);
+      EXPECT_EQ(session.get_bool(key, CKA_MODIFIABLE), e.modifiable);
       EXPECT_EQ(session.get_ulong(key, CKA_VALUE_LEN), 32u);
       // Sensitive: the value cannot be read.
       EXPECT_THROW(session.get_bytes(key, CKA_VALUE), hsm::Error);
     };
     for (const Expected& e : classes) {
-      hsm::ObjectGuard key(session, tokens::generate_aes_key(session, e.make()));
+      hsm::ObjectGuard key(session, tokens::generate_aes_key(session, e.make(profile)));
       check(key.get(), e);
     }
     const bool nss_quirk = profile.extractable_base_for_extractable_children;
@@ -209,14 +210,15 @@ TEST_P(TokenTest, EveryKeyClassIsSensitiveWithOnePurpose) {
       EXPECT_TRUE(session.get_bool(master.get(), CKA_WRAP_WITH_TRUSTED));
     }
     hsm::ObjectGuard personalisation(
-        session, tokens::generate_aes_key(session, tokens::templates::personalisation_key("p1")));
+        session,
+        tokens::generate_aes_key(session, tokens::templates::personalisation_key(profile, "p1")));
     check(personalisation.get(),
           {"personalisation", nullptr, true, false, false, false, false, true, false, CKK_AES});
     EXPECT_EQ(session.get_string(personalisation.get(), CKA_LABEL), "kms/personalisation/p1");
-    hsm::ObjectGuard root(session,
-                          tokens::generate_aes_key(
-                              session, tokens::templates::root_key(tokens::IdentityKind::subscriber,
-                                                                   "sip:a@b.example", 3, true)));
+    hsm::ObjectGuard root(
+        session, tokens::generate_aes_key(
+                     session, tokens::templates::root_key(profile, tokens::IdentityKind::subscriber,
+                                                          "sip:a@b.example", 3, true)));
     check(root.get(),
           {"root (token mode)", nullptr, true, false, false, false, true, false, false, CKK_AES});
     EXPECT_EQ(session.get_string(root.get(), CKA_LABEL), "kms/subscriber/sip:a@b.example/v3");
@@ -240,12 +242,12 @@ TEST_P(TokenTest, EveryKeyClassIsSensitiveWithOnePurpose) {
       hsm::ObjectGuard child(
           session, tokens::derive(session, profile, root.get(), label, context, c.make()));
       check(child.get(), {c.name, nullptr, false, c.extractable, false, c.decrypt, c.derive, c.wrap,
-                          false, c.key_type});
+                          false, c.key_type, true});
     }
     hsm::ObjectGuard media(session, tokens::derive(session, profile, master.get(), label, context,
                                                    tokens::templates::media_key()));
-    check(media.get(),
-          {"media", nullptr, false, true, false, false, false, false, false, CKK_GENERIC_SECRET});
+    check(media.get(), {"media", nullptr, false, true, false, false, false, false, false,
+                        CKK_GENERIC_SECRET, true});
     return 0;
   });
 }
@@ -255,8 +257,9 @@ TEST_P(TokenTest, EveryKeyClassIsSensitiveWithOnePurpose) {
 TEST_P(TokenTest, NonExtractableKeysDoNotLeaveSoftHsm) {
   if (GetParam() != testsupport::TokenKind::softhsm) GTEST_SKIP() << "NSS does not enforce it";
   context_->pool().run([&](hsm::Session& session) {
-    hsm::ObjectGuard storage(session,
-                             tokens::generate_aes_key(session, tokens::templates::storage_key()));
+    hsm::ObjectGuard storage(
+        session,
+        tokens::generate_aes_key(session, tokens::templates::storage_key(context_->profile())));
     hsm::ObjectGuard master(
         session,
         tokens::generate_aes_key(session, tokens::templates::master_key(context_->profile())));

@@ -28,8 +28,8 @@ inline tokens::TokenConfig config_for(const testsupport::TestToken& token,
 inline void create_kms_keys(tokens::TokenContext& context) {
   context.pool().run([&](hsm::Session& session) {
     tokens::generate_aes_key(session, tokens::templates::master_key(context.profile()));
-    tokens::generate_aes_key(session, tokens::templates::storage_key());
-    tokens::generate_aes_key(session, tokens::templates::transport_key());
+    tokens::generate_aes_key(session, tokens::templates::storage_key(context.profile()));
+    tokens::generate_aes_key(session, tokens::templates::transport_key(context.profile()));
     return 0;
   });
 }

@@ -1,8 +1,13 @@
 #include "tokens/key_database.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <map>
 
 namespace tokens {
@@ -123,7 +128,33 @@ std::string_view status_name(KeyStatus status) {
   return status == KeyStatus::revoked ? "revoked" : "active";
 }
 
-KeyDatabase::KeyDatabase(const std::string& path) : path_(path) {
+std::vector<std::string> prepare_database_file(const std::string& path) {
+  std::vector<std::string> warnings;
+  if (path.empty() || path.front() == ':' || path.starts_with("file:")) return warnings;
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd >= 0) {
+    // New: exactly 0600 (the umask may have taken bits away, never added them; fchmod makes
+    // the mode independent of it either way).
+    ::fchmod(fd, 0600);
+    ::close(fd);
+    return warnings;
+  }
+  if (errno != EEXIST) return warnings;  // e.g. no such folder: SQLite reports it
+  for (const std::string& file : {path, path + "-wal", path + "-shm"}) {
+    struct stat info {};
+    if (::stat(file.c_str(), &info) != 0 || (info.st_mode & 077) == 0) continue;
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(info.st_mode & 07777));
+    warnings.push_back("database file " + file + " has mode " + mode +
+                       ": group or others may read or write it (wrapped root keys, conference "
+                       "nonces); chmod 600 " +
+                       file);
+  }
+  return warnings;
+}
+
+KeyDatabase::KeyDatabase(const std::string& path)
+    : path_(path), warnings_(prepare_database_file(path)) {
   const int rc =
       sqlite3_open_v2(path.c_str(), &db_,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);

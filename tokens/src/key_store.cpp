@@ -129,7 +129,7 @@ std::shared_ptr<const StoredKey> KeyStore::unwrap(const IdentityRecord& record) 
     try {
       handle = unwrap_aes_key(
           session, profile, storage_key, record.wrapped_key,
-          templates::root_key(record.kind, record.identity, record.key_version, false));
+          templates::root_key(profile, record.kind, record.identity, record.key_version, false));
     } catch (const hsm::Error& error) {
       if (error.recoverable()) throw;  // run_pinned recovers and runs this again
       throw error.with_context("unwrapping the stored key of " +

@@ -41,9 +41,50 @@ void name(hsm::AttributeTemplate& t, std::string_view label) {
   t.set_string(CKA_LABEL, label).set_bytes(CKA_ID, bytes_of(label));
 }
 
-hsm::AttributeTemplate kms_token_key(unsigned purposes, std::string_view label) {
+// Long-term keys: their attributes can never change (CKA_MODIFIABLE=FALSE), and they cannot
+// be copied into an object with other attributes (CKA_COPYABLE=FALSE, where the token
+// supports it: docs/ARCHITECTURE.md "Key custody"). Called last: CKA_MODIFIABLE ends the
+// template, because SoftHSM 2.6.1 applies an unwrap template in order and refuses every
+// attribute after CKA_MODIFIABLE=FALSE (CKR_ATTRIBUTE_READ_ONLY).
+void fixed(hsm::AttributeTemplate& t, const TokenQuirks& quirks) {
+  if (quirks.supports_copyable) t.set_bool(CKA_COPYABLE, false);
+  t.set_bool(CKA_MODIFIABLE, false).move_to_end(CKA_MODIFIABLE);
+}
+
+hsm::AttributeTemplate kms_token_key(const TokenProfile& profile, unsigned purposes,
+                                     std::string_view label) {
   hsm::AttributeTemplate t = secret_key(CKK_AES, purposes, true, false);
   name(t, label);
+  fixed(t, profile.quirks);
+  return t;
+}
+
+// What every key unwrapped under the storage or transport key must be: a sensitive AES key
+// with fixed attributes that cannot encrypt, decrypt, unwrap, sign or verify.
+hsm::AttributeTemplate unwrapped_key_rules() {
+  hsm::AttributeTemplate t;
+  t.set_ulong(CKA_CLASS, CKO_SECRET_KEY)
+      .set_ulong(CKA_KEY_TYPE, CKK_AES)
+      .set_bool(CKA_SENSITIVE, true)
+      .set_bool(CKA_ENCRYPT, false)
+      .set_bool(CKA_DECRYPT, false)
+      .set_bool(CKA_UNWRAP, false)
+      .set_bool(CKA_SIGN, false)
+      .set_bool(CKA_VERIFY, false);
+  return t;
+}
+
+// What the storage and personalisation keys may wrap: root keys (AES, CKA_DERIVE only).
+hsm::AttributeTemplate root_key_shape() {
+  hsm::AttributeTemplate t;
+  t.set_ulong(CKA_CLASS, CKO_SECRET_KEY)
+      .set_ulong(CKA_KEY_TYPE, CKK_AES)
+      .set_bool(CKA_SENSITIVE, true)
+      .set_bool(CKA_DERIVE, true)
+      .set_bool(CKA_ENCRYPT, false)
+      .set_bool(CKA_DECRYPT, false)
+      .set_bool(CKA_WRAP, false)
+      .set_bool(CKA_UNWRAP, false);
   return t;
 }
 
@@ -75,29 +116,75 @@ hsm::KeyRef root_key_ref(IdentityKind kind, std::string_view identity, std::uint
 namespace templates {
 
 hsm::AttributeTemplate master_key(const TokenProfile& profile) {
-  hsm::AttributeTemplate t = kms_token_key(kDerive, kMasterKeyLabel);
+  hsm::AttributeTemplate t = kms_token_key(profile, kDerive, kMasterKeyLabel);
   if (profile.extractable_base_for_extractable_children) {
     t.set_bool(CKA_EXTRACTABLE, true).set_bool(CKA_WRAP_WITH_TRUSTED, true);
   }
+  t.move_to_end(CKA_MODIFIABLE);
   return t;
 }
 
-hsm::AttributeTemplate storage_key() { return kms_token_key(kWrap | kUnwrap, kStorageKeyLabel); }
-
-hsm::AttributeTemplate transport_key() { return kms_token_key(kUnwrap, kTransportKeyLabel); }
-
-hsm::AttributeTemplate personalisation_key(std::string_view key_name) {
-  return kms_token_key(kWrap, personalisation_key_ref(key_name).label);
+hsm::AttributeTemplate storage_unwrap_template(const TokenProfile& profile) {
+  // A stored root key comes out as the KMS uses it: CKA_DERIVE only, never extractable.
+  hsm::AttributeTemplate t = unwrapped_key_rules();
+  t.set_bool(CKA_EXTRACTABLE, false).set_bool(CKA_DERIVE, true).set_bool(CKA_WRAP, false);
+  fixed(t, profile.quirks);
+  return t;
 }
 
-hsm::AttributeTemplate root_key(IdentityKind kind, std::string_view identity, std::uint32_t version,
+hsm::AttributeTemplate transport_unwrap_template(const TokenProfile& profile) {
+  // Root keys in transit (extractable, CKA_DERIVE) and personalisation keys (not
+  // extractable, CKA_WRAP) both arrive under the transport key: extractability and those
+  // two flags cannot be forced.
+  hsm::AttributeTemplate t = unwrapped_key_rules();
+  fixed(t, profile.quirks);
+  return t;
+}
+
+hsm::AttributeTemplate root_key_wrap_template() { return root_key_shape(); }
+
+hsm::AttributeTemplate storage_key(const TokenProfile& profile) {
+  hsm::AttributeTemplate t = kms_token_key(profile, kWrap | kUnwrap, kStorageKeyLabel);
+  if (profile.quirks.supports_wrap_templates) {
+    t.set_template(CKA_UNWRAP_TEMPLATE, storage_unwrap_template(profile))
+        .set_template(CKA_WRAP_TEMPLATE, root_key_wrap_template());
+  }
+  t.move_to_end(CKA_MODIFIABLE);
+  return t;
+}
+
+hsm::AttributeTemplate transport_key(const TokenProfile& profile) {
+  hsm::AttributeTemplate t = kms_token_key(profile, kUnwrap, kTransportKeyLabel);
+  if (profile.quirks.supports_wrap_templates) {
+    t.set_template(CKA_UNWRAP_TEMPLATE, transport_unwrap_template(profile));
+  }
+  t.move_to_end(CKA_MODIFIABLE);
+  return t;
+}
+
+hsm::AttributeTemplate personalisation_key(const TokenProfile& profile, std::string_view key_name) {
+  hsm::AttributeTemplate t = kms_token_key(profile, kWrap, personalisation_key_ref(key_name).label);
+  if (profile.quirks.supports_wrap_templates) {
+    t.set_template(CKA_WRAP_TEMPLATE, root_key_wrap_template());
+  }
+  t.move_to_end(CKA_MODIFIABLE);
+  return t;
+}
+
+hsm::AttributeTemplate root_key(const TokenProfile& profile, IdentityKind kind,
+                                std::string_view identity, std::uint32_t version,
                                 bool token_object) {
   hsm::AttributeTemplate t = secret_key(CKK_AES, kDerive, token_object, false);
   if (token_object) name(t, root_key_label(kind, identity, version));
+  fixed(t, profile.quirks);
   return t;
 }
 
-hsm::AttributeTemplate root_key_in_transit() { return secret_key(CKK_AES, kDerive, false, true); }
+hsm::AttributeTemplate root_key_in_transit(const TokenProfile& profile) {
+  hsm::AttributeTemplate t = secret_key(CKK_AES, kDerive, false, true);
+  fixed(t, profile.quirks);
+  return t;
+}
 
 hsm::AttributeTemplate envelope_key() { return secret_key(CKK_AES, kDecrypt, false, false); }
 hsm::AttributeTemplate response_key() { return secret_key(CKK_AES, kDerive, false, false); }
@@ -113,7 +200,7 @@ hsm::AttributeTemplate media_key() {
 }  // namespace templates
 
 CK_OBJECT_HANDLE generate_aes_key(hsm::Session& session, hsm::AttributeTemplate attributes) {
-  attributes.set_ulong(CKA_VALUE_LEN, 32);
+  attributes.set_ulong(CKA_VALUE_LEN, 32).move_to_end(CKA_MODIFIABLE);  // see fixed()
   hsm::Mechanism mechanism(CKM_AES_KEY_GEN);
   return session.generate_key(mechanism, std::move(attributes));
 }
@@ -127,6 +214,7 @@ CK_OBJECT_HANDLE unwrap_aes_key(hsm::Session& session, const TokenProfile& profi
         "an RFC 5649-wrapped AES-256 key is 40 bytes, got " + std::to_string(wrapped.size()));
   }
   hsm::Mechanism mechanism(profile.wrap_mechanism);
+  attributes.move_to_end(CKA_MODIFIABLE);  // see fixed(): SoftHSM applies the template in order
   return session.unwrap_key(mechanism, unwrapping_key, wrapped, std::move(attributes));
 }
 

@@ -98,6 +98,7 @@ hsm::PinSource TokenConfig::pin_source() const {
 hsm::PoolConfig TokenConfig::pool_config() const {
   hsm::PoolConfig pool;
   pool.max_sessions = max_sessions;
+  pool.read_only = read_only_sessions.value_or(false);
   return pool;
 }
 
@@ -110,8 +111,8 @@ void TokenConfig::validate() const {
     throw ConfigError("token profile \"" + profile +
                       "\" is not auto, aes-ecb-sha256 or sp800-108-cmac");
   }
-  if (quirks != "auto" && quirks != "softhsm2" && quirks != "standard") {
-    throw ConfigError("token quirks \"" + quirks + "\" is not auto, softhsm2 or standard");
+  if (quirks != "auto" && quirks != "softhsm2" && quirks != "nss" && quirks != "standard") {
+    throw ConfigError("token quirks \"" + quirks + "\" is not auto, softhsm2, nss or standard");
   }
   if (database.empty()) throw ConfigError("no database path configured ([database] path)");
   if (key_cache_size == 0) throw ConfigError("key_cache_size must be at least 1");
@@ -136,6 +137,12 @@ TokenConfig token_config_from_environment() {
   if (auto v = env("KMS_KEY_CACHE_SIZE"))
     config.key_cache_size = parse_size(*v, "KMS_KEY_CACHE_SIZE");
   if (auto v = env("KMS_MAX_SESSIONS")) config.max_sessions = parse_size(*v, "KMS_MAX_SESSIONS");
+  if (auto v = env("KMS_READ_ONLY_SESSIONS")) {
+    if (*v != "true" && *v != "false") {
+      throw ConfigError("KMS_READ_ONLY_SESSIONS: \"" + *v + "\" is not true or false");
+    }
+    config.read_only_sessions = *v == "true";
+  }
   return config;
 }
 
@@ -171,6 +178,10 @@ void apply_config_table(TokenConfig& config, const toml::table& root,
         config.key_cache_size = require_size(node, where);
       } else if (key == "max_sessions") {
         config.max_sessions = require_size(node, where);
+      } else if (key == "read_only_sessions") {
+        const auto* value = node.as_boolean();
+        if (value == nullptr) throw ConfigError(where + " must be true or false");
+        config.read_only_sessions = value->get();
       } else {
         throw ConfigError(where + ": unknown key");
       }

@@ -16,9 +16,11 @@ std::unique_ptr<TokenContext> TokenContext::open(const TokenConfig& config) {
       throw ConfigError("token URI \"" + config.uri + "\": " + error.what());
     }
   }();
-  hsm::SecureString pin = pin_source.read();  // before loading: a missing PIN fails fast
+  std::string pin_warning;
+  hsm::SecureString pin = pin_source.read(&pin_warning);  // before loading: fails fast
 
   std::unique_ptr<TokenContext> context(new TokenContext());
+  if (!pin_warning.empty()) context->warnings_.push_back(std::move(pin_warning));
   context->config_ = config;
   context->module_ = hsm::Module::load(config.module_config());
   context->token_ = uri.select(*context->module_);
@@ -30,6 +32,9 @@ std::unique_ptr<TokenContext> TokenContext::open(const TokenConfig& config) {
                                  : quirks_by_name(config.quirks);
   context->pool_ = std::make_unique<hsm::SessionPool>(context->module_, context->token_.slot,
                                                       std::move(pin), config.pool_config());
+  for (const std::string& warning : context->pool_->warnings()) {
+    context->warnings_.push_back(warning);
+  }
   return context;
 }
 

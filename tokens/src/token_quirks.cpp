@@ -19,6 +19,14 @@ TokenQuirks softhsm2() {
   return quirks;
 }
 
+TokenQuirks nss() {
+  TokenQuirks quirks;
+  quirks.name = "nss";
+  quirks.supports_copyable = false;
+  quirks.supports_wrap_templates = false;
+  return quirks;
+}
+
 }  // namespace
 
 TokenQuirks detect_quirks(const CK_INFO& library, const CK_TOKEN_INFO& token) {
@@ -30,14 +38,20 @@ TokenQuirks detect_quirks(const CK_INFO& library, const CK_TOKEN_INFO& token) {
       model.starts_with("SoftHSM")) {
     return softhsm2();
   }
+  // NSS softoken: "Mozilla Foundation", library "NSS Internal Crypto Services", token
+  // model "NSS 3".
+  const std::string_view description =
+      padded(library.libraryDescription, sizeof library.libraryDescription);
+  if (description.starts_with("NSS ") || model.starts_with("NSS ")) return nss();
   return TokenQuirks{};
 }
 
 TokenQuirks quirks_by_name(std::string_view name) {
   if (name == "softhsm2") return softhsm2();
+  if (name == "nss") return nss();
   if (name == "standard") return TokenQuirks{};
   throw std::invalid_argument("unknown token quirks \"" + std::string(name) +
-                              "\" (expected auto, softhsm2 or standard)");
+                              "\" (expected auto, softhsm2, nss or standard)");
 }
 
 bool is_integrity_failure(const TokenQuirks& quirks, CK_RV rv) noexcept {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <deque>
+#include <list>
 #include <string_view>
 #include <vector>
 
@@ -23,6 +24,14 @@ class AttributeTemplate {
   AttributeTemplate& set_ulong(CK_ATTRIBUTE_TYPE type, CK_ULONG value);
   AttributeTemplate& set_bytes(CK_ATTRIBUTE_TYPE type, ByteView value);
   AttributeTemplate& set_string(CK_ATTRIBUTE_TYPE type, std::string_view value);
+  // An attribute whose value is itself a template (CKA_WRAP_TEMPLATE, CKA_UNWRAP_TEMPLATE):
+  // an array of CK_ATTRIBUTE pointing into a copy of `value` owned by this template.
+  AttributeTemplate& set_template(CK_ATTRIBUTE_TYPE type, const AttributeTemplate& value);
+
+  // Moves the attribute of this type, if present, after all others (some tokens apply a
+  // template in order: SoftHSM 2.6.1 refuses any attribute after CKA_MODIFIABLE=FALSE in
+  // C_UnwrapKey).
+  AttributeTemplate& move_to_end(CK_ATTRIBUTE_TYPE type);
 
   CK_ATTRIBUTE* data() noexcept { return attributes_.data(); }
   CK_ULONG size() const noexcept { return static_cast<CK_ULONG>(attributes_.size()); }
@@ -30,7 +39,8 @@ class AttributeTemplate {
 
  private:
   std::vector<CK_ATTRIBUTE> attributes_;
-  std::deque<Bytes> storage_;  // deque: stable addresses while attributes are added
+  std::deque<Bytes> storage_;            // deque: stable addresses while attributes are added
+  std::list<AttributeTemplate> nested_;  // values of set_template (list: stable addresses)
 };
 
 }  // namespace hsm

@@ -52,6 +52,7 @@ class Module {
 
   // Slots that hold a token.
   std::vector<TokenDescription> tokens() const;
+  CK_TOKEN_INFO token_info(CK_SLOT_ID slot) const;  // C_GetTokenInfo, raw (session limits)
   std::vector<CK_MECHANISM_TYPE> mechanisms(CK_SLOT_ID slot) const;
   CK_MECHANISM_INFO mechanism_info(CK_SLOT_ID slot, CK_MECHANISM_TYPE type) const;
 

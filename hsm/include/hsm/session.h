@@ -15,8 +15,9 @@ namespace hsm {
 
 class Session {
  public:
-  // Opens a read/write serial session on the slot.
-  Session(std::shared_ptr<Module> module, CK_SLOT_ID slot);
+  // Opens a serial session on the slot: read/write, or read-only (no token object can be
+  // created, modified or destroyed in it; session objects can, PKCS#11 section 5.6).
+  Session(std::shared_ptr<Module> module, CK_SLOT_ID slot, bool read_write = true);
   ~Session();  // C_CloseSession (errors ignored: the session may already be gone)
   Session(Session&& other) noexcept;
   Session& operator=(Session&& other) noexcept;

@@ -49,7 +49,18 @@ struct KeyRef {
 };
 
 struct PoolConfig {
-  std::size_t max_sessions = 8;  // upper bound on concurrent operations
+  // Upper bound on concurrent operations (worker sessions; the pinned session is one more).
+  // Capped at construction to what the token allows (CK_TOKEN_INFO.ulMaxSessionCount, and
+  // ulMaxRwSessionCount for read/write sessions), minus the pinned session; see warnings().
+  std::size_t max_sessions = 8;
+  // Open every session, the pinned one included, read-only (CKF_SERIAL_SESSION without
+  // CKF_RW_SESSION): token objects can be used but not created, modified or destroyed;
+  // session objects (derived, unwrapped) can, as PKCS#11 allows in read-only sessions.
+  // For servers that only use keys; a tool that creates token objects needs read/write.
+  bool read_only = false;
+  // Waits for a free session: for a lease of a busy pool, and after the token refused a
+  // new session with CKR_SESSION_COUNT (then until one of the pool's sessions is given
+  // back, or the token accepts a new one). Then ErrorKind::pool_exhausted.
   std::chrono::milliseconds acquire_timeout{5000};
   int max_retries = 2;  // re-runs of an operation after a recovered fault
   // C_GetSessionInfo on every idle session handed out, so a session the token dropped is
@@ -72,6 +83,7 @@ struct PoolStats {
   std::uint64_t relogins = 0;           // after CKR_USER_NOT_LOGGED_IN
   std::uint64_t reinitializations = 0;  // after CKR_DEVICE_ERROR / CKR_TOKEN_NOT_PRESENT
   std::uint64_t acquire_timeouts = 0;
+  std::uint64_t session_count_refusals = 0;  // C_OpenSession answered CKR_SESSION_COUNT
   std::uint64_t reinit_failures = 0;    // re-initialisations after which the token was still gone
   std::uint64_t reinit_suppressed = 0;  // attempts refused by the circuit breaker (backoff)
   bool token_down = false;              // the breaker is open: the last recovery failed
@@ -104,6 +116,9 @@ class SessionPool {
   // Waits up to acquire_timeout; throws hsm::Error(ErrorKind::pool_exhausted,
   // "SessionPool::acquire"). The session handed out is valid (checked with C_GetSessionInfo,
   // replaced if dropped) and belongs to a module generation whose login is established.
+  // CKR_SESSION_COUNT from C_OpenSession (the token holds as many sessions as it allows,
+  // perhaps for other applications) is not a fault: acquire waits for a session to be
+  // given back, retrying C_OpenSession now and then, as for a busy pool.
   Lease acquire();
 
   // Runs op(Session&) on a pooled session. After a recoverable fault it repairs what was
@@ -157,6 +172,11 @@ class SessionPool {
 
   std::shared_ptr<Module> module() const noexcept { return module_; }
   CK_SLOT_ID slot() const noexcept { return slot_; }
+  // The effective configuration (max_sessions after the token's session limit).
+  const PoolConfig& config() const noexcept { return config_; }
+  // What the pool changed from its configuration at construction, one sentence each, for
+  // the caller's log (e.g. max_sessions lowered to the token's ulMaxSessionCount).
+  const std::vector<std::string>& warnings() const noexcept { return warnings_; }
   PoolStats stats() const;
   // Token reachable and logged in (C_GetSessionInfo on the pinned session), for /readyz.
   bool ready() const;
@@ -183,6 +203,7 @@ class SessionPool {
   };
   void give_back(std::unique_ptr<Session> session, bool discard) noexcept;
   std::unique_ptr<Session> open_session();
+  void apply_session_limit();  // constructor: caps config_.max_sessions, notes warnings_
   bool recover(Lease& lease, const Error& error);  // true: worth running op again
   bool recover_pinned(const Error& error);
   bool repair(const Error& error, std::uint64_t failed_generation);
@@ -202,6 +223,7 @@ class SessionPool {
   CK_SLOT_ID slot_;
   SecureString pin_;
   PoolConfig config_;
+  std::vector<std::string> warnings_;
 
   mutable std::mutex mutex_;  // guards idle_, counters, handle cache; never held in token calls
   std::condition_variable available_;

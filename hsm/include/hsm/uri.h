@@ -47,13 +47,19 @@ class TokenUri {
   std::string text_;
 };
 
+// Set to "1", accepts a PIN file that group or others may read or write (with a warning).
+inline constexpr const char* kAllowInsecurePinFileVariable = "KMS_ALLOW_INSECURE_PIN_FILE";
+
 // Where a PIN comes from: a file (first line, trailing newline dropped) or an environment
 // variable. Never a command-line argument.
 struct PinSource {
   std::optional<std::string> file;
   std::optional<std::string> environment_variable;
   // The PIN, or hsm::Error(ErrorKind::pin_unavailable, "pin source") saying what is missing.
-  SecureString read() const;
+  // A PIN file whose mode gives group or others any access (mode & 077) is refused, naming
+  // the file and its mode, unless KMS_ALLOW_INSECURE_PIN_FILE=1: then it is read and the
+  // warning is stored in *warning (or, with no place for it, printed on stderr).
+  SecureString read(std::string* warning = nullptr) const;
 };
 
 }  // namespace hsm

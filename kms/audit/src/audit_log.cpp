@@ -23,9 +23,18 @@ std::string errno_text(int error) { return std::strerror(error); }
 
 AuditLog::AuditLog(std::string path, AuditLogOptions options)
     : path_(std::move(path)), options_(options), head_(kGenesisHash) {
-  fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  // A new log is the KMS user's alone: mode 0600 whatever the umask (which could only take
+  // bits away, the owner's write bit included).
+  fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
+  const bool created = fd_ >= 0;
+  if (!created && errno == EEXIST) fd_ = ::open(path_.c_str(), O_RDWR | O_APPEND | O_CLOEXEC);
   if (fd_ < 0) {
     throw AuditUnavailable("audit: cannot open " + path_ + ": " + errno_text(errno));
+  }
+  if (created && ::fchmod(fd_, 0600) != 0) {
+    const int error = errno;
+    ::close(fd_);
+    throw AuditUnavailable("audit: cannot chmod " + path_ + ": " + errno_text(error));
   }
   struct stat info {};
   if (::fstat(fd_, &info) != 0) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "sqlite_statement.h"
+#include "tokens/key_database.h"
 
 namespace kms {
 namespace {
@@ -61,6 +62,9 @@ void store_audit_anchor(sqlite3* db, const AuditHead& head, std::int64_t now) {
 
 SqliteConferenceRegistry::SqliteConferenceRegistry(std::string path, RegistryOptions options)
     : path_(std::move(path)), options_(options) {
+  // Created 0600 when new (the registry holds conference nonces); the key database, which
+  // kmsd opens first on the same file, reports wider modes.
+  (void)tokens::prepare_database_file(path_);
   if (sqlite3_open_v2(path_.c_str(), &db_,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                       nullptr) != SQLITE_OK) {

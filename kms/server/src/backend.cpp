@@ -37,7 +37,12 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger) :
   audit::RefusalSummaryOptions refusal_options;
   refusal_options.interval = config.audit.refusal_summary_interval;
   refusals_ = std::make_unique<audit::RefusalSummarizer>(*audit_, refusal_options);
-  token_ = tokens::TokenContext::open(config.token);
+  // kmsd only uses keys: its sessions are read-only unless the configuration says otherwise
+  // (docs/OPERATIONS.md "Key custody").
+  tokens::TokenConfig token_config = config.token;
+  if (!token_config.read_only_sessions) token_config.read_only_sessions = true;
+  token_ = tokens::TokenContext::open(token_config);
+  for (const std::string& warning : token_->warnings()) logger_.warn(warning);
   token_->require_kms_keys();
   // One line per change of the token's state, never one per failing request.
   token_->pool().on_health_change([this](bool up, const std::string& reason) {
@@ -53,6 +58,9 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger) :
                  {{"function", error.function()}, {"rv", hsm::rv_name(error.rv())}});
   });
   database_ = std::make_unique<tokens::KeyDatabase>(config.token.database);
+  for (const std::string& warning : database_->warnings()) {
+    logger_.error("database readable beyond the KMS user", {{"detail", warning}});
+  }
   keys_ = std::make_unique<tokens::KeyStore>(*token_, *database_, config.token.key_cache_size);
   RegistryOptions registry_options;
   registry_options.replay_capacity = config.protocol.replay_cache_size;
@@ -83,6 +91,9 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger) :
                   "Module re-initialisations after a device error", pool.reinitializations);
     single_metric(out, "kms_session_pool_acquire_timeouts_total", "counter",
                   "Operations that found no free session in time", pool.acquire_timeouts);
+    single_metric(out, "kms_session_pool_session_count_refusals_total", "counter",
+                  "C_OpenSession answers CKR_SESSION_COUNT (waited for a session instead)",
+                  pool.session_count_refusals);
     single_metric(out, "kms_session_pool_reinit_failures_total", "counter",
                   "Re-initialisations after which the token was still unusable",
                   pool.reinit_failures);

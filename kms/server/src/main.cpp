@@ -167,9 +167,15 @@ int main(int argc, char** argv) {
     logger.info("stopped");
     return 0;
   } catch (const hsm::Error& error) {
-    logger.error("cannot start: token error", {{"rv", hsm::rv_name(error.rv())},
-                                               {"function", error.function()},
-                                               {"error", error.what()}});
+    if (error.kind() == hsm::ErrorKind::pkcs11) {
+      logger.error("cannot start: token error", {{"rv", hsm::rv_name(error.rv())},
+                                                 {"function", error.function()},
+                                                 {"error", error.what()}});
+    } else {  // no CK_RV: the PIN source, the URI, the module, a missing token
+      logger.error("cannot start", {{"kind", hsm::kind_name(error.kind())},
+                                    {"function", error.function()},
+                                    {"error", error.what()}});
+    }
   } catch (const std::exception& error) {
     logger.error("cannot start", {{"error", error.what()}});
   }

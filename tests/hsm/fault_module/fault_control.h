@@ -24,6 +24,7 @@ class FaultControl {
     resolve(clear_, "kms_fault_clear");
     resolve(call_count_, "kms_fault_call_count");
     resolve(delay_, "kms_fault_delay");
+    resolve(limit_sessions_, "kms_fault_limit_sessions");
   }
   ~FaultControl() {
     if (handle_ != nullptr) dlclose(handle_);
@@ -38,6 +39,8 @@ class FaultControl {
   void clear() { clear_(); }
   unsigned long call_count(const char* function) { return call_count_(function); }
   void delay(const char* function, unsigned milliseconds) { delay_(function, milliseconds); }
+  // A token that allows `max` sessions (0: no limit): reported and enforced.
+  void limit_sessions(unsigned long max) { limit_sessions_(max); }
 
  private:
   template <class Fn>
@@ -53,6 +56,7 @@ class FaultControl {
   void (*clear_)() = nullptr;
   unsigned long (*call_count_)(const char*) = nullptr;
   void (*delay_)(const char*, unsigned) = nullptr;
+  void (*limit_sessions_)(unsigned long) = nullptr;
 };
 
 }  // namespace hsmtest

@@ -23,7 +23,13 @@
 //       1: the token is back (as after re-insertion: no sessions, not logged in).
 //   void kms_fault_close_all_sessions(void)
 //       C_CloseAllSessions on every slot of the real module, behind the application's back.
-//   void kms_fault_clear(void)             drops every armed fault; the token is present.
+//   void kms_fault_limit_sessions(unsigned long max)
+//       a token that allows `max` sessions (0: no limit, the default): C_GetTokenInfo reports
+//       ulMaxSessionCount = ulMaxRwSessionCount = max, and C_OpenSession fails with
+//       CKR_SESSION_COUNT (without reaching the real module) while the application holds
+//       `max` sessions opened through this module.
+//   void kms_fault_clear(void)             drops every armed fault and the session limit;
+//                                          the token is present.
 //   unsigned long kms_fault_call_count(const char* function)
 //       calls of `function` seen so far ("*": all), including failed ones.
 //   void kms_fault_delay(const char* function, unsigned milliseconds)
@@ -109,6 +115,8 @@ std::atomic<bool> g_faults_active{false};      // nothing armed: skip the fault 
 std::map<std::string, unsigned> g_delays_ms;   // exact function name -> sleep before forwarding
 std::map<std::string, CK_RV> g_file_failures;  // "fail:" entries of the delay file
 bool g_file_token_absent = false;              // "token=absent" in the delay file
+unsigned long g_session_limit = 0;             // kms_fault_limit_sessions; 0: none
+unsigned long g_open_sessions = 0;             // opened through this module, not yet closed
 
 // KMS_FAULT_DELAY_FILE and what it looked like when it was last read.
 std::string g_delay_file;
@@ -306,6 +314,40 @@ bool terminates_operation(std::string_view name) {
   return false;
 }
 
+// The session limit (kms_fault_limit_sessions): before a call, a C_OpenSession beyond the
+// limit is refused and one within it takes its place; after it, the count follows what
+// the real module opened and closed, and C_GetTokenInfo reports the limit.
+CK_RV reserve_session(std::string_view name) {
+  if (name != "C_OpenSession") return CKR_OK;
+  std::lock_guard lock(g_mutex);
+  if (g_session_limit > 0 && g_open_sessions >= g_session_limit) return CKR_SESSION_COUNT;
+  ++g_open_sessions;
+  return CKR_OK;
+}
+
+template <class... Args>
+void account_sessions(std::string_view name, CK_RV rv, Args... args) {
+  std::lock_guard lock(g_mutex);
+  if (name == "C_OpenSession") {
+    if (rv != CKR_OK && g_open_sessions > 0) --g_open_sessions;  // the reservation
+  } else if (name == "C_CloseSession") {
+    if (rv == CKR_OK && g_open_sessions > 0) --g_open_sessions;
+  } else if (name == "C_CloseAllSessions" || name == "C_Finalize") {
+    if (rv == CKR_OK) g_open_sessions = 0;
+  }
+  if constexpr (sizeof...(Args) == 2) {
+    using Info = std::tuple_element_t<1, std::tuple<Args...>>;
+    if constexpr (std::is_same_v<Info, CK_TOKEN_INFO_PTR>) {
+      Info info = std::get<1>(std::make_tuple(args...));
+      if (rv == CKR_OK && info != nullptr && g_session_limit > 0) {
+        info->ulMaxSessionCount = g_session_limit;
+        info->ulMaxRwSessionCount = g_session_limit;
+        info->ulSessionCount = g_open_sessions;
+      }
+    }
+  }
+}
+
 template <class Fn>
 struct Forwarder;
 
@@ -316,8 +358,10 @@ struct Forwarder<CK_RV (*)(Args...)> {
     const Injection injection = injected(Name);
     if (injection.delay_ms > 0) sleep_delay(Name, injection.delay_ms);
     CK_RV rv = injection.rv;
+    if (rv == CKR_OK) rv = reserve_session(Name);
     if (rv == CKR_OK) {
       rv = (g_real->*Member)(args...);
+      account_sessions(Name, rv, args...);
     } else if (terminates_operation(Name)) {
       (void)(g_real->*Member)(args...);  // ends the real operation, as the failure would
     }
@@ -401,6 +445,7 @@ bool load_target_locked() {
 }
 
 void close_all_real_sessions() {
+  g_open_sessions = 0;  // g_mutex held by every caller
   CK_ULONG count = 0;
   if (g_real->C_GetSlotList(CK_TRUE, nullptr, &count) != CKR_OK) return;
   std::vector<CK_SLOT_ID> slots(count);
@@ -445,8 +490,14 @@ __attribute__((visibility("default"))) void kms_fault_close_all_sessions(void) {
   if (g_real != nullptr) close_all_real_sessions();
 }
 
+__attribute__((visibility("default"))) void kms_fault_limit_sessions(unsigned long max) {
+  std::lock_guard lock(g_mutex);
+  g_session_limit = max;
+}
+
 __attribute__((visibility("default"))) void kms_fault_clear(void) {
   std::lock_guard lock(g_mutex);
+  g_session_limit = 0;
   g_armed.clear();
   g_until_reinit = CKR_OK;
   g_token_present = true;

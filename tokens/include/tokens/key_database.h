@@ -45,6 +45,14 @@ class DuplicateIdentityError : public DatabaseError {
   using DatabaseError::DatabaseError;
 };
 
+// The database holds wrapped root keys and the nonces of live conferences: only the KMS
+// user may read it. Before SQLite opens `path`: a file that does not exist is created with
+// mode 0600 whatever the umask (SQLite gives its -wal and -shm files the database's mode);
+// for an existing file, and existing -wal / -shm files, the result names each one that
+// group or others may read or write, with its mode (empty: all private). Special names
+// (":memory:", "file:" URIs) are left to SQLite.
+std::vector<std::string> prepare_database_file(const std::string& path);
+
 // Thread-safe (one connection, serialised by a mutex; lookups are index lookups).
 class KeyDatabase {
  public:
@@ -55,6 +63,8 @@ class KeyDatabase {
   KeyDatabase& operator=(const KeyDatabase&) = delete;
 
   const std::string& path() const noexcept { return path_; }
+  // prepare_database_file's findings when this opened: warnings for the program's log.
+  const std::vector<std::string>& warnings() const noexcept { return warnings_; }
 
   std::optional<IdentityRecord> find(IdentityKind kind, std::string_view identity) const;
   std::vector<IdentityRecord> list(std::optional<IdentityKind> kind = std::nullopt) const;
@@ -88,6 +98,7 @@ class KeyDatabase {
   friend class Transaction;
   void exec(const char* sql) const;
   std::string path_;
+  std::vector<std::string> warnings_;
   sqlite3* db_ = nullptr;
   sqlite3_stmt* find_statement_ = nullptr;  // prepared once: find() is on the request path
   mutable std::recursive_mutex mutex_;

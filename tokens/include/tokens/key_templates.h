@@ -32,27 +32,48 @@ hsm::KeyRef root_key_ref(IdentityKind kind, std::string_view identity, std::uint
 
 namespace templates {
 
+// Long-term keys (M, the storage, transport and personalisation keys, token-mode root keys)
+// and every root key the KMS creates carry CKA_MODIFIABLE=FALSE and, where the token
+// supports it (TokenQuirks::supports_copyable), CKA_COPYABLE=FALSE: no usage flag can be
+// widened later, by C_SetAttributeValue or through a copy. The profile's quirks decide which
+// custody attributes the token gets (docs/ARCHITECTURE.md "Key custody").
+
 // Master derivation key M: token object, CKA_DERIVE only, generated in the token. Not
 // extractable, except on profiles with extractable_base_for_extractable_children (NSS
 // SP 800-108), where it is extractable with CKA_WRAP_WITH_TRUSTED=TRUE (no trusted wrapping
 // key exists, so it still cannot leave the token on a token that enforces the flag).
 hsm::AttributeTemplate master_key(const TokenProfile& profile);
 // Storage key: token object, CKA_WRAP + CKA_UNWRAP (root keys to and from the database).
-hsm::AttributeTemplate storage_key();
-// Transport key: token object, CKA_UNWRAP only (ceremony imports).
-hsm::AttributeTemplate transport_key();
+// Where the token supports them: CKA_UNWRAP_TEMPLATE = storage_unwrap_template() (a stored
+// root key can only come out sensitive, not extractable, CKA_DERIVE only, fixed) and
+// CKA_WRAP_TEMPLATE = root_key_wrap_template() (it wraps nothing but root keys).
+hsm::AttributeTemplate storage_key(const TokenProfile& profile);
+// Transport key: token object, CKA_UNWRAP only (ceremony imports). Where supported:
+// CKA_UNWRAP_TEMPLATE = transport_unwrap_template().
+hsm::AttributeTemplate transport_key(const TokenProfile& profile);
 // Personalisation key: token object, CKA_WRAP only (exports a new root key for a UE/bridge).
-hsm::AttributeTemplate personalisation_key(std::string_view name);
+// Where supported: CKA_WRAP_TEMPLATE = root_key_wrap_template().
+hsm::AttributeTemplate personalisation_key(const TokenProfile& profile, std::string_view name);
+
+// The nested templates: what the storage key may unwrap (class AES secret, sensitive, not
+// extractable, CKA_DERIVE only, fixed); what the transport key may unwrap (sensitive, fixed,
+// no encrypt/decrypt/unwrap/sign/verify: it also unwraps extractable root keys in transit
+// and CKA_WRAP personalisation keys); what the storage and personalisation keys may wrap
+// (sensitive AES keys with CKA_DERIVE only: root keys).
+hsm::AttributeTemplate storage_unwrap_template(const TokenProfile& profile);
+hsm::AttributeTemplate transport_unwrap_template(const TokenProfile& profile);
+hsm::AttributeTemplate root_key_wrap_template();
 
 // Subscriber or bridge root key as used for requests: CKA_DERIVE only, not extractable.
 // token_object=false: a session object unwrapped from the database (wrapped mode);
 // token_object=true: a token object labelled root_key_label() (token mode).
-hsm::AttributeTemplate root_key(IdentityKind kind, std::string_view identity, std::uint32_t version,
+hsm::AttributeTemplate root_key(const TokenProfile& profile, IdentityKind kind,
+                                std::string_view identity, std::uint32_t version,
                                 bool token_object);
 // A root key in transit (just generated, or unwrapped from the transport key): session
 // object, CKA_DERIVE only, extractable so that it can be wrapped under the storage and
 // personalisation keys; destroyed right after.
-hsm::AttributeTemplate root_key_in_transit();
+hsm::AttributeTemplate root_key_in_transit(const TokenProfile& profile);
 
 // Children derived per request (session objects, destroyed after use):
 hsm::AttributeTemplate envelope_key();       // KE_X: AES, CKA_DECRYPT only

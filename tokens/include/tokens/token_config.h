@@ -11,10 +11,14 @@
 //   pin_file = "/etc/kms/user.pin"            KMS_PIN_FILE
 //   pin_env = "KMS_USER_PIN"                  KMS_PIN_ENV (the NAME of the variable)
 //   profile = "auto"                          KMS_TOKEN_PROFILE
-//   quirks = "auto"                           KMS_TOKEN_QUIRKS   ("auto" | "softhsm2" | "standard")
+//   quirks = "auto"                           KMS_TOKEN_QUIRKS   ("auto" | "softhsm2" | "nss" |
+//                                                                  "standard")
 //   key_store = "wrapped"                     KMS_KEY_STORE      ("wrapped" | "token")
 //   key_cache_size = 10000                    KMS_KEY_CACHE_SIZE
 //   max_sessions = 8                          KMS_MAX_SESSIONS
+//   read_only_sessions = true|false           KMS_READ_ONLY_SESSIONS ("true" | "false");
+//                                             unset: the program's default (kmsd: true;
+//                                             kms-provision always read/write)
 //   [database]
 //   path = "kms.db"                           KMS_DATABASE
 //
@@ -57,6 +61,8 @@ struct TokenConfig {
   KeyStoreMode key_store = KeyStoreMode::wrapped;
   std::size_t key_cache_size = 10000;
   std::size_t max_sessions = 8;
+  // hsm::PoolConfig::read_only; unset: the program decides (pool_config() says false).
+  std::optional<bool> read_only_sessions;
 
   hsm::ModuleConfig module_config() const;
   // Where the PIN comes from (see above). Throws ConfigError if nothing names a source

@@ -42,6 +42,10 @@ class TokenContext {
   const hsm::TokenDescription& token() const noexcept { return token_; }
   const TokenConfig& config() const noexcept { return config_; }
   std::shared_ptr<hsm::Module> module() const noexcept { return module_; }
+  // What opening changed or accepted against the configuration, one sentence each, for the
+  // program's log or stderr: a PIN file accepted with KMS_ALLOW_INSECURE_PIN_FILE=1,
+  // max_sessions lowered to the token's session limit.
+  const std::vector<std::string>& warnings() const noexcept { return warnings_; }
 
   // The KMS's own token keys (labels in key_templates.h).
   static hsm::KeyRef master_key() { return master_key_ref(); }
@@ -60,6 +64,7 @@ class TokenContext {
   hsm::TokenDescription token_{};
   TokenProfile profile_;
   std::unique_ptr<hsm::SessionPool> pool_;
+  std::vector<std::string> warnings_;
 };
 
 }  // namespace tokens

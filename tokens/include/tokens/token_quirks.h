@@ -11,18 +11,26 @@
 namespace tokens {
 
 struct TokenQuirks {
-  // "softhsm2" or "standard": what detection (or the configuration) chose, for logs.
+  // "softhsm2", "nss" or "standard": what detection (or the configuration) chose, for logs.
   std::string name = "standard";
   // SoftHSM 2.6.1 reports a failed AES-GCM tag and a failed RFC 5649 integrity check as
   // CKR_GENERAL_ERROR. On any other token CKR_GENERAL_ERROR / CKR_FUNCTION_FAILED can be a
   // device fault, which must reach recovery and answer 503, never a client 403.
   bool general_error_is_integrity_failure = false;
+  // Key custody (docs/ARCHITECTURE.md "Key custody"), read by tokens/key_templates.cpp:
+  // CKA_COPYABLE (PKCS#11 2.40) may be set at key creation. NSS softoken 3.87 refuses a
+  // template that carries it (CKR_GENERAL_ERROR), so its long-term keys stay copyable.
+  bool supports_copyable = true;
+  // CKA_WRAP_TEMPLATE / CKA_UNWRAP_TEMPLATE are understood. NSS softoken 3.87 stores them
+  // as opaque bytes (the caller's CK_ATTRIBUTE array, pointers included) and enforces
+  // neither, so they are not set there.
+  bool supports_wrap_templates = true;
 };
 
 // The quirks of the token behind this library and token description.
 TokenQuirks detect_quirks(const CK_INFO& library, const CK_TOKEN_INFO& token);
-// By configured name: "auto" is not accepted here (detect instead); std::invalid_argument
-// for an unknown name.
+// By configured name ("softhsm2", "nss", "standard"): "auto" is not accepted here (detect
+// instead); std::invalid_argument for an unknown name.
 TokenQuirks quirks_by_name(std::string_view name);
 
 // True when rv from C_Decrypt (AEAD) or C_UnwrapKey means "this input does not
