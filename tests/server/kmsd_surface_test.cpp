@@ -127,9 +127,7 @@ SeedFlow run_seed_flow(const KmsdProcess& kmsd, const KmsdEnvironment& environme
 class KmsdSurfaceTest : public SharedKmsdTest<KmsdSurfaceTest> {
  protected:
   static const TestPki& pki() { return environment_->pki(); }
-
 };
-
 
 // ---------------------------------------------------------------------------------------
 // Response headers

@@ -141,7 +141,6 @@ json::object success_object(const RawResponse& response) {
 
 class ResponseFieldsTest : public SharedKmsdTest<ResponseFieldsTest> {
  protected:
-
   // POST /v1/key-request with the documented request field names; returns the raw answer.
   static RawResponse post_key_request(const client::Secret& r_a, const std::string& invitee,
                                       const client::Secret& r_b) {
@@ -156,9 +155,7 @@ class ResponseFieldsTest : public SharedKmsdTest<ResponseFieldsTest> {
 
   // The documented profile id of the deployment's profile name (PROTOCOL.md "Profiles").
   static std::int64_t profile_id() { return environment_->profile() == "sp800-108-cmac" ? 2 : 1; }
-
 };
-
 
 // 200 {"conference_id": b64u, "chair_response": b64u, "responder_response": b64u}
 TEST_F(ResponseFieldsTest, KeyRequestSuccessHasExactlyTheDocumentedFields) {
