@@ -32,6 +32,41 @@ std::optional<std::string> optional_string(const char* text) {
   return std::string(text);
 }
 
+// The attribute names RFC 7512 and p11-kit define (path and query), for naming the others.
+std::string unrecognised_attributes(std::string_view text) {
+  static constexpr std::string_view kKnown[] = {"token",
+                                                "manufacturer",
+                                                "serial",
+                                                "model",
+                                                "library-manufacturer",
+                                                "library-description",
+                                                "library-version",
+                                                "object",
+                                                "type",
+                                                "id",
+                                                "slot-description",
+                                                "slot-manufacturer",
+                                                "slot-id",
+                                                "pin-source",
+                                                "pin-value",
+                                                "module-name",
+                                                "module-path"};
+  if (text.starts_with("pkcs11:")) text.remove_prefix(7);
+  std::string unknown;
+  std::size_t begin = 0;
+  while (begin <= text.size()) {
+    const std::size_t end = std::min(text.find_first_of(";?&", begin), text.size());
+    const std::string_view attribute = text.substr(begin, end - begin);
+    const std::string_view name = attribute.substr(0, attribute.find('='));
+    if (!name.empty() && !name.starts_with("x-") &&
+        std::find(std::begin(kKnown), std::end(kKnown), name) == std::end(kKnown)) {
+      unknown += (unknown.empty() ? "" : ", ") + std::string(name);
+    }
+    begin = end + 1;
+  }
+  return unknown;
+}
+
 std::string describe(const TokenDescription& token) {
   return "'" + token.label + "' (manufacturer '" + token.manufacturer + "', serial '" +
          token.serial + "', slot " + std::to_string(token.slot) + ")";
@@ -55,6 +90,13 @@ TokenUri TokenUri::parse(const std::string& text) {
   if (code != P11_KIT_URI_OK) {
     throw Error(ErrorKind::invalid_argument, "pkcs11 URI",
                 "cannot parse '" + text + "': " + p11_kit_uri_message(code));
+  }
+  // p11-kit ignores attributes it does not know (query ones without a word), so "tokn=kms"
+  // would silently match every token: name them instead. Vendor attributes ("x-...") pass.
+  const std::string unknown = unrecognised_attributes(text);
+  if (!unknown.empty()) {
+    throw Error(ErrorKind::invalid_argument, "pkcs11 URI",
+                "'" + text + "' has attributes this KMS does not recognise: " + unknown);
   }
   return result;
 }

@@ -231,6 +231,25 @@ TEST(TokenUri, ParsesObjectPinAndModuleAttributes) {
   EXPECT_EQ(copy.text(), uri.text());
 }
 
+TEST(TokenUri, UnrecognisedAttributesAreNamedNotIgnored) {
+  // p11-kit would ignore "tokn" and match every token.
+  for (const auto& [text, name] :
+       {std::pair{"pkcs11:tokn=kms", "tokn"}, std::pair{"pkcs11:token=kms;seriall=1", "seriall"},
+        std::pair{"pkcs11:token=kms?modul-path=/x.so", "modul-path"}}) {
+    SCOPED_TRACE(text);
+    try {
+      hsm::TokenUri::parse(text);
+      FAIL() << "accepted";
+    } catch (const hsm::Error& error) {
+      EXPECT_EQ(error.kind(), hsm::ErrorKind::invalid_argument);
+      EXPECT_NE(std::string(error.what()).find(name), std::string::npos) << error.what();
+    }
+  }
+  const auto uri = hsm::TokenUri::parse(
+      "pkcs11:token=kms;serial=1;slot-id=3;library-description=x?module-path=/a.so&pin-source=/p");
+  EXPECT_EQ(uri.module_path(), "/a.so");
+}
+
 TEST(TokenUri, MalformedUrisAreTypedErrors) {
   for (const char* text : {"http://example.com", "pkcs11:token=%zz", "pkcs11:id=%0"}) {
     SCOPED_TRACE(text);

@@ -62,6 +62,24 @@ listen = "0.0.0.0:8443"
   clear_environment();
 }
 
+// The pkcs11: URI as the one knob: module-path= / module-name= name the module when
+// [token] module does not; both given and different is an error, never a silent choice.
+TEST(TokenConfig, TheUriCanNameTheModule) {
+  tokens::TokenConfig config;
+  EXPECT_EQ(config.resolved_module(), tokens::kDefaultModule);
+  config.uri = "pkcs11:token=kms?module-path=/opt/hsm/libvendor.so";
+  EXPECT_EQ(config.resolved_module(), "/opt/hsm/libvendor.so");
+  EXPECT_EQ(config.module_config().module, "/opt/hsm/libvendor.so");
+  config.uri = "pkcs11:token=kms?module-name=softhsm2";
+  EXPECT_EQ(config.resolved_module(), "softhsm2");
+  config.module = "softhsm2";  // the same module named twice: fine
+  EXPECT_EQ(config.resolved_module(), "softhsm2");
+  config.module = "/usr/lib/other.so";
+  EXPECT_THROW(config.resolved_module(), tokens::ConfigError);
+  config.pin_env = "X";
+  EXPECT_THROW(config.validate(), tokens::ConfigError);
+}
+
 TEST(TokenConfig, ErrorsNameTheKey) {
   clear_environment();
   tokens::TokenConfig config;

@@ -26,6 +26,17 @@ CK_OBJECT_HANDLE known_key(hsm::Session& session, const Bytes& value, CK_ATTRIBU
   return session.create_object(std::move(t));
 }
 
+TEST_P(TokenTest, OpensTheModuleTheUriNamesWhenNoModuleIsConfigured) {
+  tokens::TokenConfig config = config_;
+  config.uri += (config.uri.find('?') == std::string::npos ? "?" : "&") +
+                std::string("module-path=") + config_.module;
+  config.module.clear();
+  context_.reset();  // NSS: one C_Initialize per process at a time
+  const auto opened = tokens::TokenContext::open(config);
+  EXPECT_EQ(opened->module()->library_path(), config_.module);
+  EXPECT_EQ(opened->profile().name, token_->profile_name());
+}
+
 TEST_P(TokenTest, SelectsTheProfileTheTokenOffers) {
   EXPECT_EQ(context_->profile().name, token_->profile_name());
   if (GetParam() == testsupport::TokenKind::nss) {

@@ -58,8 +58,26 @@ std::optional<KeyStoreMode> parse_key_store_mode(std::string_view name) {
   return std::nullopt;
 }
 
+std::string TokenConfig::resolved_module() const {
+  std::optional<std::string> from_uri;
+  try {
+    const hsm::TokenUri parsed = hsm::TokenUri::parse(uri);
+    from_uri = parsed.module_path() ? parsed.module_path() : parsed.module_name();
+  } catch (const hsm::Error&) {
+    // A bad URI is reported where it is parsed for the token (validate, TokenContext::open).
+  }
+  if (!module.empty()) {
+    if (from_uri && *from_uri != module) {
+      throw ConfigError("[token] module \"" + module + "\" and the token URI's module \"" +
+                        *from_uri + "\" differ: name the module once");
+    }
+    return module;
+  }
+  return from_uri ? *from_uri : std::string(kDefaultModule);
+}
+
 hsm::ModuleConfig TokenConfig::module_config() const {
-  return hsm::ModuleConfig{module, init_reserved};
+  return hsm::ModuleConfig{resolved_module(), init_reserved};
 }
 
 hsm::PinSource TokenConfig::pin_source() const {
@@ -103,7 +121,7 @@ hsm::PoolConfig TokenConfig::pool_config() const {
 }
 
 void TokenConfig::validate() const {
-  if (module.empty()) throw ConfigError("no PKCS#11 module configured ([token] module)");
+  (void)resolved_module();  // [token] module and the URI's module-path= must agree
   if (!uri.starts_with("pkcs11:")) {
     throw ConfigError("token URI \"" + uri + "\" is not a pkcs11: URI");
   }

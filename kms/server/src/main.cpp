@@ -56,7 +56,7 @@ int check_config(const std::string& file) {
     std::cout << "kmsd: " << file << ": configuration OK\n"
               << "  listen " << c.server.listen_address << ":" << c.server.listen_port
               << ", TLS >= " << (c.server.tls_min_version == TlsMinVersion::tls1_3 ? "1.3" : "1.2")
-              << "\n  token " << c.token.uri << " via " << c.token.module << " (profile "
+              << "\n  token " << c.token.uri << " via " << c.token.resolved_module() << " (profile "
               << c.token.profile << ")\n  database " << c.token.database << "\n  audit "
               << c.audit.path.string() << "\n";
     return 0;

@@ -5,7 +5,8 @@
 // command-line overrides (applied by the caller on the returned struct).
 //
 //   [token]                                   environment default
-//   module = "/usr/lib/softhsm/libsofthsm2.so" KMS_PKCS11_MODULE  (path or p11-kit name)
+//   module = "/usr/lib/softhsm/libsofthsm2.so" KMS_PKCS11_MODULE  (path or p11-kit name; absent:
+//                                             the URI's module-path=/module-name=, else SoftHSM)
 //   init_reserved = "configdir='sql:/d' ..."  KMS_PKCS11_INIT_RESERVED (NSS softoken)
 //   uri = "pkcs11:token=kms"                  KMS_TOKEN_URI
 //   pin_file = "/etc/kms/user.pin"            KMS_PIN_FILE
@@ -49,8 +50,13 @@ class ConfigError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Used when neither [token] module nor the URI's module-path=/module-name= names one.
+inline constexpr const char* kDefaultModule = "/usr/lib/softhsm/libsofthsm2.so";
+
 struct TokenConfig {
-  std::string module = "/usr/lib/softhsm/libsofthsm2.so";
+  // Empty: the URI's module-path= or module-name= (as p11tool, GnuTLS and pkcs11-provider
+  // read it), else kDefaultModule. Both given and different is a ConfigError.
+  std::string module;
   std::optional<std::string> init_reserved;
   std::string uri = "pkcs11:token=kms";
   std::optional<std::string> pin_file;
@@ -65,6 +71,8 @@ struct TokenConfig {
   std::optional<bool> read_only_sessions;
 
   hsm::ModuleConfig module_config() const;
+  // The module that module_config() loads: a path or a p11-kit module name.
+  std::string resolved_module() const;
   // Where the PIN comes from (see above). Throws ConfigError if nothing names a source
   // or the URI carries pin-value.
   hsm::PinSource pin_source() const;
