@@ -44,10 +44,13 @@ AttributeTemplate& AttributeTemplate::set_string(CK_ATTRIBUTE_TYPE type, std::st
 
 AttributeTemplate& AttributeTemplate::set_bytes(CK_ATTRIBUTE_TYPE type, ByteView value) {
   Bytes& stored = storage_.emplace_back(value.begin(), value.end());
-  CK_ATTRIBUTE attribute{type, stored.empty() ? nullptr : stored.data(),
-                         static_cast<CK_ULONG>(stored.size())};
+  return put(
+      {type, stored.empty() ? nullptr : stored.data(), static_cast<CK_ULONG>(stored.size())});
+}
+
+AttributeTemplate& AttributeTemplate::put(const CK_ATTRIBUTE& attribute) {
   auto existing = std::find_if(attributes_.begin(), attributes_.end(),
-                               [type](const CK_ATTRIBUTE& a) { return a.type == type; });
+                               [&](const CK_ATTRIBUTE& a) { return a.type == attribute.type; });
   if (existing != attributes_.end()) {
     *existing = attribute;  // the old value's storage stays until the template dies
   } else {
@@ -59,16 +62,8 @@ AttributeTemplate& AttributeTemplate::set_bytes(CK_ATTRIBUTE_TYPE type, ByteView
 AttributeTemplate& AttributeTemplate::set_template(CK_ATTRIBUTE_TYPE type,
                                                    const AttributeTemplate& value) {
   AttributeTemplate& stored = nested_.emplace_back(value);
-  CK_ATTRIBUTE attribute{type, stored.attributes_.empty() ? nullptr : stored.attributes_.data(),
-                         static_cast<CK_ULONG>(stored.attributes_.size() * sizeof(CK_ATTRIBUTE))};
-  auto existing = std::find_if(attributes_.begin(), attributes_.end(),
-                               [type](const CK_ATTRIBUTE& a) { return a.type == type; });
-  if (existing != attributes_.end()) {
-    *existing = attribute;
-  } else {
-    attributes_.push_back(attribute);
-  }
-  return *this;
+  return put({type, stored.attributes_.empty() ? nullptr : stored.attributes_.data(),
+              static_cast<CK_ULONG>(stored.attributes_.size() * sizeof(CK_ATTRIBUTE))});
 }
 
 AttributeTemplate& AttributeTemplate::move_to_end(CK_ATTRIBUTE_TYPE type) {

@@ -38,6 +38,8 @@ class AttributeTemplate {
   bool contains(CK_ATTRIBUTE_TYPE type) const noexcept;
 
  private:
+  // Adds attribute, or replaces the one of the same type (keeping its place in the order).
+  AttributeTemplate& put(const CK_ATTRIBUTE& attribute);
   std::vector<CK_ATTRIBUTE> attributes_;
   std::deque<Bytes> storage_;            // deque: stable addresses while attributes are added
   std::list<AttributeTemplate> nested_;  // values of set_template (list: stable addresses)
