@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -135,8 +136,11 @@ KmsdProcess::KmsdProcess(KmsdEnvironment& environment, const std::string& config
   const std::string tag = std::to_string(::getpid()) + "-" + std::to_string(++counter);
   const std::string port_file = environment.dir() + "/kmsd-" + tag + ".port";
   log_path_ = environment.dir() + "/kmsd-" + tag + ".log";
-  std::vector<std::string> args = {KMSD_BIN,      "--config",    config,   "--listen",
-                                   "127.0.0.1:0", "--port-file", port_file};
+  std::vector<std::string> args = {KMSD_BIN, "--config", config, "--port-file", port_file};
+  // Any free port unless the caller names one (a node restarted where a balancer expects it).
+  if (std::find(extra_args.begin(), extra_args.end(), "--listen") == extra_args.end()) {
+    args.insert(args.end(), {"--listen", "127.0.0.1:0"});
+  }
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   std::vector<char*> argv;
   for (auto& arg : args) argv.push_back(arg.data());

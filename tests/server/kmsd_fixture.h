@@ -79,6 +79,7 @@ class KmsdEnvironment {
 class KmsdProcess {
  public:
   // Starts kmsd --config FILE --listen 127.0.0.1:0 --port-file ...; waits until it listens.
+  // extra_args may name another --listen address (then 127.0.0.1:0 is not added).
   // extra_environment: variables set for kmsd beside the token's (KMS_FAULT_TARGET, ...).
   // Throws std::runtime_error with kmsd's log if it exits or does not listen in kPatience.
   KmsdProcess(KmsdEnvironment& environment, const std::string& config,
