@@ -31,8 +31,8 @@
 #include "kms/client/client_error.h"
 #include "kms/client/envelope_builder.h"
 #include "kms/client/ue_client.h"
-#include "kms/core/error_status.h"
 #include "kms/errors.h"
+#include "kms/server/http_status.h"
 #include "kms/server/wire.h"
 #include "kmsd_fixture.h"
 #include "kmsd_requests.h"
@@ -334,16 +334,15 @@ TEST_F(KmsdErrorsTest, DocumentedStatusTableMatchesBothDocsAndTheProductMapping)
   }
   EXPECT_EQ(server_table, kDocumentedStatus) << "docs/SERVER.md disagrees with docs/PROTOCOL.md";
 
-  // The product: every ErrorCode has a documented name and kms::http_status maps it to the
-  // documented status. internal_error is checked only here (no request can produce it).
+  // The product: every ErrorCode has a documented name and kms::server::http_status_for maps it to
+  // the documented status. internal_error is checked only here (no request can produce it).
   std::set<std::string> names;
   for (int i = 0; i <= static_cast<int>(kms::ErrorCode::internal_error); ++i) {
     const auto code_value = static_cast<kms::ErrorCode>(i);
     const std::string name(kms::error_code_name(code_value));
     names.insert(name);
     ASSERT_TRUE(kDocumentedStatus.contains(name)) << name << " is not in docs/PROTOCOL.md";
-    EXPECT_EQ(static_cast<unsigned>(kms::http_status(code_value)), kDocumentedStatus.at(name))
-        << name;
+    EXPECT_EQ(kms::server::http_status_for(code_value), kDocumentedStatus.at(name)) << name;
   }
   EXPECT_EQ(names.size(), kDocumentedStatus.size()) << "a documented code has no ErrorCode";
 }

@@ -3,7 +3,8 @@
 
 #include <gtest/gtest.h>
 
-#include "kms/server/server.h"
+#include "kms/server/content_type.h"
+#include "kms/server/http_status.h"
 
 namespace {
 

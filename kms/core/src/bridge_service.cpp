@@ -4,7 +4,7 @@
 #include <tuple>
 #include <utility>
 
-#include "error_mapping.h"
+#include "kms/core/error_mapping.h"
 #include "hex.h"
 #include "kms/core/protocol.h"
 #include "token_steps.h"

@@ -16,7 +16,8 @@ void single_metric(std::string& out, const char* name, const char* type, const c
 
 }  // namespace
 
-KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger) : logger_(logger) {
+KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger)
+    : metrics_(metrics), logger_(logger) {
   metrics.rv_namer = [](unsigned long rv) { return hsm::rv_name(rv); };
   hsm::set_call_observer([&metrics](const char* function, CK_RV rv, std::chrono::nanoseconds t) {
     metrics.pkcs11_call(function, rv, t);
@@ -170,14 +171,7 @@ KmsBackend::~KmsBackend() {
 
 Backend KmsBackend::backend() {
   Backend backend;
-  backend.key_requests = key_requests_.get();
-  backend.bridges = bridges_.get();
-  backend.audit = refusals_.get();
-  // A failed log is probed for recovery (at most once per audit.retry_interval_ms).
-  backend.audit_ready = [this] { return audit_->probe(); };
-  // Not ready: the probe tries one recovery (within the breaker's backoff), so /readyz
-  // heals without traffic; a balancer sends none to an unready node.
-  backend.ready = [this] { return token_->pool().probe(); };
+  backend.routes = routes();
   backend.oldest_token_call = [] { return hsm::oldest_call_in_flight(); };
   return backend;
 }
