@@ -31,6 +31,7 @@
 #include "kms/client/client_error.h"
 #include "kms/client/envelope_builder.h"
 #include "kms/client/ue_client.h"
+#include "kms/core/base64url.h"
 #include "kms/errors.h"
 #include "kms/server/http_status.h"
 #include "kms/server/wire.h"
@@ -543,8 +544,8 @@ TEST_F(KmsdErrorsTest, KeyRequestRefusalsHaveTheDocumentedStatusAndBody) {
 
 TEST_F(KmsdErrorsTest, MalformedBodiesAreRefusedWithMalformedRequest) {
   const kms::KeyRequest valid = fresh_request();
-  const std::string chair_envelope = kms::wire::base64url_encode(valid.chair_envelope);
-  const std::string responder_envelope = kms::wire::base64url_encode(valid.responder_envelope);
+  const std::string chair_envelope = kms::base64url_encode(valid.chair_envelope);
+  const std::string responder_envelope = kms::base64url_encode(valid.responder_envelope);
   const auto body = [&](const std::string& chair_id, const std::string& chair_b64,
                         const std::string& extra) {
     return "{\"chair_id\":" + chair_id + ",\"responder_id\":\"" + kBob +

@@ -5,7 +5,7 @@
 #include <utility>
 
 #include "kms/core/error_mapping.h"
-#include "hex.h"
+#include "kms/hex.h"
 #include "kms/core/protocol.h"
 #include "token_steps.h"
 #include "tokens/key_templates.h"

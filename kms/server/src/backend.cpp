@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "hsm/instrumentation.h"
+#include "tokens/unix_time.h"
 
 namespace kms::server {
 namespace {
@@ -181,10 +182,7 @@ void KmsBackend::purge_loop() {
   while (!purge_wake_.wait_for(lock, std::chrono::seconds(60), [this] { return stopping_; })) {
     lock.unlock();
     try {
-      const auto now = std::chrono::duration_cast<std::chrono::seconds>(
-                           std::chrono::system_clock::now().time_since_epoch())
-                           .count();
-      const std::size_t purged = registry_->purge_expired(now);
+      const std::size_t purged = registry_->purge_expired(tokens::unix_now());
       if (purged > 0)
         logger_.info("expired conferences purged", {{"count", std::to_string(purged)}});
     } catch (const std::exception& error) {

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "connection.h"
+#include "kms/hex.h"
 #include "kms/server/service_notify.h"
 #include "kms/server/tls.h"
 #include "server_core.h"
@@ -29,15 +30,9 @@ std::size_t threads_or_default(std::size_t configured) {
 }
 
 std::string random_hex(std::size_t bytes) {
-  std::vector<unsigned char> buffer(bytes);
+  std::vector<std::uint8_t> buffer(bytes);
   RAND_bytes(buffer.data(), static_cast<int>(buffer.size()));
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : buffer) {
-    out += kHex[b >> 4];
-    out += kHex[b & 15];
-  }
-  return out;
+  return to_hex(buffer);
 }
 
 // Raises the soft RLIMIT_NOFILE to the hard one: with the common default of 1024, accept()

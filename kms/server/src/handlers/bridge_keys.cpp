@@ -1,4 +1,5 @@
 #include "handlers.h"
+#include "kms/hex.h"
 #include "kms/server/tls.h"
 #include "kms/server/wire.h"
 
@@ -6,16 +7,6 @@ namespace kms::server::handlers {
 namespace {
 
 constexpr std::string_view kPath = "/v1/bridge/keys";
-
-std::string to_hex(const Bytes& data) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (const auto b : data) {
-    out += kHex[b >> 4];
-    out += kHex[b & 15];
-  }
-  return out;
-}
 
 // Refused before the service sees it (no valid bridge certificate): this handler audits
 // the refusal itself. Nothing authenticated the request (that is the refusal): anyone can
