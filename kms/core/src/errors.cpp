@@ -48,6 +48,8 @@ std::string_view error_code_name(ErrorCode code) {
       return "token_unavailable";
     case ErrorCode::overloaded:
       return "overloaded";
+    case ErrorCode::rate_limited:
+      return "rate_limited";
     case ErrorCode::internal_error:
       return "internal_error";
   }

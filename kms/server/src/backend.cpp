@@ -174,6 +174,7 @@ Backend KmsBackend::backend() {
   Backend backend;
   backend.routes = routes();
   backend.oldest_token_call = [] { return hsm::oldest_call_in_flight(); };
+  backend.token_sessions = token_->pool().config().max_sessions;
   return backend;
 }
 

@@ -17,7 +17,8 @@ Connection::Connection(ServerCore& server, tcp::socket&& socket, const tcp::endp
     : server_(server),
       context_(std::move(context)),
       stream_(std::move(socket), *context_),
-      ticket_(ticket) {
+      ticket_(ticket),
+      source_(source_id(remote.address())) {
   peer_ = remote.address().to_string() + ":" + std::to_string(remote.port());
   ++server_.metrics.connections_open;
   ++server_.metrics.connections_accepted;
@@ -137,22 +138,27 @@ void Connection::dispatch() {
 }
 
 // Runs job on the worker pool (token calls, audit fsync) and sends its reply from this
-// connection's strand. Beyond max_pending_requests queued jobs: 503 at once. While a token
-// call hangs (it cannot be cancelled), nothing that may need the token waits for a worker.
+// connection's strand, if admission control lets it in: a source past its rate gets 429
+// and the bound on requests in flight 503, at once. While a token call hangs (it cannot be
+// cancelled), nothing that may need the token waits for a worker.
 void Connection::run_on_worker(WorkerJob job) {
   if (server_.token_stalled()) {
     ++server_.metrics.token_stall_refusals;
     return send(error_reply(503, "token_unavailable", "the token is not answering; retry later"));
   }
-  auto& pending = server_.metrics.pending_requests;
-  if (pending.fetch_add(1) >=
-      static_cast<std::int64_t>(server_.config.limits.max_pending_requests)) {
-    --pending;
+  const AdmissionControl::Decision admission = server_.request_admission.admit(source_);
+  if (admission.verdict == AdmissionControl::Verdict::overloaded) {
     return send(error_reply(503, "overloaded", "too many requests in progress; retry"));
+  }
+  if (admission.verdict == AdmissionControl::Verdict::rate_limited) {
+    Reply reply =
+        error_reply(429, "rate_limited", "too many requests from this source; retry later");
+    reply.retry_after_seconds = admission.retry_after_seconds;
+    return send(std::move(reply));
   }
   net::post(server_.workers, [self = shared_from_this(), job = std::move(job)]() mutable {
     Reply reply = run_guarded(job, self->server_.logger, self->request_id_);
-    --self->server_.metrics.pending_requests;
+    self->server_.request_admission.release();
     net::post(self->stream_.get_executor(),
               [self, reply = std::move(reply)]() mutable { self->send(std::move(reply)); });
   });
@@ -169,8 +175,13 @@ void Connection::send(Reply reply) {
   response_->set("X-Request-Id", request_id_);
   if (!allow_.empty()) response_->set(http::field::allow, allow_);
   // Every 503 (overloaded from the queue, session pool, database, replay record or a
-  // drain; token_unavailable; audit_unavailable) is worth retrying: docs/SERVER.md "Errors".
-  if (reply.status == 503) response_->set(http::field::retry_after, "1");
+  // drain; token_unavailable; audit_unavailable) is worth retrying: docs/SERVER.md "Errors";
+  // a 429 says when.
+  if (reply.retry_after_seconds > 0) {
+    response_->set(http::field::retry_after, std::to_string(reply.retry_after_seconds));
+  } else if (reply.status == 503) {
+    response_->set(http::field::retry_after, "1");
+  }
   const bool keep_alive = !close_after_ && !server_.draining() && request_.keep_alive();
   response_->keep_alive(keep_alive);
   response_->body() = std::move(reply.body);

@@ -65,6 +65,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool busy_ = false;
   bool close_after_ = false;
   std::uint64_t ticket_;
+  SourceId source_;  // for the rate limit
 };
 
 }  // namespace kms::server

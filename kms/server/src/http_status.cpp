@@ -33,6 +33,8 @@ unsigned http_status_for(ErrorCode code) {
     case ErrorCode::token_unavailable:
     case ErrorCode::overloaded:
       return 503;
+    case ErrorCode::rate_limited:
+      return 429;
     case ErrorCode::internal_error:
       return 500;
   }

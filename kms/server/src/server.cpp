@@ -29,6 +29,19 @@ std::size_t threads_or_default(std::size_t configured) {
   return std::max<std::size_t>(2, std::thread::hardware_concurrency());
 }
 
+AdmissionSettings admission_settings(const Config& config, std::size_t token_sessions) {
+  const Limits& limits = config.limits;
+  if (token_sessions == 0) token_sessions = config.token.max_sessions;
+  AdmissionSettings settings;
+  settings.requests_per_second = static_cast<std::uint32_t>(limits.requests_per_second_per_source);
+  settings.burst = static_cast<std::uint32_t>(limits.request_burst_per_source);
+  settings.max_in_flight =
+      std::min(limits.max_pending_requests,
+               limits.max_in_flight_per_session * std::max<std::size_t>(1, token_sessions));
+  settings.tracked_sources = limits.rate_limit_sources;
+  return settings;
+}
+
 std::string random_hex(std::size_t bytes) {
   std::vector<std::uint8_t> buffer(bytes);
   RAND_bytes(buffer.data(), static_cast<int>(buffer.size()));
@@ -69,6 +82,7 @@ ServerCore::ServerCore(const Config& c, Backend backend, Metrics& m, Logger& l,
       metrics(m),
       logger(l),
       admission(c.limits, m),
+      request_admission(admission_settings(c, backend.token_sessions), m),
       workers(pool),
       oldest_token_call_(std::move(backend.oldest_token_call)),
       id_prefix_(random_hex(4)) {}

@@ -10,6 +10,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "admission_control.h"
 #include "connection_admission.h"
 #include "kms/server/config.h"
 #include "kms/server/logger.h"
@@ -38,7 +39,8 @@ class ServerCore final : public ServerState {
   const Router router;
   Metrics& metrics;
   Logger& logger;
-  ConnectionAdmission admission;
+  ConnectionAdmission admission;       // who may hold a connection
+  AdmissionControl request_admission;  // which request may go to the workers
   boost::asio::thread_pool& workers;
 
   // Every open connection, for the drain.

@@ -7,6 +7,7 @@
 #include <openssl/ssl.h>
 
 #include <atomic>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -21,7 +22,8 @@ struct Reply {
   unsigned status = 200;
   std::string content_type = "application/json";
   std::string body;
-  std::string outcome = "ok";  // the metrics and log label: "ok" or the error code
+  std::string outcome = "ok";             // the metrics and log label: "ok" or the error code
+  std::uint32_t retry_after_seconds = 0;  // Retry-After when set; every 503 has 1
 };
 
 // {"error": code, "detail": detail} with `status` (docs/SERVER.md "Errors").

@@ -28,6 +28,9 @@ struct Backend {
   // on an I/O thread): beyond limits.token_stall the token counts as hung, and every
   // request that needs a worker is answered 503 token_unavailable at once.
   std::function<std::chrono::nanoseconds()> oldest_token_call;
+  // Sessions the token pool holds at most (after the token's own limit): with
+  // limits.max_in_flight_per_session, the bound on requests in flight. 0: token.max_sessions.
+  std::size_t token_sessions = 0;
 };
 
 class Server {
