@@ -31,8 +31,9 @@
 #include "kms/client/client_error.h"
 #include "kms/client/envelope_builder.h"
 #include "kms/client/ue_client.h"
-#include "kms/core/error_status.h"
+#include "kms/core/base64url.h"
 #include "kms/errors.h"
+#include "kms/server/http_status.h"
 #include "kms/server/wire.h"
 #include "kmsd_fixture.h"
 #include "kmsd_requests.h"
@@ -45,7 +46,7 @@ using Clock = std::chrono::steady_clock;
 namespace client = kms::client;
 namespace json = boost::json;
 
-// docs/PROTOCOL.md "Errors", typed from the doc: code -> HTTP status (23 codes).
+// docs/PROTOCOL.md "Errors", typed from the doc: code -> HTTP status (24 codes).
 const std::map<std::string, unsigned> kDocumentedStatus = {
     {"malformed_request", 400},
     {"unsupported_version", 400},
@@ -69,6 +70,7 @@ const std::map<std::string, unsigned> kDocumentedStatus = {
     {"audit_unavailable", 503},
     {"token_unavailable", 503},
     {"overloaded", 503},
+    {"rate_limited", 429},
     {"internal_error", 500},
 };
 
@@ -300,7 +302,7 @@ std::string KmsdErrorsTest::control_;
 // The table itself: both docs and the product's mapping against the literals above.
 
 TEST_F(KmsdErrorsTest, DocumentedStatusTableMatchesBothDocsAndTheProductMapping) {
-  ASSERT_EQ(kDocumentedStatus.size(), 23u);
+  ASSERT_EQ(kDocumentedStatus.size(), 24u);
 
   // docs/PROTOCOL.md "Errors": | `code` | meaning | HTTP |
   const std::string protocol = read_text(KMS_SOURCE_DIR "/docs/PROTOCOL.md");
@@ -334,16 +336,15 @@ TEST_F(KmsdErrorsTest, DocumentedStatusTableMatchesBothDocsAndTheProductMapping)
   }
   EXPECT_EQ(server_table, kDocumentedStatus) << "docs/SERVER.md disagrees with docs/PROTOCOL.md";
 
-  // The product: every ErrorCode has a documented name and kms::http_status maps it to the
-  // documented status. internal_error is checked only here (no request can produce it).
+  // The product: every ErrorCode has a documented name and kms::server::http_status_for maps it to
+  // the documented status. internal_error is checked only here (no request can produce it).
   std::set<std::string> names;
   for (int i = 0; i <= static_cast<int>(kms::ErrorCode::internal_error); ++i) {
     const auto code_value = static_cast<kms::ErrorCode>(i);
     const std::string name(kms::error_code_name(code_value));
     names.insert(name);
     ASSERT_TRUE(kDocumentedStatus.contains(name)) << name << " is not in docs/PROTOCOL.md";
-    EXPECT_EQ(static_cast<unsigned>(kms::http_status(code_value)), kDocumentedStatus.at(name))
-        << name;
+    EXPECT_EQ(kms::server::http_status_for(code_value), kDocumentedStatus.at(name)) << name;
   }
   EXPECT_EQ(names.size(), kDocumentedStatus.size()) << "a documented code has no ErrorCode";
 }
@@ -544,8 +545,8 @@ TEST_F(KmsdErrorsTest, KeyRequestRefusalsHaveTheDocumentedStatusAndBody) {
 
 TEST_F(KmsdErrorsTest, MalformedBodiesAreRefusedWithMalformedRequest) {
   const kms::KeyRequest valid = fresh_request();
-  const std::string chair_envelope = kms::wire::base64url_encode(valid.chair_envelope);
-  const std::string responder_envelope = kms::wire::base64url_encode(valid.responder_envelope);
+  const std::string chair_envelope = kms::base64url_encode(valid.chair_envelope);
+  const std::string responder_envelope = kms::base64url_encode(valid.responder_envelope);
   const auto body = [&](const std::string& chair_id, const std::string& chair_b64,
                         const std::string& extra) {
     return "{\"chair_id\":" + chair_id + ",\"responder_id\":\"" + kBob +
@@ -924,6 +925,64 @@ TEST_F(KmsdErrorsTest, AFullReplayRecordGivesOverloaded) {
   }
   ASSERT_TRUE(db.exec("DELETE FROM used_envelopes WHERE request_digest = " + marker));
   EXPECT_EQ(db.changes(), 1000);
+}
+
+// ---------------------------------------------------------------------------------------
+// Admission control (docs/SERVER.md): 429 rate_limited per source, 503 overloaded at the
+// bound on requests in flight matched to the token's sessions.
+
+TEST_F(KmsdErrorsTest, ASourcePastItsRateGetsRateLimitedWithRetryAfter) {
+  ConfigOverrides overrides;
+  overrides.limits["requests_per_second_per_source"] = "1";
+  overrides.limits["request_burst_per_source"] = "3";
+  KmsdProcess kmsd(*environment_, environment_->write_config("errors-rate.toml", overrides));
+  // A burst of 3, then one a second: well before 30 requests, one is refused.
+  RawResponse limited;
+  int admitted = 0;
+  for (int i = 0; i < 30; ++i) {
+    limited = send(kmsd, fresh_request());
+    if (limited.status != 200) break;
+    ++admitted;
+  }
+  EXPECT_GE(admitted, 3);
+  EXPECT_TRUE(is_documented_error(limited, "rate_limited"));
+  const std::string retry_after = limited.header("Retry-After");
+  ASSERT_FALSE(retry_after.empty()) << limited.headers;
+  EXPECT_GE(std::stoi(retry_after), 1);
+  EXPECT_EQ(metric(kmsd, "kms_admission_refusals_total{reason=\"rate_limited\"}"), 1);
+
+  // Another source is served meanwhile, from its own bucket.
+  const RawResponse other =
+      https_request(kmsd.port(), pki().server_ca, "POST", "/v1/key-request", "application/json",
+                    kms::wire::key_request_to_json(fresh_request()), "", "", "127.0.0.2");
+  EXPECT_EQ(other.status, 200u) << other.body;
+  // And the first source again once its Retry-After has passed.
+  EXPECT_TRUE(eventually([&] { return send(kmsd, fresh_request()).status == 200; }));
+}
+
+TEST_F(KmsdErrorsTest, TheBoundOnRequestsInFlightFollowsTheTokensSessions) {
+  ConfigOverrides overrides;
+  overrides.limits["max_in_flight_per_session"] = "1";
+  const std::string control = environment_->dir() + "/faults-in-flight";
+  auto kmsd = start_on_fault_module("errors-in-flight.toml", overrides, control, {},
+                                    {{"KMS_MAX_SESSIONS", "2"}});
+  EXPECT_EQ(metric(*kmsd, "kms_admission_in_flight_limit"), 2);  // 1 per session, 2 sessions
+  ASSERT_TRUE(write_control(control, "C_Decrypt=" + std::to_string(kHeld.count())));
+  auto first = send_patiently(*kmsd);
+  auto second = send_patiently(*kmsd);
+  ReleaseOnExit release{control};
+  ASSERT_TRUE(eventually([&] { return metric(*kmsd, "kms_pending_requests") == 2; }))
+      << kmsd->log();
+
+  // Refused at once, not queued behind the two (max_pending_requests is 256).
+  EXPECT_TRUE(is_overloaded(send(*kmsd, fresh_request())));
+  EXPECT_EQ(metric(*kmsd, "kms_admission_refusals_total{reason=\"overloaded\"}"), 1);
+  EXPECT_EQ(metric(*kmsd, "kms_session_pool_acquire_timeouts_total"), 0);  // not the pool
+
+  ASSERT_TRUE(write_control(control, ""));
+  EXPECT_EQ(first.get(), 200u);
+  EXPECT_EQ(second.get(), 200u);
+  EXPECT_EQ(send(*kmsd, fresh_request()).status, 200u);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <map>
 
+#include "tokens/unix_time.h"
+
 namespace tokens {
 namespace {
 
@@ -28,12 +30,6 @@ CREATE TABLE IF NOT EXISTS kms_identities (
   PRIMARY KEY (kind, identity)
 ) WITHOUT ROWID;
 )sql";
-
-std::int64_t now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // A prepared statement, finalised on scope exit.
 class Statement {
@@ -249,7 +245,7 @@ void KeyDatabase::Transaction::commit() {
 
 void KeyDatabase::insert(const IdentityRecord& record) {
   std::lock_guard lock(mutex_);
-  const std::int64_t created = record.created_at ? record.created_at : now();
+  const std::int64_t created = record.created_at ? record.created_at : unix_now();
   const std::int64_t updated = record.updated_at ? record.updated_at : created;
   Statement statement(db_,
                       "INSERT INTO kms_identities (kind, identity, status, key_version, mode, "
@@ -285,7 +281,7 @@ bool KeyDatabase::replace_key(IdentityKind kind, std::string_view identity,
       .integer(3, new_version)
       .text(4, key_store_mode_name(mode))
       .blob(5, wrapped_key)
-      .integer(6, now());
+      .integer(6, unix_now());
   statement.step();
   return sqlite3_changes(db_) == 1;
 }
@@ -299,7 +295,7 @@ bool KeyDatabase::set_status(IdentityKind kind, std::string_view identity, KeySt
   statement.text(1, kind_name(kind))
       .text(2, identity)
       .text(3, status_name(status))
-      .integer(4, now());
+      .integer(4, unix_now());
   statement.step();
   return sqlite3_changes(db_) == 1;
 }

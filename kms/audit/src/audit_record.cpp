@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <ctime>
 
+#include "kms/hex.h"
+
 namespace kms::audit {
 
 std::string sha256_hex(std::string_view data) {
@@ -15,14 +17,7 @@ std::string sha256_hex(std::string_view data) {
   if (EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr) != 1) {
     throw AuditUnavailable("audit: SHA-256 failed");
   }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex;
-  hex.reserve(length * 2);
-  for (unsigned int i = 0; i < length; ++i) {
-    hex.push_back(kHex[digest[i] >> 4]);
-    hex.push_back(kHex[digest[i] & 0x0f]);
-  }
-  return hex;
+  return to_hex({digest, length});
 }
 
 std::size_t utf8_sequence_length(std::string_view text, std::size_t at) {

@@ -4,8 +4,8 @@
 #include <tuple>
 #include <utility>
 
-#include "error_mapping.h"
-#include "hex.h"
+#include "kms/core/error_mapping.h"
+#include "kms/hex.h"
 #include "kms/core/protocol.h"
 #include "token_steps.h"
 #include "tokens/key_templates.h"

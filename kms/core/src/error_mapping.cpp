@@ -1,4 +1,4 @@
-#include "error_mapping.h"
+#include "kms/core/error_mapping.h"
 
 #include "hsm/error.h"
 #include "kms/audit.h"

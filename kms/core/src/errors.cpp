@@ -1,7 +1,5 @@
 #include "kms/errors.h"
 
-#include "kms/core/error_status.h"
-
 namespace kms {
 
 std::string_view error_code_name(ErrorCode code) {
@@ -50,48 +48,12 @@ std::string_view error_code_name(ErrorCode code) {
       return "token_unavailable";
     case ErrorCode::overloaded:
       return "overloaded";
+    case ErrorCode::rate_limited:
+      return "rate_limited";
     case ErrorCode::internal_error:
       return "internal_error";
   }
   return "internal_error";
-}
-
-int http_status(ErrorCode code) {
-  switch (code) {
-    case ErrorCode::malformed_request:
-    case ErrorCode::unsupported_version:
-    case ErrorCode::unknown_message_type:
-    case ErrorCode::profile_mismatch:
-    case ErrorCode::unsupported_suite:
-    case ErrorCode::suite_mismatch:
-    case ErrorCode::invalid_identity:
-      return 400;
-    case ErrorCode::unknown_subscriber:
-    case ErrorCode::subscriber_revoked:
-    case ErrorCode::key_version_mismatch:
-    case ErrorCode::envelope_authentication_failed:
-    case ErrorCode::identity_mismatch:
-    case ErrorCode::stale_timestamp:
-      return 403;
-    case ErrorCode::replay:
-      return 409;
-    case ErrorCode::unknown_conference:
-      return 404;
-    case ErrorCode::conference_expired:
-      return 410;
-    case ErrorCode::bridge_not_provisioned:
-    case ErrorCode::bridge_revoked:
-    case ErrorCode::bridge_not_authorized:
-      return 403;
-    case ErrorCode::audit_unavailable:
-    case ErrorCode::token_unavailable:
-      return 503;
-    case ErrorCode::overloaded:
-      return 503;
-    case ErrorCode::internal_error:
-      return 500;
-  }
-  return 500;
 }
 
 }  // namespace kms

@@ -1,7 +1,7 @@
 #include "kms/core/key_request_service.h"
 
-#include "error_mapping.h"
-#include "hex.h"
+#include "kms/core/error_mapping.h"
+#include "kms/hex.h"
 #include "kms/core/envelope_codec.h"
 #include "token_steps.h"
 #include "tokens/identity.h"

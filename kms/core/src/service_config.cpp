@@ -1,14 +1,12 @@
 #include "kms/core/service_config.h"
 
-#include <chrono>
+#include "tokens/unix_time.h"
 
 namespace kms {
 
 std::int64_t ServiceConfig::now() const {
   if (clock) return clock();
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return tokens::unix_now();
 }
 
 }  // namespace kms

@@ -30,6 +30,7 @@ enum class ErrorCode {
   audit_unavailable,      // fail closed: nothing released
   token_unavailable,
   overloaded,
+  rate_limited,  // a source past its request rate (kmsd's admission control)
   internal_error,
 };
 

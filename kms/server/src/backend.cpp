@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "hsm/instrumentation.h"
+#include "tokens/unix_time.h"
 
 namespace kms::server {
 namespace {
@@ -16,7 +17,8 @@ void single_metric(std::string& out, const char* name, const char* type, const c
 
 }  // namespace
 
-KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger) : logger_(logger) {
+KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger)
+    : metrics_(metrics), logger_(logger) {
   metrics.rv_namer = [](unsigned long rv) { return hsm::rv_name(rv); };
   hsm::set_call_observer([&metrics](const char* function, CK_RV rv, std::chrono::nanoseconds t) {
     metrics.pkcs11_call(function, rv, t);
@@ -170,15 +172,9 @@ KmsBackend::~KmsBackend() {
 
 Backend KmsBackend::backend() {
   Backend backend;
-  backend.key_requests = key_requests_.get();
-  backend.bridges = bridges_.get();
-  backend.audit = refusals_.get();
-  // A failed log is probed for recovery (at most once per audit.retry_interval_ms).
-  backend.audit_ready = [this] { return audit_->probe(); };
-  // Not ready: the probe tries one recovery (within the breaker's backoff), so /readyz
-  // heals without traffic; a balancer sends none to an unready node.
-  backend.ready = [this] { return token_->pool().probe(); };
+  backend.routes = routes();
   backend.oldest_token_call = [] { return hsm::oldest_call_in_flight(); };
+  backend.token_sessions = token_->pool().config().max_sessions;
   return backend;
 }
 
@@ -187,10 +183,7 @@ void KmsBackend::purge_loop() {
   while (!purge_wake_.wait_for(lock, std::chrono::seconds(60), [this] { return stopping_; })) {
     lock.unlock();
     try {
-      const auto now = std::chrono::duration_cast<std::chrono::seconds>(
-                           std::chrono::system_clock::now().time_since_epoch())
-                           .count();
-      const std::size_t purged = registry_->purge_expired(now);
+      const std::size_t purged = registry_->purge_expired(tokens::unix_now());
       if (purged > 0)
         logger_.info("expired conferences purged", {{"count", std::to_string(purged)}});
     } catch (const std::exception& error) {

@@ -211,7 +211,9 @@ LoadResult load_config(const fs::path& file) {
   const auto* limits = p.table(
       "limits", {"max_body_bytes", "max_header_bytes", "max_connections", "max_pending_requests",
                  "handshake_timeout_ms", "read_timeout_ms", "write_timeout_ms", "max_handshakes",
-                 "max_connections_per_source", "max_handshakes_per_source", "token_stall_ms"});
+                 "max_connections_per_source", "max_handshakes_per_source", "token_stall_ms",
+                 "max_in_flight_per_session", "requests_per_second_per_source",
+                 "request_burst_per_source", "rate_limit_sources"});
   p.size(limits, "limits", "max_body_bytes", config.limits.max_body_bytes, 256, 1 << 20);
   p.size(limits, "limits", "max_header_bytes", config.limits.max_header_bytes, 1024, 1 << 16);
   p.size(limits, "limits", "max_connections", config.limits.max_connections, 1, 1 << 20);
@@ -222,6 +224,14 @@ LoadResult load_config(const fs::path& file) {
          1, 1 << 20);
   p.size(limits, "limits", "max_handshakes_per_source", config.limits.max_handshakes_per_source, 1,
          1 << 20);
+  // Admission control (admission_control.h).
+  p.size(limits, "limits", "max_in_flight_per_session", config.limits.max_in_flight_per_session, 1,
+         1024);
+  p.size(limits, "limits", "requests_per_second_per_source",
+         config.limits.requests_per_second_per_source, 0, 1000000);
+  p.size(limits, "limits", "request_burst_per_source", config.limits.request_burst_per_source, 1,
+         1000000);
+  p.size(limits, "limits", "rate_limit_sources", config.limits.rate_limit_sources, 16, 1 << 20);
   p.duration(limits, "limits", "handshake_timeout_ms", config.limits.handshake_timeout, 100,
              600000);
   p.duration(limits, "limits", "read_timeout_ms", config.limits.read_timeout, 100, 3600000);

@@ -151,17 +151,6 @@ std::uint32_t key_version_field(const json::object& object, std::string_view nam
 
 }  // namespace
 
-// The codec is kms_core's (kms/core/base64url.h); these keep the wire API's shape.
-std::string base64url_encode(const Bytes& data) { return kms::base64url_encode(data); }
-
-std::optional<Bytes> base64url_decode(std::string_view text) {
-  try {
-    return kms::base64url_decode(text, "value", std::numeric_limits<std::size_t>::max());
-  } catch (const ProtocolError&) {
-    return std::nullopt;
-  }
-}
-
 std::string key_request_to_json(const KeyRequest& request) {
   json::object object;
   object["chair_id"] = request.chair_id;

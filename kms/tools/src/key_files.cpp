@@ -14,6 +14,7 @@
 
 #include "kms/client/base64url.h"
 #include "kms/client/ue_client.h"
+#include "kms/hex.h"
 
 namespace kms::tools {
 namespace {
@@ -166,34 +167,6 @@ void write_text(const std::string& path, const std::string& text, bool secret) {
   if (!ok || std::rename(temporary.c_str(), path.c_str()) != 0) {
     throw std::runtime_error("cannot write " + path);
   }
-}
-
-std::string to_hex(client::ByteView data) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (auto b : data) {
-    out += kHex[b >> 4];
-    out += kHex[b & 15];
-  }
-  return out;
-}
-
-std::optional<client::Bytes> from_hex(std::string_view text) {
-  if (text.size() % 2) return std::nullopt;
-  client::Bytes out;
-  const auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  for (std::size_t i = 0; i < text.size(); i += 2) {
-    const int hi = nibble(text[i]);
-    const int lo = nibble(text[i + 1]);
-    if (hi < 0 || lo < 0) return std::nullopt;
-    out.push_back(static_cast<std::uint8_t>(hi * 16 + lo));
-  }
-  return out;
 }
 
 RootKeyFile read_root_key_file(const std::string& path,

@@ -40,9 +40,6 @@ client::Secret read_root_key(const std::string& path,
 std::string read_text(const std::string& path);
 void write_text(const std::string& path, const std::string& text, bool secret);
 
-std::string to_hex(client::ByteView data);
-std::optional<client::Bytes> from_hex(std::string_view text);
-
 struct ChairState {
   std::string chair_id;
   client::Secret nonce;

@@ -33,12 +33,15 @@ class KmsBackend {
   KmsBackend(const KmsBackend&) = delete;
   KmsBackend& operator=(const KmsBackend&) = delete;
 
+  // The server's routes and token-stall probe, on the parts opened here.
   Backend backend();
   tokens::TokenContext& token() { return *token_; }
 
  private:
+  std::vector<Route> routes();  // the route table: routes.cpp
   void purge_loop();
 
+  Metrics& metrics_;
   Logger& logger_;
   std::unique_ptr<audit::AuditLog> audit_;
   // What the services and the server write to: the log, with unauthenticated refusals

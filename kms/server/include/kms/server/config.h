@@ -43,6 +43,12 @@ struct Limits {
   std::size_t max_connections_per_source = 128;
   std::size_t max_handshakes_per_source = 16;
   std::size_t max_pending_requests = 256;  // queued for the worker pool; beyond: 503
+  // Admission control (docs/SERVER.md "Admission control"): requests in flight at most
+  // this many per token session (and max_pending_requests); a token bucket per source.
+  std::size_t max_in_flight_per_session = 4;
+  std::size_t requests_per_second_per_source = 200;  // 0: no rate limit
+  std::size_t request_burst_per_source = 400;
+  std::size_t rate_limit_sources = 4096;  // sources tracked at once (bucket table slots)
   std::chrono::milliseconds handshake_timeout{3000};
   std::chrono::milliseconds read_timeout{10000};  // idle wait + whole request
   std::chrono::milliseconds write_timeout{10000};

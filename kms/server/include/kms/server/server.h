@@ -11,28 +11,26 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <optional>
-#include <string>
-#include <string_view>
+#include <vector>
 
-#include "kms/audit.h"
 #include "kms/server/config.h"
 #include "kms/server/logger.h"
 #include "kms/server/metrics.h"
-#include "kms/services.h"
+#include "kms/server/route.h"
 
 namespace kms::server {
 
-// What the server calls; it owns none of it.
+// What the server serves: its routes (each handler holds the services it calls; none is
+// owned by the server), and how the server can tell that the token hangs.
 struct Backend {
-  KeyRequestService* key_requests = nullptr;
-  BridgeService* bridges = nullptr;
-  AuditSink* audit = nullptr;         // for refusals the server decides itself (client certificate)
-  std::function<bool()> ready;        // token reachable and logged in (runs on a worker)
-  std::function<bool()> audit_ready;  // the audit log takes records (runs on a worker)
+  std::vector<Route> routes;
   // How long the longest token call now in progress has been running (no token call; runs
-  // on an I/O thread): beyond limits.token_stall the token counts as hung.
+  // on an I/O thread): beyond limits.token_stall the token counts as hung, and every
+  // request that needs a worker is answered 503 token_unavailable at once.
   std::function<std::chrono::nanoseconds()> oldest_token_call;
+  // Sessions the token pool holds at most (after the token's own limit): with
+  // limits.max_in_flight_per_session, the bound on requests in flight. 0: token.max_sessions.
+  std::size_t token_sessions = 0;
 };
 
 class Server {
@@ -60,13 +58,5 @@ class Server {
  private:
   std::unique_ptr<Impl> impl_;
 };
-
-// The HTTP status for a protocol error code (docs/SERVER.md, "Errors").
-unsigned http_status_for(ErrorCode code);
-
-// Why a request's Content-Type field value is not acceptable for the JSON endpoints (415),
-// or nullopt: application/json (case-insensitive), parameters allowed, a charset parameter
-// only as utf-8 (docs/SERVER.md "Endpoints").
-std::optional<std::string> json_content_type_problem(std::string_view value);
 
 }  // namespace kms::server

@@ -14,11 +14,6 @@
 
 namespace kms::wire {
 
-std::string base64url_encode(const Bytes& data);
-// Strict: alphabet A-Z a-z 0-9 - _, no padding, no whitespace, canonical final bits.
-// nullopt on anything else.
-std::optional<Bytes> base64url_decode(std::string_view text);
-
 // POST /v1/key-request
 std::string key_request_to_json(const KeyRequest& request);
 KeyRequest key_request_from_json(std::string_view body);

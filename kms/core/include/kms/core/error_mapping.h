@@ -1,4 +1,5 @@
-// Turns what escapes a service's work into the one error type the server sees.
+// Turns what escapes a service's work (or reaches the server) into the one error type the
+// server answers with; the server maps its code to an HTTP status (kms/server http_status.h).
 #pragma once
 
 #include <exception>
