@@ -84,4 +84,6 @@ Bytes random_bytes(std::size_t size) {
 
 Bytes to_bytes(const std::string& text) { return Bytes(text.begin(), text.end()); }
 
+Bytes label(const std::string& name) { return to_bytes("IMS-CONF-KMS/1 " + name); }
+
 }  // namespace testkdf

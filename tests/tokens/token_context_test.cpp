@@ -122,7 +122,7 @@ TEST_P(TokenTest, KdfInTheTokenMatchesTheSoftwareReference) {
   const tokens::TokenProfile& profile = context_->profile();
   const Bytes base_value = testkdf::random_bytes(32);
   const Bytes kek_value = testkdf::random_bytes(32);
-  const Bytes label = tokens::protocol_label("media-chair");
+  const Bytes label = testkdf::label("media-chair");
   for (const Bytes& context : {Bytes{}, testkdf::to_bytes("ctx"), testkdf::random_bytes(300)}) {
     const Bytes wrapped = context_->pool().run([&](hsm::Session& session) {
       hsm::ObjectGuard base(session, known_key(session, base_value, CKA_DERIVE,
@@ -153,22 +153,20 @@ TEST_P(TokenTest, ResponseChainMatchesTheSoftwareReference) {
     hsm::ObjectGuard master(session, known_key(session, master_value, CKA_DERIVE,
                                                profile.extractable_base_for_extractable_children));
     hsm::ObjectGuard response(
-        session, tokens::derive(session, profile, root.get(), tokens::protocol_label("response"),
-                                id, tokens::templates::response_key()));
+        session, tokens::derive(session, profile, root.get(), testkdf::label("response"), id,
+                                tokens::templates::response_key()));
     hsm::ObjectGuard wrap_key(
-        session,
-        tokens::derive(session, profile, response.get(), tokens::protocol_label("response-wrap"),
-                       nonce, tokens::templates::response_wrap_key()));
-    hsm::ObjectGuard media(session, tokens::derive(session, profile, master.get(),
-                                                   tokens::protocol_label("media-chair"), nonce,
-                                                   tokens::templates::media_key()));
+        session, tokens::derive(session, profile, response.get(), testkdf::label("response-wrap"),
+                                nonce, tokens::templates::response_wrap_key()));
+    hsm::ObjectGuard media(
+        session, tokens::derive(session, profile, master.get(), testkdf::label("media-chair"),
+                                nonce, tokens::templates::media_key()));
     hsm::Mechanism wrap(profile.wrap_mechanism);
     return session.wrap_key(wrap, wrap_key.get(), media.get());
   });
-  const Bytes kr = testkdf::kdf(profile.id, root_value, tokens::protocol_label("response"), id);
-  const Bytes w = testkdf::kdf(profile.id, kr, tokens::protocol_label("response-wrap"), nonce);
-  const Bytes k1 =
-      testkdf::kdf(profile.id, master_value, tokens::protocol_label("media-chair"), nonce);
+  const Bytes kr = testkdf::kdf(profile.id, root_value, testkdf::label("response"), id);
+  const Bytes w = testkdf::kdf(profile.id, kr, testkdf::label("response-wrap"), nonce);
+  const Bytes k1 = testkdf::kdf(profile.id, master_value, testkdf::label("media-chair"), nonce);
   EXPECT_EQ(testkdf::unwrap_pad(w, wrapped), k1);
 }
 
@@ -235,7 +233,7 @@ TEST_P(TokenTest, EveryKeyClassIsSensitiveWithOnePurpose) {
     EXPECT_EQ(session.get_string(root.get(), CKA_LABEL), "kms/subscriber/sip:a@b.example/v3");
 
     // Children, derived from a root key as the protocol does.
-    const Bytes label = tokens::protocol_label("envelope");
+    const Bytes label = testkdf::label("envelope");
     const Bytes context = testkdf::to_bytes("ctx");
     struct Child {
       const char* name;
