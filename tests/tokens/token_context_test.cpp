@@ -116,6 +116,31 @@ TEST_P(TokenTest, RequireKmsKeysNamesTheMissingOnes) {
   EXPECT_NO_THROW(context_->require_kms_keys());
 }
 
+// A profile without a row in the profile table is refused before any token call, on either
+// token: derive() never falls back to another profile's KDF.
+TEST_P(TokenTest, DeriveRefusesAProfileWithoutAKdf) {
+  tokens::TokenProfile unknown = context_->profile();
+  unknown.id = static_cast<tokens::ProfileId>(3);
+  unknown.name = "third";
+  const Bytes base_value = testkdf::random_bytes(32);
+  const std::string refusal = context_->pool().run([&](hsm::Session& session) {
+    hsm::ObjectGuard base(session, known_key(session, base_value, CKA_DERIVE,
+                                             unknown.extractable_base_for_extractable_children));
+    try {
+      hsm::ObjectGuard child(
+          session, tokens::derive(session, unknown, base.get(), testkdf::label("envelope"), {},
+                                  tokens::templates::media_key()));
+      return std::string("derived a key");
+    } catch (const hsm::Error& error) {
+      return std::string(error.kind() == hsm::ErrorKind::invalid_argument ? "refused: "
+                                                                          : "another error: ") +
+             error.what();
+    }
+  });
+  EXPECT_EQ(refusal.rfind("refused: ", 0), 0u) << refusal;
+  EXPECT_NE(refusal.find("no in-token KDF"), std::string::npos) << refusal;
+}
+
 // KDF in the token == software KDF: derive an extractable child of a known base, wrap it
 // under a known key, unwrap in software, compare.
 TEST_P(TokenTest, KdfInTheTokenMatchesTheSoftwareReference) {

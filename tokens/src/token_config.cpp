@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "tokens/profile.h"
 #include "tokens/token_config_toml.h"
 
 namespace tokens {
@@ -125,9 +126,9 @@ void TokenConfig::validate() const {
   if (!uri.starts_with("pkcs11:")) {
     throw ConfigError("token URI \"" + uri + "\" is not a pkcs11: URI");
   }
-  if (profile != "auto" && profile != "aes-ecb-sha256" && profile != "sp800-108-cmac") {
-    throw ConfigError("token profile \"" + profile +
-                      "\" is not auto, aes-ecb-sha256 or sp800-108-cmac");
+  if (profile != kAutoProfile && find_profile_definition(profile) == nullptr) {
+    throw ConfigError("token profile \"" + profile + "\" is not " +
+                      requestable_profile_names(" or "));
   }
   if (quirks != "auto" && quirks != "softhsm2" && quirks != "nss" && quirks != "standard") {
     throw ConfigError("token quirks \"" + quirks + "\" is not auto, softhsm2, nss or standard");
