@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "software_kdf.h"
 #include "support/test_token.h"
 #include "token_setup.h"
 #include "tokens/kdf.h"
@@ -89,7 +90,7 @@ void BM_ResolveMiss(benchmark::State& state) {
 void BM_DeriveFromResolved(benchmark::State& state) {
   Fixture f(kind_of(state), 1);
   tokens::KeyStore store(*f.context, *f.database, 16);
-  const hsm::Bytes label = tokens::protocol_label("response");
+  const hsm::Bytes label = testkdf::label("response");
   const hsm::Bytes context(40, 0x5a);
   for (auto _ : state) {
     f.context->pool().run([&](hsm::Session& session) {

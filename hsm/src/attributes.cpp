@@ -73,9 +73,4 @@ AttributeTemplate& AttributeTemplate::move_to_end(CK_ATTRIBUTE_TYPE type) {
   return *this;
 }
 
-bool AttributeTemplate::contains(CK_ATTRIBUTE_TYPE type) const noexcept {
-  return std::any_of(attributes_.begin(), attributes_.end(),
-                     [type](const CK_ATTRIBUTE& a) { return a.type == type; });
-}
-
 }  // namespace hsm

@@ -525,8 +525,7 @@ int run(int argc, char** argv) {
   app.add_option("--pin-env", globals.pin_env, "Name of the environment variable with the PIN");
   app.add_option("--database", globals.database, "KMS database (SQLite file)");
   app.add_option("--profile", globals.profile,
-                 "Token profile: auto, aes-ecb-sha256, "
-                 "sp800-108-cmac");
+                 "Token profile: " + tokens::requestable_profile_names());
   app.add_option("--key-store", globals.key_store,
                  "Where new root keys go: wrapped (database, default) or token");
   app.add_flag("--json", globals.json, "Machine-readable output");

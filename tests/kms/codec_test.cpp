@@ -5,6 +5,7 @@
 #include "kms/core/envelope_codec.h"
 #include "protocol_error_of.h"
 #include "reference_kms.h"
+#include "tokens/identity.h"
 
 namespace {
 
@@ -143,16 +144,18 @@ TEST(ResponseCodec, RoundTripAndStrictness) {
             ErrorCode::malformed_request);
 }
 
+// The identity rule the key-request service applies (tokens/identity.h; invalid_identity).
 TEST(Protocol, IdentityRules) {
-  EXPECT_TRUE(protocol::valid_identity("sip:alice@ims.example.net"));
-  EXPECT_TRUE(protocol::valid_identity("sips:alice@ims.example.net"));
-  EXPECT_TRUE(protocol::valid_identity("tel:+15551234567"));
-  EXPECT_FALSE(protocol::valid_identity(""));
-  EXPECT_FALSE(protocol::valid_identity("sip:"));
-  EXPECT_FALSE(protocol::valid_identity("mailto:alice@example.net"));
-  EXPECT_FALSE(protocol::valid_identity("sip:alice @example.net"));
-  EXPECT_FALSE(protocol::valid_identity("sip:" + std::string(253, 'a')));
-  EXPECT_TRUE(protocol::valid_identity("sip:" + std::string(252, 'a')));
+  EXPECT_TRUE(tokens::is_ims_identity("sip:alice@ims.example.net"));
+  EXPECT_TRUE(tokens::is_ims_identity("sips:alice@ims.example.net"));
+  EXPECT_TRUE(tokens::is_ims_identity("tel:+15551234567"));
+  EXPECT_FALSE(tokens::is_ims_identity(""));
+  EXPECT_FALSE(tokens::is_ims_identity("sip:"));
+  EXPECT_FALSE(tokens::is_ims_identity("mailto:alice@example.net"));
+  EXPECT_FALSE(tokens::is_ims_identity("sip:alice @example.net"));
+  // 257 and 256 bytes (protocol::kMaxIdentitySize).
+  EXPECT_FALSE(tokens::is_ims_identity("sip:" + std::string(241, 'a') + "@example.net"));
+  EXPECT_TRUE(tokens::is_ims_identity("sip:" + std::string(240, 'a') + "@example.net"));
 }
 
 // The HTTP statuses are the server's (tests/server/wire_test.cpp HttpStatus.StableMapping).

@@ -163,7 +163,7 @@ class CliTest : public ::testing::TestWithParam<testsupport::TokenKind> {
                                .set_string(CKA_LABEL, std::string(tokens::kMasterKeyLabel)));
       if (!master) throw std::runtime_error("no kms/master in the token");
       hsm::ObjectGuard derived(
-          session, tokens::derive(session, profile, *master, tokens::protocol_label(label), context,
+          session, tokens::derive(session, profile, *master, testkdf::label(label), context,
                                   tokens::templates::media_key()));
       hsm::AttributeTemplate wrapping;
       wrapping.set_ulong(CKA_CLASS, CKO_SECRET_KEY)

@@ -17,19 +17,19 @@ inline bool key_holds(tokens::TokenContext& token, CK_OBJECT_HANDLE key, const B
   const Bytes context = to_bytes("proof");
   const Bytes wrapped = token.pool().run([&](hsm::Session& session) {
     hsm::ObjectGuard response(
-        session, tokens::derive(session, profile, key, tokens::protocol_label("response"), context,
+        session, tokens::derive(session, profile, key, testkdf::label("response"), context,
                                 tokens::templates::response_key()));
-    hsm::ObjectGuard w(session, tokens::derive(session, profile, response.get(),
-                                               tokens::protocol_label("response-wrap"), context,
-                                               tokens::templates::response_wrap_key()));
+    hsm::ObjectGuard w(
+        session, tokens::derive(session, profile, response.get(), testkdf::label("response-wrap"),
+                                context, tokens::templates::response_wrap_key()));
     hsm::AttributeTemplate t = tokens::templates::media_key();
     t.set_bytes(CKA_VALUE, known);
     hsm::ObjectGuard payload(session, session.create_object(std::move(t)));
     hsm::Mechanism wrap(profile.wrap_mechanism);
     return session.wrap_key(wrap, w.get(), payload.get());
   });
-  const Bytes kr = kdf(profile.id, value, tokens::protocol_label("response"), context);
-  const Bytes w = kdf(profile.id, kr, tokens::protocol_label("response-wrap"), context);
+  const Bytes kr = kdf(profile.id, value, testkdf::label("response"), context);
+  const Bytes w = kdf(profile.id, kr, testkdf::label("response-wrap"), context);
   try {
     return unwrap_pad(w, wrapped) == known;
   } catch (const std::exception&) {

@@ -204,7 +204,7 @@ TEST_P(KeyStoreTest, LostSessionObjectsAreUnwrappedAgain) {
     return context_->pool().run([&](hsm::Session& session) {
       const auto key = store.resolve(IdentityKind::subscriber, "sip:frank@ims.example.net");
       hsm::ObjectGuard child(session, tokens::derive(session, context_->profile(), key.handle(),
-                                                     tokens::protocol_label("response"), {},
+                                                     testkdf::label("response"), {},
                                                      tokens::templates::response_key()));
       return key.handle();
     });
@@ -236,10 +236,9 @@ TEST_P(KeyStoreTest, ConcurrentResolvesWithASmallCache) {
           context_->pool().run([&](hsm::Session& session) {
             const auto key = store.resolve(IdentityKind::subscriber,
                                            "sip:c" + std::to_string(i) + "@ims.example.net");
-            hsm::ObjectGuard child(session,
-                                   tokens::derive(session, context_->profile(), key.handle(),
-                                                  tokens::protocol_label("response"), {},
-                                                  tokens::templates::response_key()));
+            hsm::ObjectGuard child(session, tokens::derive(session, context_->profile(),
+                                                           key.handle(), testkdf::label("response"),
+                                                           {}, tokens::templates::response_key()));
             return 0;
           });
         } catch (const std::exception& error) {

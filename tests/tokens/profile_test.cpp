@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "tokens/token_config.h"
+
 namespace {
 
 using Mechs = std::vector<CK_MECHANISM_TYPE>;
@@ -117,6 +119,52 @@ TEST(Profile, ById) {
   EXPECT_EQ(tokens::profile_by_id(2, CKM_AES_KEY_WRAP_KWP)->name, "sp800-108-cmac");
   EXPECT_FALSE(tokens::profile_by_id(3, CKM_AES_KEY_WRAP_KWP).has_value());
   EXPECT_EQ(tokens::profile_by_name("aes-ecb-sha256", CKM_AES_KEY_WRAP_PAD)->wire_id(), 1);
+}
+
+// The table is the one list: lookups, the names offered everywhere, the config check.
+TEST(Profile, EveryNameListAndCheckReadsTheTable) {
+  const auto table = tokens::profile_definitions();
+  ASSERT_GE(table.size(), 2u);
+  const std::string names = tokens::requestable_profile_names();
+  EXPECT_TRUE(names.starts_with("auto, aes-ecb-sha256, sp800-108-cmac")) << names;
+  EXPECT_TRUE(tokens::requestable_profile_names(" or ").ends_with(
+      ", " + std::string(table[table.size() - 2].name) + " or " + std::string(table.back().name)));
+  for (const tokens::ProfileDefinition& row : table) {
+    EXPECT_EQ(tokens::find_profile_definition(row.id), &row);
+    EXPECT_EQ(tokens::find_profile_definition(row.name), &row);
+    EXPECT_NE(row.derive_mechanism, nullptr) << row.name;
+    EXPECT_NE(names.find(row.name), std::string::npos) << row.name;
+    tokens::TokenConfig config;
+    config.profile = std::string(row.name);
+    EXPECT_NO_THROW(config.validate()) << row.name;
+    // Named and offered exactly what it needs (with the common mechanisms): selected.
+    Mechs offered(kBase.begin(), kBase.end());
+    offered.push_back(CKM_AES_KEY_WRAP_KWP);
+    offered.insert(offered.end(), row.kdf_requires.begin(), row.kdf_requires.end());
+    EXPECT_EQ(tokens::select_profile(offered, row.name).id, row.id);
+    EXPECT_EQ(tokens::select_profile(offered).id, row.id);
+  }
+  EXPECT_EQ(tokens::find_profile_definition(static_cast<tokens::ProfileId>(3)), nullptr);
+  EXPECT_EQ(tokens::find_profile_definition("hkdf"), nullptr);
+  EXPECT_EQ(tokens::find_profile_definition("auto"), nullptr);
+  tokens::TokenConfig config;
+  config.profile = "hkdf";
+  try {
+    config.validate();
+    ADD_FAILURE() << "hkdf accepted";
+  } catch (const tokens::ConfigError& error) {
+    EXPECT_NE(std::string(error.what()).find(tokens::requestable_profile_names(" or ")),
+              std::string::npos)
+        << error.what();
+  }
+  try {
+    tokens::select_profile(Mechs(kBase.begin(), kBase.end()), "hkdf");
+    ADD_FAILURE() << "hkdf selected";
+  } catch (const std::invalid_argument& error) {
+    EXPECT_NE(std::string(error.what()).find(tokens::requestable_profile_names(" or ")),
+              std::string::npos)
+        << error.what();
+  }
 }
 
 }  // namespace

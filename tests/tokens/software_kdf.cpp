@@ -69,8 +69,14 @@ Bytes run_wrap(const Bytes& kek, const Bytes& in, bool encrypt) {
 }  // namespace
 
 Bytes kdf(tokens::ProfileId profile, const Bytes& key, const Bytes& label, const Bytes& context) {
-  return profile == tokens::ProfileId::aes_ecb_sha256 ? aes_ecb_sha256(key, label, context)
-                                                      : kbkdf_cmac(key, label, context);
+  switch (profile) {  // no default: a new ProfileId without a reference KDF does not compile
+    case tokens::ProfileId::aes_ecb_sha256:
+      return aes_ecb_sha256(key, label, context);
+    case tokens::ProfileId::sp800_108_cmac:
+      return kbkdf_cmac(key, label, context);
+  }
+  throw std::invalid_argument("no reference KDF for profile " +
+                              std::to_string(static_cast<int>(profile)));
 }
 
 Bytes wrap_pad(const Bytes& kek, const Bytes& key) { return run_wrap(kek, key, true); }
@@ -83,5 +89,7 @@ Bytes random_bytes(std::size_t size) {
 }
 
 Bytes to_bytes(const std::string& text) { return Bytes(text.begin(), text.end()); }
+
+Bytes label(const std::string& name) { return to_bytes("IMS-CONF-KMS/1 " + name); }
 
 }  // namespace testkdf

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "tokens/profile.h"
@@ -18,5 +19,7 @@ Bytes wrap_pad(const Bytes& kek, const Bytes& key);        // RFC 5649
 Bytes unwrap_pad(const Bytes& kek, const Bytes& wrapped);  // throws on integrity failure
 Bytes random_bytes(std::size_t size);
 Bytes to_bytes(const std::string& text);
+// L(name): the ASCII bytes of "IMS-CONF-KMS/1 " + name (docs/PROTOCOL.md "Notation").
+Bytes label(const std::string& name);
 
 }  // namespace testkdf

@@ -116,13 +116,38 @@ TEST_P(TokenTest, RequireKmsKeysNamesTheMissingOnes) {
   EXPECT_NO_THROW(context_->require_kms_keys());
 }
 
+// A profile without a row in the profile table is refused before any token call, on either
+// token: derive() never falls back to another profile's KDF.
+TEST_P(TokenTest, DeriveRefusesAProfileWithoutAKdf) {
+  tokens::TokenProfile unknown = context_->profile();
+  unknown.id = static_cast<tokens::ProfileId>(3);
+  unknown.name = "third";
+  const Bytes base_value = testkdf::random_bytes(32);
+  const std::string refusal = context_->pool().run([&](hsm::Session& session) {
+    hsm::ObjectGuard base(session, known_key(session, base_value, CKA_DERIVE,
+                                             unknown.extractable_base_for_extractable_children));
+    try {
+      hsm::ObjectGuard child(
+          session, tokens::derive(session, unknown, base.get(), testkdf::label("envelope"), {},
+                                  tokens::templates::media_key()));
+      return std::string("derived a key");
+    } catch (const hsm::Error& error) {
+      return std::string(error.kind() == hsm::ErrorKind::invalid_argument ? "refused: "
+                                                                          : "another error: ") +
+             error.what();
+    }
+  });
+  EXPECT_EQ(refusal.rfind("refused: ", 0), 0u) << refusal;
+  EXPECT_NE(refusal.find("no in-token KDF"), std::string::npos) << refusal;
+}
+
 // KDF in the token == software KDF: derive an extractable child of a known base, wrap it
 // under a known key, unwrap in software, compare.
 TEST_P(TokenTest, KdfInTheTokenMatchesTheSoftwareReference) {
   const tokens::TokenProfile& profile = context_->profile();
   const Bytes base_value = testkdf::random_bytes(32);
   const Bytes kek_value = testkdf::random_bytes(32);
-  const Bytes label = tokens::protocol_label("media-chair");
+  const Bytes label = testkdf::label("media-chair");
   for (const Bytes& context : {Bytes{}, testkdf::to_bytes("ctx"), testkdf::random_bytes(300)}) {
     const Bytes wrapped = context_->pool().run([&](hsm::Session& session) {
       hsm::ObjectGuard base(session, known_key(session, base_value, CKA_DERIVE,
@@ -153,22 +178,20 @@ TEST_P(TokenTest, ResponseChainMatchesTheSoftwareReference) {
     hsm::ObjectGuard master(session, known_key(session, master_value, CKA_DERIVE,
                                                profile.extractable_base_for_extractable_children));
     hsm::ObjectGuard response(
-        session, tokens::derive(session, profile, root.get(), tokens::protocol_label("response"),
-                                id, tokens::templates::response_key()));
+        session, tokens::derive(session, profile, root.get(), testkdf::label("response"), id,
+                                tokens::templates::response_key()));
     hsm::ObjectGuard wrap_key(
-        session,
-        tokens::derive(session, profile, response.get(), tokens::protocol_label("response-wrap"),
-                       nonce, tokens::templates::response_wrap_key()));
-    hsm::ObjectGuard media(session, tokens::derive(session, profile, master.get(),
-                                                   tokens::protocol_label("media-chair"), nonce,
-                                                   tokens::templates::media_key()));
+        session, tokens::derive(session, profile, response.get(), testkdf::label("response-wrap"),
+                                nonce, tokens::templates::response_wrap_key()));
+    hsm::ObjectGuard media(
+        session, tokens::derive(session, profile, master.get(), testkdf::label("media-chair"),
+                                nonce, tokens::templates::media_key()));
     hsm::Mechanism wrap(profile.wrap_mechanism);
     return session.wrap_key(wrap, wrap_key.get(), media.get());
   });
-  const Bytes kr = testkdf::kdf(profile.id, root_value, tokens::protocol_label("response"), id);
-  const Bytes w = testkdf::kdf(profile.id, kr, tokens::protocol_label("response-wrap"), nonce);
-  const Bytes k1 =
-      testkdf::kdf(profile.id, master_value, tokens::protocol_label("media-chair"), nonce);
+  const Bytes kr = testkdf::kdf(profile.id, root_value, testkdf::label("response"), id);
+  const Bytes w = testkdf::kdf(profile.id, kr, testkdf::label("response-wrap"), nonce);
+  const Bytes k1 = testkdf::kdf(profile.id, master_value, testkdf::label("media-chair"), nonce);
   EXPECT_EQ(testkdf::unwrap_pad(w, wrapped), k1);
 }
 
@@ -235,7 +258,7 @@ TEST_P(TokenTest, EveryKeyClassIsSensitiveWithOnePurpose) {
     EXPECT_EQ(session.get_string(root.get(), CKA_LABEL), "kms/subscriber/sip:a@b.example/v3");
 
     // Children, derived from a root key as the protocol does.
-    const Bytes label = tokens::protocol_label("envelope");
+    const Bytes label = testkdf::label("envelope");
     const Bytes context = testkdf::to_bytes("ctx");
     struct Child {
       const char* name;

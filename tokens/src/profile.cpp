@@ -8,31 +8,37 @@
 namespace tokens {
 namespace {
 
-constexpr std::string_view kAesEcbName = "aes-ecb-sha256";
-constexpr std::string_view kSp800Name = "sp800-108-cmac";
-
 bool offers(std::span<const CK_MECHANISM_TYPE> mechanisms, CK_MECHANISM_TYPE type) {
   return std::find(mechanisms.begin(), mechanisms.end(), type) != mechanisms.end();
 }
 
-TokenProfile make(ProfileId id, CK_MECHANISM_TYPE wrap_mechanism) {
+bool offers_all(std::span<const CK_MECHANISM_TYPE> mechanisms,
+                std::span<const CK_MECHANISM_TYPE> needed) {
+  return std::all_of(needed.begin(), needed.end(),
+                     [&](CK_MECHANISM_TYPE type) { return offers(mechanisms, type); });
+}
+
+TokenProfile make(const ProfileDefinition& definition, CK_MECHANISM_TYPE wrap_mechanism) {
   TokenProfile profile;
-  profile.id = id;
+  profile.id = definition.id;
+  profile.name = definition.name;
+  profile.kdf_mechanism = definition.kdf_mechanism;
   profile.wrap_mechanism = wrap_mechanism;
-  if (id == ProfileId::aes_ecb_sha256) {
-    profile.name = kAesEcbName;
-    profile.kdf = KdfKind::aes_ecb_sha256;
-    profile.kdf_mechanism = CKM_AES_ECB_ENCRYPT_DATA;
-  } else {
-    profile.name = kSp800Name;
-    profile.kdf = KdfKind::sp800_108_cmac;
-    profile.kdf_mechanism = CKM_SP800_108_COUNTER_KDF;
-    // NSS softoken 3.87, the one SP 800-108 token measured, refuses an extractable child of
-    // a non-extractable base. Applying it to every SP 800-108 token keeps one rule per
-    // profile; a token that enforces CKA_WRAP_WITH_TRUSTED still keeps M inside.
-    profile.extractable_base_for_extractable_children = true;
-  }
+  profile.extractable_base_for_extractable_children =
+      definition.extractable_base_for_extractable_children;
   return profile;
+}
+
+// "CKM_SP800_108_COUNTER_KDF (with CKM_AES_CMAC)": a profile's KDF needs, for messages.
+std::string kdf_needs(const ProfileDefinition& definition) {
+  std::string out = hsm::mechanism_name(definition.kdf_requires.front());
+  const auto rest = definition.kdf_requires.subspan(1);
+  if (rest.empty()) return out;
+  out += " (with ";
+  for (std::size_t i = 0; i < rest.size(); ++i) {
+    out += (i == 0 ? "" : ", ") + hsm::mechanism_name(rest[i]);
+  }
+  return out + ")";
 }
 
 std::string join(const std::vector<std::string>& names) {
@@ -48,22 +54,26 @@ std::string join(const std::vector<std::string>& names) {
 
 std::optional<TokenProfile> profile_by_name(std::string_view name,
                                             CK_MECHANISM_TYPE wrap_mechanism) {
-  if (name == kAesEcbName) return make(ProfileId::aes_ecb_sha256, wrap_mechanism);
-  if (name == kSp800Name) return make(ProfileId::sp800_108_cmac, wrap_mechanism);
-  return std::nullopt;
+  const ProfileDefinition* definition = find_profile_definition(name);
+  if (definition == nullptr) return std::nullopt;
+  return make(*definition, wrap_mechanism);
 }
 
 std::optional<TokenProfile> profile_by_id(std::uint8_t id, CK_MECHANISM_TYPE wrap_mechanism) {
-  if (id == 1) return make(ProfileId::aes_ecb_sha256, wrap_mechanism);
-  if (id == 2) return make(ProfileId::sp800_108_cmac, wrap_mechanism);
-  return std::nullopt;
+  const ProfileDefinition* definition = find_profile_definition(static_cast<ProfileId>(id));
+  if (definition == nullptr) return std::nullopt;
+  return make(*definition, wrap_mechanism);
 }
 
 TokenProfile select_profile(std::span<const CK_MECHANISM_TYPE> mechanisms,
                             std::string_view requested) {
-  if (requested != kAutoProfile && requested != kAesEcbName && requested != kSp800Name) {
-    throw std::invalid_argument("unknown token profile \"" + std::string(requested) +
-                                "\" (expected auto, aes-ecb-sha256 or sp800-108-cmac)");
+  const ProfileDefinition* named = nullptr;
+  if (requested != kAutoProfile) {
+    named = find_profile_definition(requested);
+    if (named == nullptr) {
+      throw std::invalid_argument("unknown token profile \"" + std::string(requested) +
+                                  "\" (expected " + requestable_profile_names(" or ") + ")");
+    }
   }
   std::vector<std::string> missing;
   for (CK_MECHANISM_TYPE needed : {CKM_AES_KEY_GEN, CKM_AES_GCM}) {
@@ -79,30 +89,40 @@ TokenProfile select_profile(std::span<const CK_MECHANISM_TYPE> mechanisms,
                         hsm::mechanism_name(CKM_AES_KEY_WRAP_PAD) + " (RFC 5649 key wrap)");
     }
   }
-  const bool sp800 =
-      offers(mechanisms, CKM_SP800_108_COUNTER_KDF) && offers(mechanisms, CKM_AES_CMAC);
-  const bool aes_ecb = offers(mechanisms, CKM_AES_ECB_ENCRYPT_DATA);
-  std::optional<ProfileId> chosen;
-  if (requested == kSp800Name || (requested == kAutoProfile && sp800)) {
-    if (sp800) {
-      chosen = ProfileId::sp800_108_cmac;
+  const ProfileDefinition* chosen = nullptr;
+  if (named != nullptr) {
+    if (offers_all(mechanisms, named->kdf_requires)) {
+      chosen = named;
     } else {
-      for (CK_MECHANISM_TYPE needed : {CKM_SP800_108_COUNTER_KDF, CKM_AES_CMAC}) {
+      for (CK_MECHANISM_TYPE needed : named->kdf_requires) {
         if (!offers(mechanisms, needed)) missing.push_back(hsm::mechanism_name(needed));
       }
     }
-  } else if (requested == kAesEcbName || aes_ecb) {
-    if (aes_ecb) {
-      chosen = ProfileId::aes_ecb_sha256;
-    } else {
-      missing.push_back(hsm::mechanism_name(CKM_AES_ECB_ENCRYPT_DATA));
-    }
   } else {
-    missing.push_back(hsm::mechanism_name(CKM_SP800_108_COUNTER_KDF) + " (with " +
-                      hsm::mechanism_name(CKM_AES_CMAC) + ") or " +
-                      hsm::mechanism_name(CKM_AES_ECB_ENCRYPT_DATA) + " (in-token KDF)");
+    for (const ProfileDefinition& candidate : profile_definitions()) {
+      if (offers_all(mechanisms, candidate.kdf_requires) &&
+          (chosen == nullptr || candidate.auto_preference > chosen->auto_preference)) {
+        chosen = &candidate;
+      }
+    }
+    if (chosen == nullptr) {
+      // Every profile's needs, most preferred first.
+      std::vector<const ProfileDefinition*> by_preference;
+      for (const ProfileDefinition& candidate : profile_definitions()) {
+        by_preference.push_back(&candidate);
+      }
+      std::sort(by_preference.begin(), by_preference.end(),
+                [](const ProfileDefinition* a, const ProfileDefinition* b) {
+                  return a->auto_preference > b->auto_preference;
+                });
+      std::string any;
+      for (const ProfileDefinition* candidate : by_preference) {
+        any += (any.empty() ? "" : " or ") + kdf_needs(*candidate);
+      }
+      missing.push_back(any + " (in-token KDF)");
+    }
   }
-  if (!missing.empty() || !chosen) {
+  if (!missing.empty() || chosen == nullptr) {
     throw MissingMechanismError("token lacks mechanisms the KMS needs for profile " +
                                     std::string(requested) + ": " + join(missing),
                                 missing);

@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "tokens/profile.h"
 #include "tokens/token_config_toml.h"
 
 namespace tokens {
@@ -44,6 +45,124 @@ std::size_t require_size(const toml::node& node, const std::string& where) {
     return static_cast<std::size_t>(value->get());
   }
   throw ConfigError(where + " must be an integer");
+}
+
+// The KMS_* variables over what `config` holds; their paths are used as given.
+void apply_environment(TokenConfig& config) {
+  if (auto v = env("KMS_PKCS11_MODULE")) config.module = *v;
+  if (auto v = env("KMS_PKCS11_INIT_RESERVED")) config.init_reserved = *v;
+  if (auto v = env("KMS_TOKEN_URI")) config.uri = *v;
+  if (auto v = env("KMS_PIN_FILE")) config.pin_file = *v;
+  if (auto v = env("KMS_PIN_ENV")) config.pin_env = *v;
+  if (auto v = env("KMS_TOKEN_PROFILE")) config.profile = *v;
+  if (auto v = env("KMS_TOKEN_QUIRKS")) config.quirks = *v;
+  if (auto v = env("KMS_DATABASE")) config.database = *v;
+  if (auto v = env("KMS_KEY_STORE")) {
+    auto mode = parse_key_store_mode(*v);
+    if (!mode) throw ConfigError("KMS_KEY_STORE: \"" + *v + "\" is not wrapped or token");
+    config.key_store = *mode;
+  }
+  if (auto v = env("KMS_KEY_CACHE_SIZE"))
+    config.key_cache_size = parse_size(*v, "KMS_KEY_CACHE_SIZE");
+  if (auto v = env("KMS_MAX_SESSIONS")) config.max_sessions = parse_size(*v, "KMS_MAX_SESSIONS");
+  if (auto v = env("KMS_READ_ONLY_SESSIONS")) {
+    if (*v != "true" && *v != "false") {
+      throw ConfigError("KMS_READ_ONLY_SESSIONS: \"" + *v + "\" is not true or false");
+    }
+    config.read_only_sessions = *v == "true";
+  }
+}
+
+// The one rule for relative paths: a relative path written in the configuration file is
+// relative to the file's folder (base); with no folder (text) it stays as written.
+std::string anchored(const std::optional<std::filesystem::path>& base, const std::string& value) {
+  if (!base || value.empty() || std::filesystem::path(value).is_absolute()) return value;
+  return (*base / value).string();
+}
+
+// A module value names a file when it holds a '/'; otherwise it is a p11-kit module name.
+bool names_a_file(const std::string& module) { return module.find('/') != std::string::npos; }
+
+void apply_token_table(TokenConfig& config, const toml::table& token, std::string_view source_name,
+                       const std::optional<std::filesystem::path>& base) {
+  for (const auto& [key, node] : token) {
+    const std::string where = source_key(source_name, "token", key.str());
+    if (key == "module") {
+      config.module = require_string(node, where);
+      if (names_a_file(config.module)) config.module = anchored(base, config.module);
+    } else if (key == "init_reserved") {
+      config.init_reserved = require_string(node, where);
+    } else if (key == "uri") {
+      config.uri = require_string(node, where);
+    } else if (key == "pin_file") {
+      config.pin_file = anchored(base, require_string(node, where));
+      config.pin_env.reset();  // the file names one source, not two
+    } else if (key == "pin_env") {
+      config.pin_env = require_string(node, where);
+      if (!token.contains("pin_file")) config.pin_file.reset();
+    } else if (key == "profile") {
+      config.profile = require_string(node, where);
+    } else if (key == "quirks") {
+      config.quirks = require_string(node, where);
+    } else if (key == "key_store") {
+      const std::string value = require_string(node, where);
+      auto mode = parse_key_store_mode(value);
+      if (!mode) throw ConfigError(where + ": \"" + value + "\" is not wrapped or token");
+      config.key_store = *mode;
+    } else if (key == "key_cache_size") {
+      config.key_cache_size = require_size(node, where);
+    } else if (key == "max_sessions") {
+      config.max_sessions = require_size(node, where);
+    } else if (key == "read_only_sessions") {
+      const auto* value = node.as_boolean();
+      if (value == nullptr) throw ConfigError(where + " must be true or false");
+      config.read_only_sessions = value->get();
+    } else {
+      throw ConfigError(where + ": unknown key");
+    }
+  }
+}
+
+// Everything the token layer reads from [database] (kept in one place: the table's keys
+// belong to the storage layer).
+void apply_database_table(TokenConfig& config, const toml::table& database,
+                          std::string_view source_name,
+                          const std::optional<std::filesystem::path>& base) {
+  // [database] may hold keys of other layers (the conference registry); only path is ours.
+  if (const toml::node* path = database.get("path")) {
+    config.database =
+        anchored(base, require_string(*path, source_key(source_name, "database", "path")));
+  }
+}
+
+void apply_tables(TokenConfig& config, const toml::table& root, std::string_view source_name,
+                  const std::optional<std::filesystem::path>& base) {
+  if (const toml::node* token_node = root.get("token")) {
+    const toml::table* token = token_node->as_table();
+    if (token == nullptr) throw ConfigError(std::string(source_name) + ": [token] must be a table");
+    apply_token_table(config, *token, source_name, base);
+  }
+  if (const toml::node* database_node = root.get("database")) {
+    const toml::table* database = database_node->as_table();
+    if (database == nullptr) {
+      throw ConfigError(std::string(source_name) + ": [database] must be a table");
+    }
+    apply_database_table(config, *database, source_name, base);
+  }
+}
+
+std::filesystem::path folder_of(const std::filesystem::path& file) {
+  return std::filesystem::absolute(file).parent_path();
+}
+
+toml::table parse_file(const std::filesystem::path& file) {
+  try {
+    return toml::parse_file(file.string());
+  } catch (const toml::parse_error& error) {
+    std::ostringstream message;
+    message << file.string() << ":" << error.source().begin.line << ": " << error.description();
+    throw ConfigError(message.str());
+  }
 }
 
 }  // namespace
@@ -125,9 +244,9 @@ void TokenConfig::validate() const {
   if (!uri.starts_with("pkcs11:")) {
     throw ConfigError("token URI \"" + uri + "\" is not a pkcs11: URI");
   }
-  if (profile != "auto" && profile != "aes-ecb-sha256" && profile != "sp800-108-cmac") {
-    throw ConfigError("token profile \"" + profile +
-                      "\" is not auto, aes-ecb-sha256 or sp800-108-cmac");
+  if (profile != kAutoProfile && find_profile_definition(profile) == nullptr) {
+    throw ConfigError("token profile \"" + profile + "\" is not " +
+                      requestable_profile_names(" or "));
   }
   if (quirks != "auto" && quirks != "softhsm2" && quirks != "nss" && quirks != "standard") {
     throw ConfigError("token quirks \"" + quirks + "\" is not auto, softhsm2, nss or standard");
@@ -139,82 +258,8 @@ void TokenConfig::validate() const {
 
 TokenConfig token_config_from_environment() {
   TokenConfig config;
-  if (auto v = env("KMS_PKCS11_MODULE")) config.module = *v;
-  if (auto v = env("KMS_PKCS11_INIT_RESERVED")) config.init_reserved = *v;
-  if (auto v = env("KMS_TOKEN_URI")) config.uri = *v;
-  if (auto v = env("KMS_PIN_FILE")) config.pin_file = *v;
-  if (auto v = env("KMS_PIN_ENV")) config.pin_env = *v;
-  if (auto v = env("KMS_TOKEN_PROFILE")) config.profile = *v;
-  if (auto v = env("KMS_TOKEN_QUIRKS")) config.quirks = *v;
-  if (auto v = env("KMS_DATABASE")) config.database = *v;
-  if (auto v = env("KMS_KEY_STORE")) {
-    auto mode = parse_key_store_mode(*v);
-    if (!mode) throw ConfigError("KMS_KEY_STORE: \"" + *v + "\" is not wrapped or token");
-    config.key_store = *mode;
-  }
-  if (auto v = env("KMS_KEY_CACHE_SIZE"))
-    config.key_cache_size = parse_size(*v, "KMS_KEY_CACHE_SIZE");
-  if (auto v = env("KMS_MAX_SESSIONS")) config.max_sessions = parse_size(*v, "KMS_MAX_SESSIONS");
-  if (auto v = env("KMS_READ_ONLY_SESSIONS")) {
-    if (*v != "true" && *v != "false") {
-      throw ConfigError("KMS_READ_ONLY_SESSIONS: \"" + *v + "\" is not true or false");
-    }
-    config.read_only_sessions = *v == "true";
-  }
+  apply_environment(config);
   return config;
-}
-
-void apply_config_table(TokenConfig& config, const toml::table& root,
-                        std::string_view source_name) {
-  if (const toml::node* token_node = root.get("token")) {
-    const toml::table* token = token_node->as_table();
-    if (token == nullptr) throw ConfigError(std::string(source_name) + ": [token] must be a table");
-    for (const auto& [key, node] : *token) {
-      const std::string where = source_key(source_name, "token", key.str());
-      if (key == "module") {
-        config.module = require_string(node, where);
-      } else if (key == "init_reserved") {
-        config.init_reserved = require_string(node, where);
-      } else if (key == "uri") {
-        config.uri = require_string(node, where);
-      } else if (key == "pin_file") {
-        config.pin_file = require_string(node, where);
-        config.pin_env.reset();  // the file names one source, not two
-      } else if (key == "pin_env") {
-        config.pin_env = require_string(node, where);
-        if (!token->contains("pin_file")) config.pin_file.reset();
-      } else if (key == "profile") {
-        config.profile = require_string(node, where);
-      } else if (key == "quirks") {
-        config.quirks = require_string(node, where);
-      } else if (key == "key_store") {
-        const std::string value = require_string(node, where);
-        auto mode = parse_key_store_mode(value);
-        if (!mode) throw ConfigError(where + ": \"" + value + "\" is not wrapped or token");
-        config.key_store = *mode;
-      } else if (key == "key_cache_size") {
-        config.key_cache_size = require_size(node, where);
-      } else if (key == "max_sessions") {
-        config.max_sessions = require_size(node, where);
-      } else if (key == "read_only_sessions") {
-        const auto* value = node.as_boolean();
-        if (value == nullptr) throw ConfigError(where + " must be true or false");
-        config.read_only_sessions = value->get();
-      } else {
-        throw ConfigError(where + ": unknown key");
-      }
-    }
-  }
-  if (const toml::node* database_node = root.get("database")) {
-    const toml::table* database = database_node->as_table();
-    if (database == nullptr) {
-      throw ConfigError(std::string(source_name) + ": [database] must be a table");
-    }
-    // [database] may hold keys of other layers (the conference registry); only path is ours.
-    if (const toml::node* path = database->get("path")) {
-      config.database = require_string(*path, source_key(source_name, "database", "path"));
-    }
-  }
 }
 
 void apply_config_text(TokenConfig& config, std::string_view toml_text,
@@ -227,36 +272,25 @@ void apply_config_text(TokenConfig& config, std::string_view toml_text,
     message << source_name << ":" << error.source().begin.line << ": " << error.description();
     throw ConfigError(message.str());
   }
-  apply_config_table(config, root, source_name);
+  apply_tables(config, root, source_name, std::nullopt);  // no file, no folder
 }
 
 void apply_config_file(TokenConfig& config, const std::filesystem::path& file) {
-  toml::table root;
-  try {
-    root = toml::parse_file(file.string());
-  } catch (const toml::parse_error& error) {
-    std::ostringstream message;
-    message << file.string() << ":" << error.source().begin.line << ": " << error.description();
-    throw ConfigError(message.str());
-  }
-  apply_config_table(config, root, file.string());
-  // Relative paths in the file are relative to the file's folder (as kmsd does).
-  const std::filesystem::path base = std::filesystem::absolute(file).parent_path();
-  auto anchor = [&](const char* table, const char* key, std::string& value) {
-    if (root.at_path(std::string(table) + "." + key) &&
-        std::filesystem::path(value).is_relative()) {
-      value = (base / value).string();
-    }
-  };
-  if (config.pin_file) anchor("token", "pin_file", *config.pin_file);
-  anchor("database", "path", config.database);
-  if (config.module.find('/') != std::string::npos) anchor("token", "module", config.module);
+  apply_tables(config, parse_file(file), file.string(), folder_of(file));
+}
+
+TokenConfig load_token_config(const toml::table& root, const std::filesystem::path& file) {
+  TokenConfig config;
+  // The built-in database sits next to the file, like a relative path written in it.
+  config.database = anchored(folder_of(file), config.database);
+  apply_environment(config);
+  apply_tables(config, root, file.string(), folder_of(file));
+  return config;
 }
 
 TokenConfig load_token_config(const std::optional<std::filesystem::path>& file) {
-  TokenConfig config = token_config_from_environment();
-  if (file) apply_config_file(config, *file);
-  return config;
+  if (!file) return token_config_from_environment();
+  return load_token_config(parse_file(*file), *file);
 }
 
 }  // namespace tokens

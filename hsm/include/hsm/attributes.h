@@ -35,7 +35,6 @@ class AttributeTemplate {
 
   CK_ATTRIBUTE* data() noexcept { return attributes_.data(); }
   CK_ULONG size() const noexcept { return static_cast<CK_ULONG>(attributes_.size()); }
-  bool contains(CK_ATTRIBUTE_TYPE type) const noexcept;
 
  private:
   // Adds attribute, or replaces the one of the same type (keeping its place in the order).

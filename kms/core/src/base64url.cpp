@@ -21,7 +21,7 @@ int sextet(char c) {
 
 }  // namespace
 
-std::string base64url_encode(hsm::ByteView data) {
+std::string base64url_encode(std::span<const std::uint8_t> data) {
   std::string out;
   out.reserve((data.size() * 4 + 2) / 3);
   std::uint32_t buffer = 0;

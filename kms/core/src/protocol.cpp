@@ -13,17 +13,6 @@ bool supported_suite(std::uint8_t suite) {
   return suite == kSuiteAesCm128HmacSha1_80 || suite == kSuiteAeadAes128Gcm;
 }
 
-bool valid_identity(std::string_view id) {
-  if (id.size() < kMinIdentitySize || id.size() > kMaxIdentitySize) return false;
-  if (!id.starts_with("sip:") && !id.starts_with("sips:") && !id.starts_with("tel:")) return false;
-  if (id == "sips:") return false;
-  for (char c : id) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (byte < 0x21 || byte > 0x7E) return false;
-  }
-  return true;
-}
-
 Bytes label(std::string_view name) {
   static constexpr std::string_view kPrefix = "IMS-CONF-KMS/1 ";
   const std::string text = std::string(kPrefix) + std::string(name);

@@ -159,7 +159,6 @@ LoadResult load_config(const fs::path& file) {
   LoadResult result;
   Config& config = result.config;
   config.source = file;
-  config.token = tokens::token_config_from_environment();
   toml::table root;
   try {
     root = toml::parse_file(file.string());
@@ -278,15 +277,7 @@ LoadResult load_config(const fs::path& file) {
   (void)p.table("database", {"path"});
 
   try {
-    tokens::apply_config_table(config.token, root, file.string());
-    // The token layer resolves relative paths itself? Make the database path relative to
-    // the config file like every other path here.
-    if (!config.token.database.empty() && fs::path(config.token.database).is_relative()) {
-      config.token.database = (base / config.token.database).string();
-    }
-    if (config.token.pin_file && fs::path(*config.token.pin_file).is_relative()) {
-      config.token.pin_file = (base / *config.token.pin_file).string();
-    }
+    config.token = tokens::load_token_config(root, file);  // relative paths: token_config.h
   } catch (const tokens::ConfigError& error) {
     result.problems.push_back(error.what());
   }

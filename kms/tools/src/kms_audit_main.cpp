@@ -1,15 +1,17 @@
 // kms-audit: checks the hash chain of kmsd's audit log.
-//   kms-audit verify FILE [--anchor-db DB]
+//   kms-audit verify FILE [--anchor-db DB | --config kmsd.toml]
 //     exit 0 if the chain is intact (and holds the record anchored in DB), 1 at the first
 //     broken record or when the anchored record is missing or different, 2 unreadable
 //     (or a usage error: unknown option, missing argument)
 #include <CLI/CLI.hpp>
+#include <filesystem>
 #include <iostream>
 #include <optional>
 
 #include "audit_anchor_db.h"
 #include "kms/audit/audit_verify.h"
 #include "kms/version.h"
+#include "tokens/token_config.h"
 
 namespace {
 constexpr int kUsage = 2;
@@ -21,6 +23,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "kms-audit " KMS_VERSION);
   std::string file;
   std::string anchor_db;
+  std::string config_file;
   bool quiet = false;
   auto* verify = app.add_subcommand(
       "verify",
@@ -32,12 +35,27 @@ int main(int argc, char** argv) {
                      "kmsd's registry database: the log must still hold the record (seq and "
                      "hash) anchored there by the last committed admission or release; "
                      "detects deleted last records, which the chain alone cannot");
+  verify
+      ->add_option("--config", config_file,
+                   "kmsd's configuration file: --anchor-db is its database, found as kmsd and "
+                   "kms-provision find it ([database] path, KMS_DATABASE)")
+      ->check(CLI::ExistingFile)
+      ->excludes("--anchor-db");
   verify->add_flag("-q,--quiet", quiet, "print nothing on success");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
     // app.exit prints the problem (or the help); CLI11's own codes are not kms-audit's.
     return app.exit(error) == 0 ? 0 : kUsage;
+  }
+
+  if (!config_file.empty()) {
+    try {
+      anchor_db = tokens::load_token_config(std::filesystem::path(config_file)).database;
+    } catch (const tokens::ConfigError& error) {
+      std::cerr << "kms-audit: " << error.what() << "\n";
+      return 2;
+    }
   }
 
   std::optional<kms::AuditHead> anchor;

@@ -25,6 +25,13 @@
 //
 // The PIN: pin_file, else pin_env, else the URI's pin-source. A pin-value in the URI is
 // refused (a PIN never sits in a config file or on a command line).
+//
+// Relative paths (one rule for kmsd, kms-provision and kms-audit, all of which load through
+// load_token_config): pin_file, [database] path and a module that names a file (a value
+// with a '/'; without one it is a p11-kit module name) are relative to the folder of the
+// configuration file when the file says them, and so is the built-in database "kms.db"
+// when a file is loaded. Values from KMS_* variables and command-line options are used as
+// given (relative to the working directory). Without a file nothing is rewritten.
 #pragma once
 
 #include <cstddef>
@@ -81,15 +88,18 @@ struct TokenConfig {
   void validate() const;
 };
 
-// Built-in defaults overridden by the KMS_* environment variables.
+// The one loader: built-in defaults, then the KMS_* environment variables, then the
+// [token] and [database] tables of `file` when given (unknown keys in [token] are errors;
+// other tables are ignored), with the relative-path rule above. The caller applies its
+// command-line options on the result. Throws ConfigError. (Parsed already:
+// token_config_toml.h.)
+TokenConfig load_token_config(const std::optional<std::filesystem::path>& file);
+
+// The pieces, for tests: defaults + environment; a file's or a text's tables over `config`
+// (a text has no folder: its relative paths stay as written).
 TokenConfig token_config_from_environment();
-// Overrides `config` with the [token] and [database] tables of a TOML file (unknown keys
-// in [token] are errors; other tables are ignored). Relative pin_file, database path and
-// module path (one with a '/') are taken relative to the file's folder. Throws ConfigError.
 void apply_config_file(TokenConfig& config, const std::filesystem::path& file);
 void apply_config_text(TokenConfig& config, std::string_view toml_text,
                        std::string_view source_name = "config");
-// Environment, then the file when given.
-TokenConfig load_token_config(const std::optional<std::filesystem::path>& file);
 
 }  // namespace tokens

@@ -1,15 +1,17 @@
 // base64url without padding (RFC 4648 section 5) for the JSON API's binary fields.
 #pragma once
 
+#include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 
-#include "hsm/secure_bytes.h"
 #include "kms/services.h"
 
 namespace kms {
 
-std::string base64url_encode(hsm::ByteView data);
+// std::span, not hsm::ByteView: the wire format (kms-client) links this without hsm/.
+std::string base64url_encode(std::span<const std::uint8_t> data);
 // Strict: rejects '=' padding, whitespace, characters outside [A-Za-z0-9_-], a length of
 // 4k+1, non-zero unused bits (non-canonical), and more than max_decoded bytes. Throws
 // ProtocolError(malformed_request) naming the field.

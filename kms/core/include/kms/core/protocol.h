@@ -48,9 +48,6 @@ inline constexpr std::uint8_t kSuiteAesCm128HmacSha1_80 = 1;
 inline constexpr std::uint8_t kSuiteAeadAes128Gcm = 2;
 bool supported_suite(std::uint8_t suite);
 
-// "sip:"/"sips:"/"tel:" + printable ASCII (0x21..0x7E), 5..256 bytes.
-bool valid_identity(std::string_view id);
-
 // L(name) = "IMS-CONF-KMS/1 " + name.
 Bytes label(std::string_view name);
 void append_u8(Bytes& out, std::uint8_t value);
