@@ -221,29 +221,7 @@ int main(int argc, char** argv) {
   auto* health = app.add_subcommand("health", "GET /healthz and /readyz");
   add_server_options(health, common, false);
 
-  // --- load ---
-  auto* load = app.add_subcommand(
-      "load",
-      "Load generator: N concurrent UEs sending key requests (fresh conference each); "
-      "loopback servers only");
-  std::string responder, responder_key_file;
-  std::size_t concurrency = 4;
-  std::uint64_t requests = 1000;
-  int duration = 30;
-  bool verify = false;
-  bool json_out = false;
-  load->add_option("--chair", chair, "chair identity")->required();
-  load->add_option("--chair-key-file", key_file, "chair root key file")->required();
-  load->add_option("--responder", responder, "responder identity")->required();
-  load->add_option("--responder-key-file", responder_key_file, "responder root key file")
-      ->required();
-  load->add_option("--concurrency", concurrency, "concurrent connections")->capture_default_str();
-  load->add_option("--requests", requests, "stop after this many requests")->capture_default_str();
-  load->add_option("--duration", duration, "stop after this many seconds")->capture_default_str();
-  load->add_flag("--verify", verify, "open both responses of every request (client CPU)");
-  load->add_flag("--json", json_out, "print the report as JSON");
-  add_server_options(load, common, false);
-  add_protocol_options(load, common);
+  add_load_command(app);  // kms-client load: load_generator.cpp
 
   // --- check-keys ---
   auto* check =
@@ -401,34 +379,6 @@ int main(int argc, char** argv) {
         ok = ok && equal;
       }
       return ok ? 0 : kBadResponse;
-    }
-
-    if (load->parsed()) {
-      LoadOptions options;
-      options.server = ServerUrl::parse(common.server);
-      options.tls.ca_file = common.ca_file;
-      options.tls.timeout = std::chrono::milliseconds(common.timeout_ms);
-      RootKey chair_key = load_root_key(key_file, common);
-      RootKey responder_key = load_root_key(responder_key_file, common);
-      if (chair_key.profile != responder_key.profile) {
-        throw std::runtime_error(key_file + " and " + responder_key_file +
-                                 " are keys of different profiles: give --profile");
-      }
-      options.chair_id = chair;
-      options.chair_key = std::move(chair_key.key);
-      options.chair_key_version = chair_key.key_version;
-      options.responder_id = responder;
-      options.responder_key = std::move(responder_key.key);
-      options.responder_key_version = responder_key.key_version;
-      options.profile = chair_key.profile;
-      options.suite = suite;
-      options.concurrency = concurrency;
-      options.max_requests = requests;
-      options.max_duration = std::chrono::seconds(duration);
-      options.verify = verify;
-      const LoadReport report = run_load(options);
-      std::cout << (json_out ? report.to_json() : report.to_text()) << "\n";
-      return report.failed == 0 ? 0 : kRefused;
     }
   } catch (const Refused& error) {
     std::cerr << "kms-client: " << error.what() << "\n";
