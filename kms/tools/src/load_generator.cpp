@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "key_files.h"
+#include "kms/hex.h"
 #include "kms/client/bridge_client.h"
 #include "kms/client/ue_client.h"
 #include "kms/server/wire.h"
@@ -301,6 +302,11 @@ class Load {
 
   void answered(Job& job, const HttpResult& result, double ms) {
     const std::string code = code_of(result);
+    if (code == "overloaded" || code == "rate_limited") {
+      std::lock_guard lock(mutex_);
+      ++report_.shed[code];
+      return;
+    }
     switch (job.kind) {
       case JobKind::invitation: {
         if (code != "ok") return count_unexpected("invitation refused: " + code);
@@ -474,13 +480,15 @@ std::string LoadReport::to_text() const {
   for (const auto& [code, count] : refused_as_expected) {
     out << "\n  refused as expected " << code << ": " << count;
   }
+  for (const auto& [code, count] : shed) out << "\n  shed by kmsd (" << code << "): " << count;
   for (const auto& [what, count] : unexpected) out << "\n  UNEXPECTED " << what << ": " << count;
   return out.str();
 }
 
 std::string LoadReport::to_json() const {
-  boost::json::object expected, surprises;
+  boost::json::object expected, surprises, shed_codes;
   for (const auto& [code, count] : refused_as_expected) expected[code] = count;
+  for (const auto& [code, count] : shed) shed_codes[code] = count;
   for (const auto& [what, count] : unexpected) surprises[what] = count;
   // Fixed-point numbers (Boost.JSON would print doubles in exponent form).
   return "{\"mode\":\"" + mode + "\",\"offered_rate\":" + fixed(offered_rate) +
@@ -491,6 +499,7 @@ std::string LoadReport::to_json() const {
          ",\"bridge_fetches_ok\":" + std::to_string(bridge_fetches_ok) +
          ",\"invalid_sent\":" + std::to_string(invalid_sent) +
          ",\"refused_as_expected\":" + boost::json::serialize(expected) +
+         ",\"shed\":" + boost::json::serialize(shed_codes) +
          ",\"unexpected\":" + boost::json::serialize(surprises) +
          ",\"unexpected_total\":" + std::to_string(unexpected_total()) +
          ",\"key_request\":" + latency_json(key_request) +
@@ -597,7 +606,7 @@ void add_load_command(CLI::App& app) {
       o.suite = static_cast<client::Suite>(s.suite);
       std::string seed_hex = read_text(s.seed_file);
       seed_hex.erase(seed_hex.find_last_not_of(" \n\r\t") + 1);
-      auto seed = from_hex(seed_hex);
+      auto seed = kms::from_hex(seed_hex);
       OPENSSL_cleanse(seed_hex.data(), seed_hex.size());
       if (!seed || seed->size() != 32) {
         throw std::runtime_error(s.seed_file + ": not 64 hex digits");

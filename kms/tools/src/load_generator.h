@@ -65,6 +65,9 @@ struct LoadReport {
   std::uint64_t invalid_sent = 0;
   std::map<std::string, std::uint64_t> refused_as_expected;  // error code -> count
   std::map<std::string, std::uint64_t> unexpected;           // what went wrong -> count
+  // Load kmsd shed on purpose (429 rate_limited, 503 overloaded with Retry-After: admission
+  // control, docs/SERVER.md): expected beyond capacity, reported, not retried.
+  std::map<std::string, std::uint64_t> shed;  // error code -> count
   LatencySummary key_request, bridge_fetch;
   std::uint64_t unexpected_total() const;
   double throughput() const { return seconds > 0 ? key_requests_ok / seconds : 0; }
