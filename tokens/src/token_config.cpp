@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "storage/database_url.h"
 #include "tokens/token_config_toml.h"
 
 namespace tokens {
@@ -210,10 +211,15 @@ void apply_config_table(TokenConfig& config, const toml::table& root,
     if (database == nullptr) {
       throw ConfigError(std::string(source_name) + ": [database] must be a table");
     }
-    // [database] may hold keys of other layers (the conference registry); only path is ours.
-    if (const toml::node* path = database->get("path")) {
-      config.database = require_string(*path, source_key(source_name, "database", "path"));
+    // [database] may hold keys of other layers; url and path (the older spelling of an
+    // SQLite url) are ours: storage/database_url.h.
+    const toml::node* url = database->get("url");
+    const toml::node* path = database->get("path");
+    if (url && path) {
+      throw ConfigError(std::string(source_name) + ": [database] has both url and path; keep url");
     }
+    if (url) config.database = require_string(*url, source_key(source_name, "database", "url"));
+    if (path) config.database = require_string(*path, source_key(source_name, "database", "path"));
   }
 }
 
@@ -249,7 +255,9 @@ void apply_config_file(TokenConfig& config, const std::filesystem::path& file) {
     }
   };
   if (config.pin_file) anchor("token", "pin_file", *config.pin_file);
-  anchor("database", "path", config.database);
+  if (root.at_path("database.path") || root.at_path("database.url")) {
+    config.database = storage::anchor_database(config.database, base.string());
+  }
   if (config.module.find('/') != std::string::npos) anchor("token", "module", config.module);
 }
 

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <set>
 
+#include "storage/database_url.h"
 #include "tokens/token_config_toml.h"
 
 namespace kms::server {
@@ -265,14 +266,14 @@ LoadResult load_config(const fs::path& file) {
 
   // The token layer reads only [database] path and lets other keys pass (they could be
   // another layer's); kmsd has no other, so a typo there is an error like anywhere else.
-  (void)p.table("database", {"path"});
+  (void)p.table("database", {"path", "url"});
 
   try {
     tokens::apply_config_table(config.token, root, file.string());
     // The token layer resolves relative paths itself? Make the database path relative to
     // the config file like every other path here.
-    if (!config.token.database.empty() && fs::path(config.token.database).is_relative()) {
-      config.token.database = (base / config.token.database).string();
+    if (!config.token.database.empty()) {
+      config.token.database = storage::anchor_database(config.token.database, base.string());
     }
     if (config.token.pin_file && fs::path(*config.token.pin_file).is_relative()) {
       config.token.pin_file = (base / *config.token.pin_file).string();
