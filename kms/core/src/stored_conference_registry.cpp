@@ -161,7 +161,7 @@ AdmissionOutcome StoredConferenceRegistry::apply_admission(RegistryBatch& batch,
   }
   // The conference first: its lock orders this write after any other node's write to it,
   // so the replay record read next includes what that write committed.
-  const std::optional<Conference> existing = batch.lock_conference(admission.conference_id);
+  std::optional<Conference> existing = batch.lock_conference(admission.conference_id);
 
   // Replay record: an envelope already used by another request is a replay; the same
   // request again is a retransmission, answered by recomputing the same responses.
@@ -170,6 +170,11 @@ AdmissionOutcome StoredConferenceRegistry::apply_admission(RegistryBatch& batch,
     if (const std::optional<Bytes> used_by = batch.envelope_used_by(use.digest)) {
       seen_before = rules::envelope_seen_before(*used_by, admission) || seen_before;
     }
+  }
+  if (seen_before && !existing) {
+    // Another node created the conference with these envelopes and committed after our
+    // lock found nothing: both were committed together, so the conference is there now.
+    existing = batch.lock_conference(admission.conference_id);
   }
   const rules::AdmissionStep step = rules::admission_step(
       admission, existing, seen_before, pending_replay_count_, options_.replay_capacity);
