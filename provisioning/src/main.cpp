@@ -15,6 +15,9 @@
 #include "hsm/error.h"
 #include "kms/version.h"
 #include "provisioner.h"
+#include "storage/database_url.h"
+#include "storage/error.h"
+#include "storage/kms_schema.h"
 #include "tokens/key_database.h"
 #include "tokens/token_config.h"
 #include "tokens/token_context.h"
@@ -208,6 +211,31 @@ int run_init(Context& context, bool force, const std::optional<std::string>& tra
   if (!result.note.empty()) human += "note: " + result.note + "\n";
   context.print(out, human);
   return kOk;
+}
+
+// db migrate: creates or upgrades every table (docs/OPERATIONS.md "The database"), without
+// the token. SQLite files are migrated when opened anyway; a PostgreSQL database opened by
+// kmsd with migrate=check needs this first.
+int run_db_migrate(Context& context) {
+  const std::string& database = context.config().database;
+  std::vector<std::string> lines;
+  try {
+    const storage::DatabaseUrl url = storage::DatabaseUrl::parse(database);
+    if (url.backend == storage::Backend::sqlite) {
+      (void)tokens::prepare_database_file(url.sqlite_path);  // a new file: owner-only
+    }
+    lines = storage::migrate_database(url);
+  } catch (const storage::Error& error) {
+    throw tokens::DatabaseError(error.what());
+  }
+  json::array components;
+  std::string human;
+  for (const std::string& line : lines) {
+    components.emplace_back(line);
+    human += line + "\n";
+  }
+  context.print(json::object{{"migrated", std::move(components)}}, human);
+  return 0;
 }
 
 int run_status(Context& context) {
@@ -523,7 +551,8 @@ int run(int argc, char** argv) {
   app.add_option("--token-uri", globals.token_uri, "pkcs11: URI of the token");
   app.add_option("--pin-file", globals.pin_file, "File holding the user PIN (first line)");
   app.add_option("--pin-env", globals.pin_env, "Name of the environment variable with the PIN");
-  app.add_option("--database", globals.database, "KMS database (SQLite file)");
+  app.add_option("--database", globals.database,
+                 "KMS database: an SQLite file, sqlite:PATH or postgresql://... URL");
   app.add_option("--profile", globals.profile,
                  "Token profile: " + tokens::requestable_profile_names());
   app.add_option("--key-store", globals.key_store,
@@ -543,6 +572,12 @@ int run(int argc, char** argv) {
                    "Import this ceremony AES-256 transport key (32 raw bytes, hex or base64) "
                    "instead of generating one");
   init->callback([&] { action = [&] { return run_init(context, force, transport_key_file); }; });
+
+  auto* db = app.add_subcommand("db", "The KMS database (SQLite file or PostgreSQL server)");
+  db->require_subcommand(1);
+  auto* migrate = db->add_subcommand(
+      "migrate", "Create or upgrade the database's tables to this version (no token needed)");
+  migrate->callback([&] { action = [&] { return run_db_migrate(context); }; });
 
   auto* status = app.add_subcommand("status", "Show the token, its profile and the KMS keys");
   status->callback([&] { action = [&] { return run_status(context); }; });

@@ -1,6 +1,6 @@
-// Group commit in the SQLite registry: concurrent admissions and bindings share one
-// transaction and one audit sync, yet behave as if applied one by one in arrival order;
-// an audit append failure drops only its own write, an audit sync failure the whole batch;
+// Group commit in the registry, on both backends (SQLite, PostgreSQL): concurrent admissions and
+// bindings share one transaction and one audit sync, yet behave as if applied one by one in arrival
+// order; an audit append failure drops only its own write, an audit sync failure the whole batch;
 // every acknowledged write is there after a reopen.
 #include <gtest/gtest.h>
 
@@ -14,8 +14,8 @@
 #include <thread>
 
 #include "kms/core/protocol.h"
-#include "kms/core/sqlite_conference_registry.h"
-#include "support/test_token.h"
+#include "kms/core/stored_conference_registry.h"
+#include "support/test_database.h"
 
 namespace {
 
@@ -138,13 +138,16 @@ class BatchingAuditSink : public kms::AuditSink {
   std::vector<kms::AuditEvent> durable_;
 };
 
-class GroupCommitTest : public ::testing::Test {
+class GroupCommitTest : public ::testing::TestWithParam<testsupport::DatabaseBackend> {
  protected:
-  testsupport::TempDir dir{"kms-group-commit"};
-  std::string path = dir.path() + "/kms.db";
+  void SetUp() override {
+    KMS_REQUIRE_DATABASE(database);
+    registry = kms::open_conference_registry(path);
+  }
+  testsupport::TestDatabase database{GetParam()};
+  std::string path = database.url();
   BatchingAuditSink audit;
-  std::unique_ptr<kms::SqliteConferenceRegistry> registry =
-      std::make_unique<kms::SqliteConferenceRegistry>(path);
+  std::unique_ptr<kms::StoredConferenceRegistry> registry;
 
   // "admitted", "retransmission", "audit_unavailable" or the ProtocolError code name.
   std::string admit(const Admission& a) {
@@ -196,7 +199,7 @@ class GroupCommitTest : public ::testing::Test {
 
   void reopen() {
     registry.reset();
-    registry = std::make_unique<kms::SqliteConferenceRegistry>(path);
+    registry = kms::open_conference_registry(path);
   }
 
   // Member ids of a conference after the chair, empty if it does not exist.
@@ -215,7 +218,7 @@ class GroupCommitTest : public ::testing::Test {
   }
 };
 
-TEST_F(GroupCommitTest, ACallerAloneCommitsAtOnceInABatchOfOne) {
+TEST_P(GroupCommitTest, ACallerAloneCommitsAtOnceInABatchOfOne) {
   for (int n = 0; n < 3; ++n) EXPECT_EQ(admit(request(0, n)), "admitted");
   const kms::GroupCommitStats stats = registry->group_commit_stats();
   EXPECT_EQ(stats.batches, 3u);
@@ -225,7 +228,7 @@ TEST_F(GroupCommitTest, ACallerAloneCommitsAtOnceInABatchOfOne) {
   EXPECT_EQ(audit.pending(), 0u);
 }
 
-TEST_F(GroupCommitTest, WritesQueuedDuringACommitShareOneTransactionAndOneSync) {
+TEST_P(GroupCommitTest, WritesQueuedDuringACommitShareOneTransactionAndOneSync) {
   const Admission first = request(0, 1);
   const std::vector<Admission> batch = {request(1, 2),          request(1, 3), request(1, 2),
                                         replay_of(first, 2, 4), request(2, 5), request(3, 6)};
@@ -249,7 +252,7 @@ TEST_F(GroupCommitTest, WritesQueuedDuringACommitShareOneTransactionAndOneSync) 
   EXPECT_EQ(admit(replay_of(request(1, 3), 4, 9)), "replay");
 }
 
-TEST_F(GroupCommitTest, AFailingAuditAppendDropsOnlyItsOwnWrite) {
+TEST_P(GroupCommitTest, AFailingAuditAppendDropsOnlyItsOwnWrite) {
   audit.fail_append_for(member_name(2));
   // Request 2 would create conference 1; request 3 joins conference 1 after it.
   const std::vector<Admission> batch = {request(1, 2), request(1, 3), request(2, 4)};
@@ -270,7 +273,7 @@ TEST_F(GroupCommitTest, AFailingAuditAppendDropsOnlyItsOwnWrite) {
   EXPECT_EQ(members_of(1), (std::vector<std::string>{member_name(3), member_name(2)}));
 }
 
-TEST_F(GroupCommitTest, AFailingAuditSyncFailsTheWholeBatchAndRecordsNothing) {
+TEST_P(GroupCommitTest, AFailingAuditSyncFailsTheWholeBatchAndRecordsNothing) {
   const Admission first = request(0, 1);
   audit.fail_sync_number(2);  // the blocker's is the first, the batch's the second
   const std::vector<Admission> batch = {request(1, 2), request(0, 3), replay_of(first, 2, 4),
@@ -294,7 +297,7 @@ TEST_F(GroupCommitTest, AFailingAuditSyncFailsTheWholeBatchAndRecordsNothing) {
 // (retransmission) and some envelopes reused by another request (replay), with bridges
 // binding concurrently. Every result must be the one some sequential order gives, every
 // acknowledged admission audited once and present after a reopen.
-TEST_F(GroupCommitTest, ConcurrentAdmissionsRetransmissionsReplaysAndBindings) {
+TEST_P(GroupCommitTest, ConcurrentAdmissionsRetransmissionsReplaysAndBindings) {
   constexpr int kRequests = 96;
   constexpr int kConferences = 6;
   constexpr int kThreads = 8;
@@ -398,11 +401,11 @@ TEST_F(GroupCommitTest, ConcurrentAdmissionsRetransmissionsReplaysAndBindings) {
   EXPECT_EQ(bindings[*conference->bridge_id], std::vector<std::string>{"bound"});
 }
 
-TEST_F(GroupCommitTest, MaxBatchBoundsTheGroup) {
+TEST_P(GroupCommitTest, MaxBatchBoundsTheGroup) {
   kms::RegistryOptions options;
   options.max_batch = 2;
   registry.reset();
-  registry = std::make_unique<kms::SqliteConferenceRegistry>(path, options);
+  registry = kms::open_conference_registry(path, options);
   const std::vector<Admission> batch = {request(1, 2), request(1, 3), request(1, 4), request(1, 5),
                                         request(1, 6)};
   const std::vector<std::string> results = commit_as_one_batch(request(0, 1), batch);
@@ -413,5 +416,7 @@ TEST_F(GroupCommitTest, MaxBatchBoundsTheGroup) {
   reopen();
   EXPECT_EQ(members_of(1).size(), batch.size());
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, GroupCommitTest, KMS_DATABASE_BACKENDS);
 
 }  // namespace

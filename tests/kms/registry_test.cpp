@@ -1,13 +1,14 @@
-// The SQLite conference registry: admission, retransmission vs replay, binding, expiry,
-// purge, capacity, and durability across a reopen (a process restart).
+// The conference registry on both backends (SQLite, PostgreSQL): admission, retransmission
+// vs replay, binding, expiry, purge, capacity, and durability across a reopen (a process
+// restart).
 #include <gtest/gtest.h>
 
 #include <memory>
 
 #include "kms/core/protocol.h"
-#include "kms/core/sqlite_conference_registry.h"
+#include "kms/core/stored_conference_registry.h"
 #include "protocol_error_of.h"
-#include "support/test_token.h"
+#include "support/test_database.h"
 
 namespace {
 
@@ -43,12 +44,15 @@ Admission admission(std::uint8_t chair_nonce, const std::string& responder,
 
 using kmstest::error_of;
 
-class RegistryTest : public ::testing::Test {
+class RegistryTest : public ::testing::TestWithParam<testsupport::DatabaseBackend> {
  protected:
-  testsupport::TempDir dir{"kms-registry"};
-  std::string path = dir.path() + "/kms.db";
-  std::unique_ptr<kms::SqliteConferenceRegistry> registry =
-      std::make_unique<kms::SqliteConferenceRegistry>(path);
+  void SetUp() override {
+    KMS_REQUIRE_DATABASE(database);
+    registry = kms::open_conference_registry(path);
+  }
+  testsupport::TestDatabase database{GetParam()};
+  std::string path = database.url();
+  std::unique_ptr<kms::StoredConferenceRegistry> registry;
   std::vector<AdmissionOutcome> hooked;
   kms::ConferenceRegistry::AdmissionHook hook = [this](AdmissionOutcome o) { hooked.push_back(o); };
   kms::ConferenceRegistry::ReleaseHook no_release_hook = [](const kms::Conference&) {};
@@ -59,7 +63,7 @@ class RegistryTest : public ::testing::Test {
   }
 };
 
-TEST_F(RegistryTest, AdmitsAndRecordsNoncesAndKeyIds) {
+TEST_P(RegistryTest, AdmitsAndRecordsNoncesAndKeyIds) {
   const Admission a = admission(1, "sip:bob@ims.example.net", 2, 1);
   EXPECT_EQ(registry->admit(a, hook), AdmissionOutcome::admitted);
   const auto conference = registry->find(a.conference_id);
@@ -80,7 +84,7 @@ TEST_F(RegistryTest, AdmitsAndRecordsNoncesAndKeyIds) {
   EXPECT_EQ(registry->replay_entries(), 2u);
 }
 
-TEST_F(RegistryTest, IdenticalRequestIsARetransmissionAndChangesNothing) {
+TEST_P(RegistryTest, IdenticalRequestIsARetransmissionAndChangesNothing) {
   const Admission a = admission(1, "sip:bob@ims.example.net", 2, 1);
   registry->admit(a, hook);
   EXPECT_EQ(registry->admit(a, hook), AdmissionOutcome::retransmission);
@@ -89,7 +93,7 @@ TEST_F(RegistryTest, IdenticalRequestIsARetransmissionAndChangesNothing) {
   EXPECT_EQ(hooked.back(), AdmissionOutcome::retransmission);
 }
 
-TEST_F(RegistryTest, EnvelopeReusedInAnotherRequestIsAReplay) {
+TEST_P(RegistryTest, EnvelopeReusedInAnotherRequestIsAReplay) {
   const Admission a = admission(1, "sip:bob@ims.example.net", 2, 1);
   registry->admit(a, hook);
   Admission replayed = admission(1, "sip:carol@ims.example.net", 3, 2);
@@ -99,7 +103,7 @@ TEST_F(RegistryTest, EnvelopeReusedInAnotherRequestIsAReplay) {
   EXPECT_EQ(hooked.size(), 1u);
 }
 
-TEST_F(RegistryTest, FailedHookRecordsNothing) {
+TEST_P(RegistryTest, FailedHookRecordsNothing) {
   const Admission a = admission(1, "sip:bob@ims.example.net", 2, 1);
   EXPECT_THROW(registry->admit(a, [](AdmissionOutcome) { throw std::runtime_error("audit"); }),
                std::runtime_error);
@@ -108,7 +112,7 @@ TEST_F(RegistryTest, FailedHookRecordsNothing) {
   EXPECT_EQ(registry->admit(a, hook), AdmissionOutcome::admitted);  // not a replay
 }
 
-TEST_F(RegistryTest, LaterMembersJoinAndReadmissionReplacesTheNonce) {
+TEST_P(RegistryTest, LaterMembersJoinAndReadmissionReplacesTheNonce) {
   const Admission b = admission(1, "sip:bob@ims.example.net", 2, 1);
   const Admission c = admission(1, "tel:+15551234567", 3, 2);
   registry->admit(b, hook);
@@ -123,7 +127,7 @@ TEST_F(RegistryTest, LaterMembersJoinAndReadmissionReplacesTheNonce) {
   EXPECT_EQ(conference->members[2].nonce[0], 9);
 }
 
-TEST_F(RegistryTest, SuiteIsFixedByTheFirstAdmission) {
+TEST_P(RegistryTest, SuiteIsFixedByTheFirstAdmission) {
   registry->admit(admission(1, "sip:bob@ims.example.net", 2, 1), hook);
   Admission other_suite = admission(1, "tel:+15551234567", 3, 2);
   other_suite.suite = 2;
@@ -131,7 +135,7 @@ TEST_F(RegistryTest, SuiteIsFixedByTheFirstAdmission) {
   EXPECT_EQ(members(other_suite.conference_id), 2u);
 }
 
-TEST_F(RegistryTest, ExpiredConferenceAdmitsAndReleasesNothing) {
+TEST_P(RegistryTest, ExpiredConferenceAdmitsAndReleasesNothing) {
   const Admission a = admission(1, "sip:bob@ims.example.net", 2, 1);
   registry->admit(a, hook);
   Admission late = admission(1, "tel:+15551234567", 3, 2);
@@ -145,7 +149,7 @@ TEST_F(RegistryTest, ExpiredConferenceAdmitsAndReleasesNothing) {
   EXPECT_FALSE(registry->find(a.conference_id)->bridge_id);
 }
 
-TEST_F(RegistryTest, FirstBridgeBindsTheConference) {
+TEST_P(RegistryTest, FirstBridgeBindsTheConference) {
   const Admission a = admission(1, "sip:bob@ims.example.net", 2, 1);
   registry->admit(a, hook);
   EXPECT_EQ(error_of([&] {
@@ -172,13 +176,13 @@ TEST_F(RegistryTest, FirstBridgeBindsTheConference) {
             ErrorCode::bridge_not_authorized);
 }
 
-TEST_F(RegistryTest, SurvivesReopen) {
+TEST_P(RegistryTest, SurvivesReopen) {
   const Admission a = admission(1, "sip:bob@ims.example.net", 2, 1);
   registry->admit(a, hook);
   registry->bind_for_release(a.conference_id, "sip:bridge1@conf.example.net", kNow,
                              no_release_hook);
   registry.reset();
-  registry = std::make_unique<kms::SqliteConferenceRegistry>(path);
+  registry = kms::open_conference_registry(path);
   const auto conference = registry->find(a.conference_id);
   ASSERT_TRUE(conference);
   EXPECT_EQ(conference->members.size(), 2u);
@@ -192,7 +196,7 @@ TEST_F(RegistryTest, SurvivesReopen) {
   EXPECT_EQ(registry->admit(a, hook), AdmissionOutcome::retransmission);
 }
 
-TEST_F(RegistryTest, PurgeDeletesExpiredConferencesAfterRetention) {
+TEST_P(RegistryTest, PurgeDeletesExpiredConferencesAfterRetention) {
   const Admission a = admission(1, "sip:bob@ims.example.net", 2, 1);
   registry->admit(a, hook);
   EXPECT_EQ(registry->purge_expired(kNow + 3600), 0u);  // expired, but within retention
@@ -202,7 +206,7 @@ TEST_F(RegistryTest, PurgeDeletesExpiredConferencesAfterRetention) {
   EXPECT_FALSE(registry->find(a.conference_id));
 }
 
-TEST_F(RegistryTest, AdmissionsPurgeExpiredConferencesPeriodically) {
+TEST_P(RegistryTest, AdmissionsPurgeExpiredConferencesPeriodically) {
   const Admission old_conference = admission(1, "sip:bob@ims.example.net", 2, 1);
   registry->admit(old_conference, hook);
   Admission later = admission(5, "sip:bob@ims.example.net", 6, 2);
@@ -213,11 +217,11 @@ TEST_F(RegistryTest, AdmissionsPurgeExpiredConferencesPeriodically) {
   EXPECT_TRUE(registry->find(later.conference_id));
 }
 
-TEST_F(RegistryTest, FullReplayRecordRefusesRatherThanForgets) {
+TEST_P(RegistryTest, FullReplayRecordRefusesRatherThanForgets) {
   registry.reset();
   kms::RegistryOptions options;
   options.replay_capacity = 3;
-  registry = std::make_unique<kms::SqliteConferenceRegistry>(path, options);
+  registry = kms::open_conference_registry(path, options);
   registry->admit(admission(1, "sip:bob@ims.example.net", 2, 1), hook);
   const Admission c = admission(1, "tel:+15551234567", 3, 2);
   EXPECT_EQ(error_of([&] { registry->admit(c, hook); }), ErrorCode::overloaded);
@@ -230,17 +234,20 @@ TEST_F(RegistryTest, FullReplayRecordRefusesRatherThanForgets) {
   EXPECT_EQ(registry->admit(later, hook), AdmissionOutcome::admitted);
 }
 
-TEST_F(RegistryTest, SharesTheFileWithOtherTables) {
-  // The key store's database may be the same file: the registry only touches its tables.
+TEST_P(RegistryTest, SharesTheDatabaseWithOtherTablesAndInstances) {
+  // The key store's database may be the same file or server: the registry only touches its
+  // tables. A second instance (a second connection, or another node) sees the first's writes.
   registry.reset();
   {
-    kms::SqliteConferenceRegistry first(path);
-    kms::SqliteConferenceRegistry second(path);  // second connection, same file
-    first.admit(admission(1, "sip:bob@ims.example.net", 2, 1), hook);
+    const auto first = kms::open_conference_registry(path);
+    const auto second = kms::open_conference_registry(path);
+    first->admit(admission(1, "sip:bob@ims.example.net", 2, 1), hook);
     EXPECT_EQ(
-        second.find(admission(1, "sip:bob@ims.example.net", 2, 1).conference_id)->members.size(),
+        second->find(admission(1, "sip:bob@ims.example.net", 2, 1).conference_id)->members.size(),
         2u);
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, RegistryTest, KMS_DATABASE_BACKENDS);
 
 }  // namespace

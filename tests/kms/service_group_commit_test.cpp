@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "service_fixture.h"
+#include "support/test_database.h"
 
 #ifdef KMS_HAVE_AUDIT_LOG
 #include "kms/audit/audit_log.h"
@@ -192,6 +193,35 @@ TEST_P(ServiceGroupCommit, TheHashChainedAuditLogHoldsEveryConcurrentRecord) {
   EXPECT_EQ(verified.records, during_run);
 }
 #endif
+
+// The same run with the key database and the registry on PostgreSQL (its group commit).
+class ServiceGroupCommitOnPostgres : public ServiceGroupCommit {
+ protected:
+  void SetUp() override {
+    if (!testsupport::PostgresCluster::binaries()) {
+      GTEST_SKIP() << testsupport::PostgresCluster::missing_message();
+    }
+    ServiceGroupCommit::SetUp();
+  }
+  TestbedOptions options() override {
+    TestbedOptions options;
+    options.database = testsupport::PostgresCluster::shared().create_database();
+    return options;
+  }
+};
+
+TEST_P(ServiceGroupCommitOnPostgres, ConcurrentRequestsReplaysAndReleasesAreConsistentAndDurable) {
+  prepare();
+  run_concurrently(8);
+  const auto [admissions, retransmissions] = check_results();
+  EXPECT_EQ(bed->audit().count("admission", "ok"), admissions);
+  EXPECT_EQ(bed->audit().count("retransmission", "ok"), retransmissions);
+  EXPECT_EQ(bed->audit().count("refusal", "replay"), 3 * kMembers - admissions - retransmissions);
+  EXPECT_EQ(bed->audit().count("key_release", "ok"), releases + kConferences);
+}
+
+INSTANTIATE_TEST_SUITE_P(Tokens, ServiceGroupCommitOnPostgres,
+                         ::testing::Values(testsupport::TokenKind::softhsm), kind_test_name);
 
 INSTANTIATE_TEST_SUITE_P(Tokens, ServiceGroupCommit,
                          ::testing::Values(testsupport::TokenKind::softhsm,

@@ -14,7 +14,7 @@ using kms::client::Bytes;
 Testbed::Testbed(testsupport::TokenKind kind, TestbedOptions options)
     : options_(std::move(options)) {
   token_files_ = testsupport::TestToken::create(kind);
-  database_path_ = token_files_->dir() + "/kms.db";
+  database_path_ = options_.database.value_or(token_files_->dir() + "/kms.db");
   tokens::TokenConfig config;
   config.module = token_files_->module_path();
   config.init_reserved = token_files_->module_config().init_reserved;
@@ -52,7 +52,7 @@ Testbed::Testbed(testsupport::TokenKind kind, TestbedOptions options)
 
   database_ = std::make_unique<tokens::KeyDatabase>(database_path_);
   store_ = std::make_unique<tokens::KeyStore>(*token_, *database_, 64);
-  registry_ = std::make_unique<kms::SqliteConferenceRegistry>(database_path_, options_.registry);
+  registry_ = kms::open_conference_registry(database_path_, options_.registry);
   active_audit_ = options_.audit ? options_.audit : &audit_;
   build_services();
 }
@@ -87,7 +87,7 @@ void Testbed::reopen_registry() {
   key_requests_.reset();
   bridges_.reset();
   registry_.reset();
-  registry_ = std::make_unique<kms::SqliteConferenceRegistry>(database_path_, options_.registry);
+  registry_ = kms::open_conference_registry(database_path_, options_.registry);
   build_services();
 }
 

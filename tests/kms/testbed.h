@@ -1,7 +1,8 @@
 // A complete in-process KMS on a fresh real token (SoftHSM or NSS softoken): token context,
 // key database + store, KMS keys with known values (so test vectors can be checked on the
-// token path), subscribers and bridges provisioned with known root keys, the SQLite
-// registry, an audit sink and both services. Also the UE/bridge side (kms_client).
+// token path), subscribers and bridges provisioned with known root keys, the registry
+// (SQLite, or the database options name), an audit sink and both services. Also the UE/bridge side
+// (kms_client).
 #pragma once
 
 #include <functional>
@@ -14,7 +15,7 @@
 #include "kms/client/ue_client.h"
 #include "kms/core/bridge_service.h"
 #include "kms/core/key_request_service.h"
-#include "kms/core/sqlite_conference_registry.h"
+#include "kms/core/stored_conference_registry.h"
 #include "protocol_error_of.h"
 #include "support/test_token.h"
 #include "tokens/key_database.h"
@@ -27,6 +28,9 @@ struct TestbedOptions {
   std::optional<kms::client::Bytes> master_key;  // known M; default random (generated)
   kms::ServiceConfig service;                    // clock etc.
   kms::RegistryOptions registry;
+  // The key database and registry (a database URL, e.g. a PostgreSQL test database);
+  // default an SQLite file in the token's folder.
+  std::optional<std::string> database;
   kms::AuditSink* audit = nullptr;  // default: the testbed's RecordingAuditSink
   // Load this module instead of the token's (the recording/fault module of tests/hsm);
   // KMS_FAULT_TARGET is set to the real module, and KMS_PKCS11_RECORD to record_file.
@@ -47,7 +51,7 @@ class Testbed {
   tokens::TokenContext& token() { return *token_; }
   tokens::KeyDatabase& database() { return *database_; }
   tokens::KeyStore& store() { return *store_; }
-  kms::SqliteConferenceRegistry& registry() { return *registry_; }
+  kms::StoredConferenceRegistry& registry() { return *registry_; }
   kms::TokenKeyRequestService& key_requests() { return *key_requests_; }
   kms::TokenBridgeService& bridges() { return *bridges_; }
   RecordingAuditSink& audit() { return audit_; }
@@ -78,7 +82,7 @@ class Testbed {
   std::unique_ptr<tokens::TokenContext> token_;
   std::unique_ptr<tokens::KeyDatabase> database_;
   std::unique_ptr<tokens::KeyStore> store_;
-  std::unique_ptr<kms::SqliteConferenceRegistry> registry_;
+  std::unique_ptr<kms::StoredConferenceRegistry> registry_;
   RecordingAuditSink audit_;
   kms::AuditSink* active_audit_ = nullptr;
   std::unique_ptr<kms::TokenKeyRequestService> key_requests_;

@@ -105,7 +105,9 @@ std::string KmsdEnvironment::write_config(const std::string& name,
                : std::string())
        << "pin_file = \"" << token_->pin_file() << "\"\n"
        << "profile = \"" << token_->profile_name() << "\"\n"
-       << "[database]\npath = \"" << dir() << "/kms.db\"\n"
+       << (overrides.database_url.empty()
+               ? "[database]\npath = \"" + dir() + "/kms.db\"\n"
+               : "[database]\nurl = \"" + overrides.database_url + "\"\n")
        << overrides.extra;
   const std::string path = dir() + "/" + name;
   std::ofstream(path) << toml.str();

@@ -41,6 +41,7 @@ struct ConfigOverrides {
   std::string tls_cert;                       // default: the PKI's server certificate
   std::string tls_key;
   std::string token_module;  // default: the test token's module (e.g. the fault module)
+  std::string database_url;  // [database] url; default: path = the environment's kms.db
   std::string extra;         // appended TOML text
 };
 

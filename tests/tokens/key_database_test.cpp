@@ -3,9 +3,12 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
+#include <vector>
 
-#include "support/test_token.h"
+#include "support/test_database.h"
 
 namespace {
 
@@ -19,9 +22,15 @@ tokens::IdentityRecord record(const std::string& identity, IdentityKind kind) {
   return r;
 }
 
-TEST(KeyDatabase, InsertFindListCount) {
-  testsupport::TempDir dir("kms-db-test");
-  tokens::KeyDatabase db(dir.path() + "/kms.db");
+// The same tests on SQLite and PostgreSQL.
+class KeyDatabaseOn : public ::testing::TestWithParam<testsupport::DatabaseBackend> {
+ protected:
+  void SetUp() override { KMS_REQUIRE_DATABASE(database); }
+  testsupport::TestDatabase database{GetParam()};
+};
+
+TEST_P(KeyDatabaseOn, InsertFindListCount) {
+  tokens::KeyDatabase db(database.url());
   db.insert(record("sip:a@example.net", IdentityKind::subscriber));
   db.insert(record("sip:b@example.net", IdentityKind::subscriber));
   db.insert(record("sip:a@example.net", IdentityKind::bridge));  // same ID, other kind
@@ -54,9 +63,8 @@ TEST(KeyDatabase, InsertFindListCount) {
   EXPECT_EQ(after->wrapped_key, rotated);
 }
 
-TEST(KeyDatabase, TransactionsRollBackUnlessCommitted) {
-  testsupport::TempDir dir("kms-db-test");
-  tokens::KeyDatabase db(dir.path() + "/kms.db");
+TEST_P(KeyDatabaseOn, TransactionsRollBackUnlessCommitted) {
+  tokens::KeyDatabase db(database.url());
   {
     tokens::KeyDatabase::Transaction transaction(db);
     db.insert(record("sip:gone@example.net", IdentityKind::subscriber));
@@ -72,9 +80,65 @@ TEST(KeyDatabase, TransactionsRollBackUnlessCommitted) {
   }
   EXPECT_TRUE(db.find(IdentityKind::subscriber, "sip:kept@example.net"));
   // A second connection (another process: kmsd while kms-provision writes) sees it.
-  tokens::KeyDatabase other(dir.path() + "/kms.db");
+  tokens::KeyDatabase other(database.url());
   EXPECT_TRUE(other.find(IdentityKind::subscriber, "sip:kept@example.net"));
 }
+
+// Token mode keeps no wrapped key: it reads back empty on both backends.
+TEST_P(KeyDatabaseOn, TokenModeRecordHasNoWrappedKey) {
+  tokens::KeyDatabase db(database.url());
+  tokens::IdentityRecord token_mode = record("sip:t@example.net", IdentityKind::subscriber);
+  token_mode.mode = tokens::KeyStoreMode::token;
+  token_mode.wrapped_key.clear();
+  db.insert(token_mode);
+  const auto found = db.find(IdentityKind::subscriber, "sip:t@example.net");
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->mode, tokens::KeyStoreMode::token);
+  EXPECT_TRUE(found->wrapped_key.empty());
+}
+
+// Two processes (kms-provision and a kmsd node, or two nodes): a revocation or rotation
+// written through one is what the other finds at its very next lookup (no cache between).
+TEST_P(KeyDatabaseOn, AChangeThroughOneInstanceIsSeenByAnotherAtOnce) {
+  tokens::KeyDatabase provision(database.url());
+  tokens::KeyDatabase node(database.url());
+  provision.insert(record("sip:a@example.net", IdentityKind::subscriber));
+  EXPECT_EQ(node.find(IdentityKind::subscriber, "sip:a@example.net")->status,
+            tokens::KeyStatus::active);
+  ASSERT_TRUE(provision.set_status(IdentityKind::subscriber, "sip:a@example.net",
+                                   tokens::KeyStatus::revoked));
+  EXPECT_EQ(node.find(IdentityKind::subscriber, "sip:a@example.net")->status,
+            tokens::KeyStatus::revoked);
+  ASSERT_TRUE(provision.replace_key(IdentityKind::subscriber, "sip:a@example.net", 2,
+                                    tokens::KeyStoreMode::wrapped, hsm::Bytes(8, 7)));
+  EXPECT_EQ(node.find(IdentityKind::subscriber, "sip:a@example.net")->key_version, 2u);
+}
+
+// Lookups from many threads while another thread provisions in a transaction.
+TEST_P(KeyDatabaseOn, ConcurrentLookupsDuringATransaction) {
+  tokens::KeyDatabase db(database.url());
+  db.insert(record("sip:a@example.net", IdentityKind::subscriber));
+  std::atomic<int> found{0};
+  std::vector<std::thread> readers;
+  {
+    tokens::KeyDatabase::Transaction transaction(db);
+    for (int n = 0; n < 20; ++n)
+      db.insert(record("sip:n" + std::to_string(n) + "@x", IdentityKind::subscriber));
+    for (int t = 0; t < 4; ++t) {
+      readers.emplace_back([&] {
+        for (int i = 0; i < 25; ++i) {
+          if (db.find(IdentityKind::subscriber, "sip:a@example.net")) ++found;
+        }
+      });
+    }
+    transaction.commit();
+  }
+  for (std::thread& reader : readers) reader.join();
+  EXPECT_EQ(found.load(), 100);
+  EXPECT_EQ(db.count(IdentityKind::subscriber), 21u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, KeyDatabaseOn, KMS_DATABASE_BACKENDS);
 
 TEST(KeyDatabase, UnopenableFileIsADatabaseError) {
   EXPECT_THROW(tokens::KeyDatabase("/nonexistent/dir/kms.db"), tokens::DatabaseError);

@@ -1,122 +1,347 @@
 #include "tokens/key_database.h"
 
 #include <fcntl.h>
-#include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
-#include <map>
 
+#include "storage/database_url.h"
+#include "storage/error.h"
+#include "storage/kms_schema.h"
+#include "storage/postgres.h"
+#include "storage/sqlite.h"
 #include "tokens/unix_time.h"
 
 namespace tokens {
 namespace {
 
-constexpr int kBusyTimeoutMs = 5000;
+constexpr const char* kColumns =
+    "kind, identity, status, key_version, mode, wrapped_key, created_at, updated_at";
 
-const char* const kSchema = R"sql(
-CREATE TABLE IF NOT EXISTS kms_identities (
-  kind        TEXT    NOT NULL CHECK (kind IN ('subscriber', 'bridge')),
-  identity    TEXT    NOT NULL,
-  status      TEXT    NOT NULL CHECK (status IN ('active', 'revoked')),
-  key_version INTEGER NOT NULL CHECK (key_version >= 1),
-  mode        TEXT    NOT NULL CHECK (mode IN ('wrapped', 'token')),
-  wrapped_key BLOB,
-  created_at  INTEGER NOT NULL,
-  updated_at  INTEGER NOT NULL,
-  PRIMARY KEY (kind, identity)
-) WITHOUT ROWID;
-)sql";
-
-// A prepared statement, finalised on scope exit.
-class Statement {
- public:
-  Statement(sqlite3* db, const char* sql, const std::string& path) : db_(db), path_(path) {
-    if (sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr) != SQLITE_OK) fail("prepare");
-  }
-  // A statement prepared once and kept (the request path's lookup): reset, not finalised.
-  Statement(sqlite3* db, sqlite3_stmt* prepared, const std::string& path)
-      : db_(db), stmt_(prepared), path_(path), owned_(false) {}
-  ~Statement() {
-    if (owned_) {
-      sqlite3_finalize(stmt_);
-    } else {
-      sqlite3_reset(stmt_);
-      sqlite3_clear_bindings(stmt_);
+// Runs `body`, turning storage errors into this layer's: unavailable (the server is gone) as
+// DatabaseUnavailableError, a duplicate key as DuplicateIdentityError, the rest DatabaseError.
+template <typename Body>
+auto translated(Body&& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const storage::Error& error) {
+    switch (error.kind()) {
+      case storage::ErrorKind::unavailable:
+        throw DatabaseUnavailableError(error.what());
+      case storage::ErrorKind::duplicate:
+        throw DuplicateIdentityError(error.what());
+      default:
+        throw DatabaseError(error.what());
     }
   }
-  Statement(const Statement&) = delete;
-  Statement& operator=(const Statement&) = delete;
+}
 
-  Statement& text(int index, std::string_view value) {
-    check(sqlite3_bind_text(stmt_, index, value.data(), static_cast<int>(value.size()),
-                            SQLITE_TRANSIENT));
-    return *this;
-  }
-  Statement& integer(int index, std::int64_t value) {
-    check(sqlite3_bind_int64(stmt_, index, value));
-    return *this;
-  }
-  Statement& blob(int index, hsm::ByteView value) {
-    if (value.empty()) {
-      check(sqlite3_bind_null(stmt_, index));
-    } else {
-      check(sqlite3_bind_blob(stmt_, index, value.data(), static_cast<int>(value.size()),
-                              SQLITE_TRANSIENT));
-    }
-    return *this;
-  }
-  // True while a row is available.
-  bool step() {
-    const int rc = sqlite3_step(stmt_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
-    if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT) {
-      throw DuplicateIdentityError("already exists");
-    }
-    fail("step");
-  }
-  std::string column_text(int index) const {
-    const auto* text = sqlite3_column_text(stmt_, index);
-    return text ? std::string(reinterpret_cast<const char*>(text)) : std::string();
-  }
-  std::int64_t column_integer(int index) const { return sqlite3_column_int64(stmt_, index); }
-  hsm::Bytes column_blob(int index) const {
-    const auto* data = static_cast<const std::uint8_t*>(sqlite3_column_blob(stmt_, index));
-    return data ? hsm::Bytes(data, data + sqlite3_column_bytes(stmt_, index)) : hsm::Bytes();
-  }
-
- private:
-  void check(int rc) {
-    if (rc != SQLITE_OK) fail("bind");
-  }
-  [[noreturn]] void fail(const char* what) const {
-    throw DatabaseError("database " + path_ + ": " + what + ": " + sqlite3_errmsg(db_));
-  }
-  sqlite3* db_;
-  sqlite3_stmt* stmt_ = nullptr;
-  const std::string& path_;
-  bool owned_ = true;
-};
-
-IdentityRecord read_record(const Statement& row) {
+IdentityRecord record_from(std::string kind, std::string identity, const std::string& status,
+                           std::int64_t version, const std::string& mode, hsm::Bytes wrapped,
+                           std::int64_t created, std::int64_t updated) {
   IdentityRecord record;
-  record.kind = parse_kind(row.column_text(0)).value_or(IdentityKind::subscriber);
-  record.identity = row.column_text(1);
-  record.status = row.column_text(2) == "revoked" ? KeyStatus::revoked : KeyStatus::active;
-  record.key_version = static_cast<std::uint32_t>(row.column_integer(3));
-  record.mode = parse_key_store_mode(row.column_text(4)).value_or(KeyStoreMode::wrapped);
-  record.wrapped_key = row.column_blob(5);
-  record.created_at = row.column_integer(6);
-  record.updated_at = row.column_integer(7);
+  record.kind = parse_kind(kind).value_or(IdentityKind::subscriber);
+  record.identity = std::move(identity);
+  record.status = status == "revoked" ? KeyStatus::revoked : KeyStatus::active;
+  record.key_version = static_cast<std::uint32_t>(version);
+  record.mode = parse_key_store_mode(mode).value_or(KeyStoreMode::wrapped);
+  record.wrapped_key = std::move(wrapped);
+  record.created_at = created;
+  record.updated_at = updated;
   return record;
 }
 
-constexpr const char* kColumns =
-    "kind, identity, status, key_version, mode, wrapped_key, created_at, updated_at";
+}  // namespace
+
+// The table's storage. Called with KeyDatabase::mutex_ held, except find() and count() when
+// concurrent_reads() and no transaction is open.
+class KeyDatabase::Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual bool concurrent_reads() const = 0;
+  virtual std::optional<IdentityRecord> find(IdentityKind kind, std::string_view identity,
+                                             bool in_transaction) = 0;
+  virtual std::vector<IdentityRecord> list(std::optional<IdentityKind> kind) = 0;
+  virtual std::size_t count(IdentityKind kind, std::optional<KeyStatus> status,
+                            bool in_transaction) = 0;
+  virtual void begin() = 0;
+  virtual void commit() = 0;
+  virtual void rollback() noexcept = 0;
+  virtual void insert(const IdentityRecord& record, std::int64_t created, std::int64_t updated) = 0;
+  virtual bool replace_key(IdentityKind kind, std::string_view identity, std::uint32_t version,
+                           KeyStoreMode mode, hsm::ByteView wrapped_key, std::int64_t at) = 0;
+  virtual bool set_status(IdentityKind kind, std::string_view identity, KeyStatus status,
+                          std::int64_t at) = 0;
+};
+
+namespace {
+
+class SqliteBackend final : public KeyDatabase::Backend {
+ public:
+  explicit SqliteBackend(const std::string& path) : connection_(path) {
+    storage::migrate(connection_, storage::key_database_schema(storage::Backend::sqlite));
+  }
+  bool concurrent_reads() const override { return false; }
+
+  std::optional<IdentityRecord> find(IdentityKind kind, std::string_view identity, bool) override {
+    storage::sqlite::Query query(connection_, kFind);
+    query.bind(1, kind_name(kind)).bind(2, identity);
+    if (!query.step()) return std::nullopt;
+    return read(query);
+  }
+
+  std::vector<IdentityRecord> list(std::optional<IdentityKind> kind) override {
+    storage::sqlite::Query query(connection_, kind ? kListKind : kListAll);
+    if (kind) query.bind(1, kind_name(*kind));
+    std::vector<IdentityRecord> records;
+    while (query.step()) records.push_back(read(query));
+    return records;
+  }
+
+  std::size_t count(IdentityKind kind, std::optional<KeyStatus> status, bool) override {
+    storage::sqlite::Query query(
+        connection_, status ? "SELECT count(*) FROM kms_identities WHERE kind = ?1 AND status = ?2"
+                            : "SELECT count(*) FROM kms_identities WHERE kind = ?1");
+    query.bind(1, kind_name(kind));
+    if (status) query.bind(2, status_name(*status));
+    query.step();
+    return static_cast<std::size_t>(query.integer(0));
+  }
+
+  void begin() override { connection_.exec("BEGIN IMMEDIATE"); }
+  void commit() override { connection_.exec("COMMIT"); }
+  void rollback() noexcept override {
+    try {
+      connection_.exec("ROLLBACK");
+    } catch (...) {  // nothing more to do: the connection rolls back on close
+    }
+  }
+
+  void insert(const IdentityRecord& record, std::int64_t created, std::int64_t updated) override {
+    storage::sqlite::Query query(connection_,
+                                 "INSERT INTO kms_identities (kind, identity, status, "
+                                 "key_version, mode, wrapped_key, created_at, updated_at) "
+                                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+    query.bind(1, kind_name(record.kind))
+        .bind(2, record.identity)
+        .bind(3, status_name(record.status))
+        .bind(4, std::int64_t{record.key_version})
+        .bind(5, key_store_mode_name(record.mode))
+        .bind(6, hsm::ByteView(record.wrapped_key))
+        .bind(7, created)
+        .bind(8, updated)
+        .run();
+  }
+
+  bool replace_key(IdentityKind kind, std::string_view identity, std::uint32_t version,
+                   KeyStoreMode mode, hsm::ByteView wrapped_key, std::int64_t at) override {
+    storage::sqlite::Query query(connection_,
+                                 "UPDATE kms_identities SET key_version = ?3, mode = ?4, "
+                                 "wrapped_key = ?5, status = 'active', updated_at = ?6 "
+                                 "WHERE kind = ?1 AND identity = ?2");
+    query.bind(1, kind_name(kind))
+        .bind(2, identity)
+        .bind(3, std::int64_t{version})
+        .bind(4, key_store_mode_name(mode))
+        .bind(5, wrapped_key)
+        .bind(6, at)
+        .run();
+    return connection_.changes() == 1;
+  }
+
+  bool set_status(IdentityKind kind, std::string_view identity, KeyStatus status,
+                  std::int64_t at) override {
+    storage::sqlite::Query query(connection_,
+                                 "UPDATE kms_identities SET status = ?3, updated_at = ?4 "
+                                 "WHERE kind = ?1 AND identity = ?2");
+    query.bind(1, kind_name(kind)).bind(2, identity).bind(3, status_name(status)).bind(4, at).run();
+    return connection_.changes() == 1;
+  }
+
+ private:
+  static inline const std::string kFindSql =
+      std::string("SELECT ") + kColumns + " FROM kms_identities WHERE kind = ?1 AND identity = ?2";
+  static inline const std::string kListKindSql = std::string("SELECT ") + kColumns +
+                                                 " FROM kms_identities WHERE kind = ?1 "
+                                                 "ORDER BY kind, identity";
+  static inline const std::string kListAllSql =
+      std::string("SELECT ") + kColumns + " FROM kms_identities ORDER BY kind, identity";
+  static inline const char* const kFind = kFindSql.c_str();
+  static inline const char* const kListKind = kListKindSql.c_str();
+  static inline const char* const kListAll = kListAllSql.c_str();
+
+  static IdentityRecord read(const storage::sqlite::Query& row) {
+    return record_from(row.text(0), row.text(1), row.text(2), row.integer(3), row.text(4),
+                       row.blob(5), row.integer(6), row.integer(7));
+  }
+  storage::sqlite::Connection connection_;
+};
+
+class PostgresBackend final : public KeyDatabase::Backend {
+ public:
+  explicit PostgresBackend(const storage::DatabaseUrl& url) : pool_(url) {
+    auto lease = pool_.acquire();
+    storage::prepare_schema(*lease, storage::key_database_schema(storage::Backend::postgresql),
+                            url.migration);
+  }
+  bool concurrent_reads() const override { return true; }
+
+  std::optional<IdentityRecord> find(IdentityKind kind, std::string_view identity,
+                                     bool in_transaction) override {
+    return on(in_transaction, [&](storage::pg::Connection& connection) {
+      const storage::pg::Result rows =
+          connection.query(kFind, storage::pg::Params().add(kind_name(kind)).add(identity));
+      return rows.rows() == 0 ? std::nullopt : std::optional(read(rows, 0));
+    });
+  }
+
+  std::vector<IdentityRecord> list(std::optional<IdentityKind> kind) override {
+    return on(transaction_.has_value(), [&](storage::pg::Connection& connection) {
+      storage::pg::Params params;
+      if (kind) params.add(kind_name(*kind));
+      const storage::pg::Result rows = connection.query(kind ? kListKind : kListAll, params);
+      std::vector<IdentityRecord> records;
+      for (int row = 0; row < rows.rows(); ++row) records.push_back(read(rows, row));
+      return records;
+    });
+  }
+
+  std::size_t count(IdentityKind kind, std::optional<KeyStatus> status,
+                    bool in_transaction) override {
+    return on(in_transaction, [&](storage::pg::Connection& connection) {
+      storage::pg::Params params;
+      params.add(kind_name(kind));
+      if (status) params.add(status_name(*status));
+      const storage::pg::Result rows = connection.query(
+          status ? "SELECT count(*) FROM kms_identities WHERE kind = $1 AND status = $2"
+                 : "SELECT count(*) FROM kms_identities WHERE kind = $1",
+          params);
+      return static_cast<std::size_t>(rows.integer(0, 0));
+    });
+  }
+
+  void begin() override {
+    transaction_.emplace(pool_.acquire());
+    try {
+      (*transaction_)->exec("BEGIN");
+    } catch (...) {
+      transaction_.reset();
+      throw;
+    }
+  }
+  void commit() override {
+    try {
+      (*transaction_)->exec("COMMIT");
+    } catch (...) {
+      transaction_.reset();
+      throw;
+    }
+    transaction_.reset();
+  }
+  void rollback() noexcept override {
+    if (!transaction_) return;
+    try {
+      if (!(*transaction_)->broken()) (*transaction_)->exec("ROLLBACK");
+    } catch (...) {  // the connection is then broken and the pool drops it
+    }
+    transaction_.reset();
+  }
+
+  void insert(const IdentityRecord& record, std::int64_t created, std::int64_t updated) override {
+    on(transaction_.has_value(), [&](storage::pg::Connection& connection) {
+      connection.query(
+          "INSERT INTO kms_identities (kind, identity, status, key_version, mode, wrapped_key, "
+          "created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+          storage::pg::Params()
+              .add(kind_name(record.kind))
+              .add(record.identity)
+              .add(status_name(record.status))
+              .add(std::int64_t{record.key_version})
+              .add(key_store_mode_name(record.mode))
+              .add(hsm::ByteView(record.wrapped_key))  // empty in token mode
+              .add(created)
+              .add(updated));
+      return 0;
+    });
+  }
+
+  bool replace_key(IdentityKind kind, std::string_view identity, std::uint32_t version,
+                   KeyStoreMode mode, hsm::ByteView wrapped_key, std::int64_t at) override {
+    return on(transaction_.has_value(), [&](storage::pg::Connection& connection) {
+      storage::pg::Params params;
+      params.add(kind_name(kind))
+          .add(identity)
+          .add(std::int64_t{version})
+          .add(key_store_mode_name(mode))
+          .add(wrapped_key)
+          .add(at);
+      return connection
+                 .query(
+                     "UPDATE kms_identities SET key_version = $3, mode = $4, "
+                     "wrapped_key = $5, status = 'active', updated_at = $6 "
+                     "WHERE kind = $1 AND identity = $2",
+                     params)
+                 .affected() == 1;
+    });
+  }
+
+  bool set_status(IdentityKind kind, std::string_view identity, KeyStatus status,
+                  std::int64_t at) override {
+    return on(transaction_.has_value(), [&](storage::pg::Connection& connection) {
+      return connection
+                 .query(
+                     "UPDATE kms_identities SET status = $3, updated_at = $4 "
+                     "WHERE kind = $1 AND identity = $2",
+                     storage::pg::Params()
+                         .add(kind_name(kind))
+                         .add(identity)
+                         .add(status_name(status))
+                         .add(at))
+                 .affected() == 1;
+    });
+  }
+
+ private:
+  static inline const std::string kFindSql =
+      std::string("SELECT ") + kColumns + " FROM kms_identities WHERE kind = $1 AND identity = $2";
+  static inline const std::string kListKindSql = std::string("SELECT ") + kColumns +
+                                                 " FROM kms_identities WHERE kind = $1 "
+                                                 "ORDER BY kind, identity";
+  static inline const std::string kListAllSql =
+      std::string("SELECT ") + kColumns + " FROM kms_identities ORDER BY kind, identity";
+  static inline const char* const kFind = kFindSql.c_str();
+  static inline const char* const kListKind = kListKindSql.c_str();
+  static inline const char* const kListAll = kListAllSql.c_str();
+
+  static IdentityRecord read(const storage::pg::Result& rows, int row) {
+    return record_from(rows.text(row, 0), rows.text(row, 1), rows.text(row, 2),
+                       rows.integer(row, 3), rows.text(row, 4),
+                       rows.is_null(row, 5) ? hsm::Bytes() : rows.bytes(row, 5),
+                       rows.integer(row, 6), rows.integer(row, 7));
+  }
+
+  // Runs `body` on a pooled connection, or inside the open transaction under a savepoint:
+  // a failed statement then undoes only itself, as on SQLite (PostgreSQL would otherwise
+  // refuse the rest of the transaction).
+  template <typename Body>
+  auto on(bool in_transaction, Body&& body)
+      -> decltype(body(std::declval<storage::pg::Connection&>())) {
+    if (in_transaction && transaction_) {
+      storage::pg::Savepoint savepoint(**transaction_);
+      auto result = body(**transaction_);
+      savepoint.release();
+      return result;
+    }
+    storage::pg::Pool::Lease lease = pool_.acquire();
+    return body(*lease);
+  }
+
+  storage::pg::Pool pool_;
+  std::optional<storage::pg::Pool::Lease> transaction_;  // guarded by KeyDatabase::mutex_
+};
 
 }  // namespace
 
@@ -149,97 +374,58 @@ std::vector<std::string> prepare_database_file(const std::string& path) {
   return warnings;
 }
 
-KeyDatabase::KeyDatabase(const std::string& path)
-    : path_(path), warnings_(prepare_database_file(path)) {
-  const int rc =
-      sqlite3_open_v2(path.c_str(), &db_,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
-  if (rc != SQLITE_OK) {
-    const std::string message = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
-    sqlite3_close(db_);
-    throw DatabaseError("database " + path + ": cannot open: " + message);
-  }
-  sqlite3_busy_timeout(db_, kBusyTimeoutMs);
-  sqlite3_extended_result_codes(db_, 1);
-  try {
-    exec("PRAGMA journal_mode=WAL");
-    exec("PRAGMA synchronous=NORMAL");
-    exec(kSchema);
-    const std::string find_sql = std::string("SELECT ") + kColumns +
-                                 " FROM kms_identities WHERE kind = ?1 AND identity = ?2";
-    if (sqlite3_prepare_v3(db_, find_sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &find_statement_,
-                           nullptr) != SQLITE_OK) {
-      throw DatabaseError("database " + path + ": prepare: " + sqlite3_errmsg(db_));
-    }
-  } catch (...) {
-    sqlite3_close(db_);
-    throw;
+KeyDatabase::KeyDatabase(const std::string& database) {
+  const storage::DatabaseUrl url =
+      translated([&] { return storage::DatabaseUrl::parse(database); });
+  path_ = url.backend == storage::Backend::sqlite ? url.sqlite_path : url.display();
+  if (url.backend == storage::Backend::sqlite) {
+    warnings_ = prepare_database_file(url.sqlite_path);
+    backend_ = translated([&] { return std::make_unique<SqliteBackend>(url.sqlite_path); });
+  } else {
+    backend_ = translated([&] { return std::make_unique<PostgresBackend>(url); });
   }
 }
 
-KeyDatabase::~KeyDatabase() {
-  sqlite3_finalize(find_statement_);
-  sqlite3_close(db_);
-}
-
-void KeyDatabase::exec(const char* sql) const {
-  char* error = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &error) != SQLITE_OK) {
-    const std::string message = error ? error : "unknown error";
-    sqlite3_free(error);
-    throw DatabaseError("database " + path_ + ": " + message);
-  }
-}
+KeyDatabase::~KeyDatabase() = default;
 
 std::optional<IdentityRecord> KeyDatabase::find(IdentityKind kind,
                                                 std::string_view identity) const {
+  if (backend_->concurrent_reads() && !in_transaction_) {  // the request path: no lock
+    return translated([&] { return backend_->find(kind, identity, false); });
+  }
   std::lock_guard lock(mutex_);
-  Statement statement(db_, find_statement_, path_);
-  statement.text(1, kind_name(kind)).text(2, identity);
-  if (!statement.step()) return std::nullopt;
-  return read_record(statement);
+  return translated([&] { return backend_->find(kind, identity, in_transaction_); });
 }
 
 std::vector<IdentityRecord> KeyDatabase::list(std::optional<IdentityKind> kind) const {
   std::lock_guard lock(mutex_);
-  const std::string sql = std::string("SELECT ") + kColumns + " FROM kms_identities" +
-                          (kind ? " WHERE kind = ?1" : "") + " ORDER BY kind, identity";
-  Statement statement(db_, sql.c_str(), path_);
-  if (kind) statement.text(1, kind_name(*kind));
-  std::vector<IdentityRecord> records;
-  while (statement.step()) records.push_back(read_record(statement));
-  return records;
+  return translated([&] { return backend_->list(kind); });
 }
 
 std::size_t KeyDatabase::count(IdentityKind kind, std::optional<KeyStatus> status) const {
   std::lock_guard lock(mutex_);
-  Statement statement(db_,
-                      status ? "SELECT count(*) FROM kms_identities WHERE kind = ?1 AND "
-                               "status = ?2"
-                             : "SELECT count(*) FROM kms_identities WHERE kind = ?1",
-                      path_);
-  statement.text(1, kind_name(kind));
-  if (status) statement.text(2, status_name(*status));
-  statement.step();
-  return static_cast<std::size_t>(statement.column_integer(0));
+  return translated([&] { return backend_->count(kind, status, in_transaction_); });
 }
 
 KeyDatabase::Transaction::Transaction(KeyDatabase& database)
     : database_(database), lock_(database.mutex_) {
-  database_.exec("BEGIN IMMEDIATE");
+  translated([&] {
+    database_.backend_->begin();
+    return 0;
+  });
+  database_.in_transaction_ = true;
 }
 
 KeyDatabase::Transaction::~Transaction() {
-  if (!done_) {
-    try {
-      database_.exec("ROLLBACK");
-    } catch (...) {  // nothing more to do: the connection rolls back on close
-    }
-  }
+  if (!done_) database_.backend_->rollback();
+  database_.in_transaction_ = false;
 }
 
 void KeyDatabase::Transaction::commit() {
-  database_.exec("COMMIT");
+  translated([&] {
+    database_.backend_->commit();
+    return 0;
+  });
   done_ = true;
 }
 
@@ -247,21 +433,11 @@ void KeyDatabase::insert(const IdentityRecord& record) {
   std::lock_guard lock(mutex_);
   const std::int64_t created = record.created_at ? record.created_at : unix_now();
   const std::int64_t updated = record.updated_at ? record.updated_at : created;
-  Statement statement(db_,
-                      "INSERT INTO kms_identities (kind, identity, status, key_version, mode, "
-                      "wrapped_key, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
-                      "?7, ?8)",
-                      path_);
-  statement.text(1, kind_name(record.kind))
-      .text(2, record.identity)
-      .text(3, status_name(record.status))
-      .integer(4, record.key_version)
-      .text(5, key_store_mode_name(record.mode))
-      .blob(6, record.wrapped_key)
-      .integer(7, created)
-      .integer(8, updated);
   try {
-    statement.step();
+    translated([&] {
+      backend_->insert(record, created, updated);
+      return 0;
+    });
   } catch (const DuplicateIdentityError&) {
     throw DuplicateIdentityError(std::string(kind_name(record.kind)) + " " + record.identity +
                                  " already exists");
@@ -272,32 +448,13 @@ bool KeyDatabase::replace_key(IdentityKind kind, std::string_view identity,
                               std::uint32_t new_version, KeyStoreMode mode,
                               hsm::ByteView wrapped_key) {
   std::lock_guard lock(mutex_);
-  Statement statement(db_,
-                      "UPDATE kms_identities SET key_version = ?3, mode = ?4, wrapped_key = ?5, "
-                      "status = 'active', updated_at = ?6 WHERE kind = ?1 AND identity = ?2",
-                      path_);
-  statement.text(1, kind_name(kind))
-      .text(2, identity)
-      .integer(3, new_version)
-      .text(4, key_store_mode_name(mode))
-      .blob(5, wrapped_key)
-      .integer(6, unix_now());
-  statement.step();
-  return sqlite3_changes(db_) == 1;
+  return translated(
+      [&] { return backend_->replace_key(kind, identity, new_version, mode, wrapped_key, unix_now()); });
 }
 
 bool KeyDatabase::set_status(IdentityKind kind, std::string_view identity, KeyStatus status) {
   std::lock_guard lock(mutex_);
-  Statement statement(db_,
-                      "UPDATE kms_identities SET status = ?3, updated_at = ?4 WHERE kind = ?1 "
-                      "AND identity = ?2",
-                      path_);
-  statement.text(1, kind_name(kind))
-      .text(2, identity)
-      .text(3, status_name(status))
-      .integer(4, unix_now());
-  statement.step();
-  return sqlite3_changes(db_) == 1;
+  return translated([&] { return backend_->set_status(kind, identity, status, unix_now()); });
 }
 
 }  // namespace tokens

@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "storage/database_url.h"
 #include "tokens/profile.h"
 #include "tokens/token_config_toml.h"
 
@@ -128,11 +129,18 @@ void apply_token_table(TokenConfig& config, const toml::table& token, std::strin
 void apply_database_table(TokenConfig& config, const toml::table& database,
                           std::string_view source_name,
                           const std::optional<std::filesystem::path>& base) {
-  // [database] may hold keys of other layers (the conference registry); only path is ours.
-  if (const toml::node* path = database.get("path")) {
-    config.database =
-        anchored(base, require_string(*path, source_key(source_name, "database", "path")));
+  // [database] may hold keys of other layers; url and path (the older spelling of an SQLite
+  // url) are ours: storage/database_url.h. A relative SQLite path is relative to the file's
+  // folder like every other path; a PostgreSQL URL is left as it is.
+  const toml::node* url = database.get("url");
+  const toml::node* path = database.get("path");
+  if (url && path) {
+    throw ConfigError(std::string(source_name) + ": [database] has both url and path; keep url");
   }
+  std::string value;
+  if (url) value = require_string(*url, source_key(source_name, "database", "url"));
+  if (path) value = require_string(*path, source_key(source_name, "database", "path"));
+  if (url || path) config.database = base ? storage::anchor_database(value, base->string()) : value;
 }
 
 void apply_tables(TokenConfig& config, const toml::table& root, std::string_view source_name,

@@ -29,6 +29,9 @@ void rethrow_as_protocol_error(bool bridge_lookup) {
     }
     throw ProtocolError(ErrorCode::token_unavailable, "the token could not complete the request",
                         error.what());
+  } catch (const tokens::DatabaseUnavailableError& error) {  // e.g. PostgreSQL restarting
+    throw ProtocolError(ErrorCode::overloaded, "key database unavailable",
+                        std::string("key database: ") + error.what());
   } catch (const tokens::DatabaseError& error) {
     throw ProtocolError(ErrorCode::internal_error, "internal error",
                         std::string("key database: ") + error.what());

@@ -66,7 +66,7 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger)
   keys_ = std::make_unique<tokens::KeyStore>(*token_, *database_, config.token.key_cache_size);
   RegistryOptions registry_options;
   registry_options.replay_capacity = config.protocol.replay_cache_size;
-  registry_ = std::make_unique<SqliteConferenceRegistry>(config.token.database, registry_options);
+  registry_ = open_conference_registry(config.token.database, registry_options);
   ServiceConfig service_config;
   service_config.freshness_window_seconds = config.protocol.freshness_window.count();
   service_config.conference_lifetime_seconds = config.protocol.conference_ttl.count();

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <set>
 
+#include "storage/database_url.h"
 #include "tokens/token_config_toml.h"
 
 namespace kms::server {
@@ -274,7 +275,7 @@ LoadResult load_config(const fs::path& file) {
 
   // The token layer reads only [database] path and lets other keys pass (they could be
   // another layer's); kmsd has no other, so a typo there is an error like anywhere else.
-  (void)p.table("database", {"path"});
+  (void)p.table("database", {"path", "url"});
 
   try {
     config.token = tokens::load_token_config(root, file);  // relative paths: token_config.h

@@ -1,47 +1,74 @@
 #include "audit_anchor_db.h"
 
-#include <sqlite3.h>
-
 #include <cstdint>
-#include <memory>
+#include <cstring>
+
+#include "storage/database_url.h"
+#include "storage/error.h"
+#include "storage/postgres.h"
+#include "storage/sqlite.h"
 
 namespace kms::tools {
 namespace {
 
-struct DbCloser {
-  void operator()(sqlite3* db) const { sqlite3_close(db); }
-};
-struct StatementFinalizer {
-  void operator()(sqlite3_stmt* statement) const { sqlite3_finalize(statement); }
-};
+std::optional<AuditHead> read_sqlite(const std::string& path) {
+  storage::sqlite::OpenOptions options;
+  options.read_only = true;  // kmsd may be committing right now: busy_timeout waits
+  std::unique_ptr<storage::sqlite::Connection> db;
+  try {
+    db = std::make_unique<storage::sqlite::Connection>(path, options);
+  } catch (const storage::Error& error) {
+    throw AnchorDbError(std::string("cannot open ") + path + ": " + error.what());
+  }
+  std::optional<storage::sqlite::Query> query;
+  try {
+    query.emplace(*db, "SELECT seq, hash FROM audit_anchor WHERE id = 1");
+  } catch (const storage::Error& error) {
+    throw AnchorDbError(path +
+                        " is not a kmsd registry database with an audit anchor: " + error.what());
+  }
+  try {
+    if (!query->step()) return std::nullopt;
+  } catch (const storage::Error& error) {
+    throw AnchorDbError("cannot read the audit anchor from " + path + ": " + error.what());
+  }
+  return AuditHead{static_cast<std::uint64_t>(query->integer(0)), query->text(1)};
+}
+
+std::optional<AuditHead> read_postgres(const storage::DatabaseUrl& url, const std::string& node) {
+  std::string password = read_database_password(url);
+  std::unique_ptr<storage::pg::Connection> db;
+  try {
+    db = std::make_unique<storage::pg::Connection>(url.conninfo, password, url.display());
+  } catch (...) {
+    if (!password.empty()) explicit_bzero(password.data(), password.size());
+    throw;
+  }
+  if (!password.empty()) explicit_bzero(password.data(), password.size());
+  try {
+    const storage::pg::Result row = db->query("SELECT seq, hash FROM audit_anchor WHERE node = $1",
+                                              storage::pg::Params().add(node));
+    if (row.rows() == 0) return std::nullopt;
+    return AuditHead{static_cast<std::uint64_t>(row.integer(0, 0)), row.text(0, 1)};
+  } catch (const storage::Error& error) {
+    if (error.kind() == storage::ErrorKind::schema) {
+      throw AnchorDbError(url.display() +
+                          " is not a kmsd registry database with an audit anchor: " + error.what());
+    }
+    throw;
+  }
+}
 
 }  // namespace
 
-std::optional<AuditHead> read_audit_anchor(const std::string& db_path) {
-  sqlite3* raw_db = nullptr;
-  const int opened = sqlite3_open_v2(db_path.c_str(), &raw_db, SQLITE_OPEN_READONLY, nullptr);
-  const std::unique_ptr<sqlite3, DbCloser> db(raw_db);
-  if (opened != SQLITE_OK) {
-    throw AnchorDbError("cannot open " + db_path + ": " +
-                        (raw_db ? sqlite3_errmsg(raw_db) : "out of memory"));
+std::optional<AuditHead> read_audit_anchor(const std::string& database, const std::string& node) {
+  try {
+    const storage::DatabaseUrl url = storage::DatabaseUrl::parse(database);
+    if (url.backend == storage::Backend::sqlite) return read_sqlite(url.sqlite_path);
+    return read_postgres(url, node);
+  } catch (const storage::Error& error) {
+    throw AnchorDbError(error.what());
   }
-  sqlite3_busy_timeout(db.get(), 5000);  // kmsd may be committing right now
-  sqlite3_stmt* raw_statement = nullptr;
-  if (sqlite3_prepare_v2(db.get(), "SELECT seq, hash FROM audit_anchor WHERE id = 1", -1,
-                         &raw_statement, nullptr) != SQLITE_OK) {
-    throw AnchorDbError(db_path + " is not a kmsd registry database with an audit anchor: " +
-                        sqlite3_errmsg(db.get()));
-  }
-  const std::unique_ptr<sqlite3_stmt, StatementFinalizer> statement(raw_statement);
-  const int step = sqlite3_step(statement.get());
-  if (step == SQLITE_DONE) return std::nullopt;
-  if (step != SQLITE_ROW) {
-    throw AnchorDbError("cannot read the audit anchor from " + db_path + ": " +
-                        sqlite3_errmsg(db.get()));
-  }
-  const unsigned char* hash = sqlite3_column_text(statement.get(), 1);
-  return AuditHead{static_cast<std::uint64_t>(sqlite3_column_int64(statement.get(), 0)),
-                   hash ? reinterpret_cast<const char*>(hash) : ""};
 }
 
 }  // namespace kms::tools

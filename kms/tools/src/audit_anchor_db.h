@@ -1,5 +1,7 @@
 // Reads the audit anchor (the audit log's durable head) that kmsd's registry database
 // stores with every committed admission or release (table audit_anchor, docs/SERVER.md).
+// The database is a URL or a plain SQLite path, as [database] url; on PostgreSQL each node
+// has its own row (RegistryOptions::node, "kmsd" unless configured otherwise).
 #pragma once
 
 #include <optional>
@@ -15,8 +17,9 @@ class AnchorDbError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// nullopt when nothing was anchored yet; throws AnchorDbError when the file can't be opened
-// read-only or is not a registry database.
-std::optional<AuditHead> read_audit_anchor(const std::string& db_path);
+// nullopt when nothing was anchored yet; throws AnchorDbError when the database can't be
+// opened (read-only for SQLite) or is not a registry database.
+std::optional<AuditHead> read_audit_anchor(const std::string& database,
+                                           const std::string& node = "kmsd");
 
 }  // namespace kms::tools

@@ -1,8 +1,11 @@
-// The KMS database's table of subscribers and bridges (embedded SQLite, WAL): identity,
-// kind, status, key version, storage mode, the root key wrapped (RFC 5649) under the token's
-// storage key (wrapped mode), timestamps. Never plaintext key material.
+// The KMS database's table of subscribers and bridges: identity, kind, status, key version,
+// storage mode, the root key wrapped (RFC 5649) under the token's storage key (wrapped
+// mode), timestamps. Never plaintext key material. On SQLite (a file, WAL) or PostgreSQL
+// (shared by every node: a revocation made on one is seen by all at their next lookup),
+// chosen by the database URL (storage/database_url.h).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -15,9 +18,6 @@
 #include "hsm/secure_bytes.h"
 #include "tokens/identity.h"
 #include "tokens/token_config.h"
-
-struct sqlite3;
-struct sqlite3_stmt;
 
 namespace tokens {
 
@@ -39,6 +39,11 @@ class DatabaseError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+// The database server can't be reached or went away (PostgreSQL): worth retrying later.
+class DatabaseUnavailableError : public DatabaseError {
+ public:
+  using DatabaseError::DatabaseError;
+};
 // insert() of an identity that already exists (of the same kind).
 class DuplicateIdentityError : public DatabaseError {
  public:
@@ -53,15 +58,21 @@ class DuplicateIdentityError : public DatabaseError {
 // (":memory:", "file:" URIs) are left to SQLite.
 std::vector<std::string> prepare_database_file(const std::string& path);
 
-// Thread-safe (one connection, serialised by a mutex; lookups are index lookups).
+// Thread-safe. SQLite: one connection, serialised by a mutex. PostgreSQL: a connection pool;
+// lookups outside a transaction run concurrently; a transaction holds one connection.
 class KeyDatabase {
  public:
-  // Opens (creates) the file, sets WAL and busy_timeout, creates the schema.
-  explicit KeyDatabase(const std::string& path);
+  // `database`: a database URL (sqlite:PATH, postgresql://...) or a plain SQLite path.
+  // SQLite: opens (creates, 0600) the file, sets WAL and busy_timeout. Creates or upgrades
+  // the schema (PostgreSQL: unless migrate=check). Throws DatabaseError (a bad URL, a
+  // schema newer than this build or, with migrate=check, older), DatabaseUnavailableError
+  // (the server can't be reached or refused the login).
+  explicit KeyDatabase(const std::string& database);
   ~KeyDatabase();
   KeyDatabase(const KeyDatabase&) = delete;
   KeyDatabase& operator=(const KeyDatabase&) = delete;
 
+  // What it was opened with (an SQLite path or a URL without password parameters).
   const std::string& path() const noexcept { return path_; }
   // prepare_database_file's findings when this opened: warnings for the program's log.
   const std::vector<std::string>& warnings() const noexcept { return warnings_; }
@@ -94,14 +105,15 @@ class KeyDatabase {
   // False: unknown identity.
   bool set_status(IdentityKind kind, std::string_view identity, KeyStatus status);
 
+  class Backend;  // SQLite or PostgreSQL (key_database.cpp)
+
  private:
   friend class Transaction;
-  void exec(const char* sql) const;
   std::string path_;
   std::vector<std::string> warnings_;
-  sqlite3* db_ = nullptr;
-  sqlite3_stmt* find_statement_ = nullptr;  // prepared once: find() is on the request path
-  mutable std::recursive_mutex mutex_;
+  std::unique_ptr<Backend> backend_;
+  mutable std::recursive_mutex mutex_;  // writes and transactions; every SQLite call
+  std::atomic<bool> in_transaction_{false};
 };
 
 }  // namespace tokens

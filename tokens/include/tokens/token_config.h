@@ -21,7 +21,9 @@
 //                                             unset: the program's default (kmsd: true;
 //                                             kms-provision always read/write)
 //   [database]
-//   path = "kms.db"                           KMS_DATABASE
+//   url = "sqlite:kms.db"                     KMS_DATABASE       (or "postgresql://...":
+//                                             storage/database_url.h; path = "kms.db", the
+//                                             older key, is accepted as an SQLite url)
 //
 // The PIN: pin_file, else pin_env, else the URI's pin-source. A pin-value in the URI is
 // refused (a PIN never sits in a config file or on a command line).
@@ -70,7 +72,7 @@ struct TokenConfig {
   std::optional<std::string> pin_env;
   std::string profile = "auto";
   std::string quirks = "auto";  // tokens/token_quirks.h; auto = detect from C_GetInfo
-  std::string database = "kms.db";
+  std::string database = "kms.db";  // a database URL or an SQLite path
   KeyStoreMode key_store = KeyStoreMode::wrapped;
   std::size_t key_cache_size = 10000;
   std::size_t max_sessions = 8;

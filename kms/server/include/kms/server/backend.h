@@ -14,7 +14,7 @@
 #include "kms/audit/refusal_summary.h"
 #include "kms/core/bridge_service.h"
 #include "kms/core/key_request_service.h"
-#include "kms/core/sqlite_conference_registry.h"
+#include "kms/core/stored_conference_registry.h"
 #include "kms/server/config.h"
 #include "kms/server/logger.h"
 #include "kms/server/metrics.h"
@@ -50,7 +50,7 @@ class KmsBackend {
   std::unique_ptr<tokens::TokenContext> token_;
   std::unique_ptr<tokens::KeyDatabase> database_;
   std::unique_ptr<tokens::KeyStore> keys_;
-  std::unique_ptr<SqliteConferenceRegistry> registry_;
+  std::unique_ptr<StoredConferenceRegistry> registry_;
   std::unique_ptr<TokenKeyRequestService> key_requests_;
   std::unique_ptr<TokenBridgeService> bridges_;
 
