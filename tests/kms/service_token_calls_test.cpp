@@ -81,6 +81,9 @@ TEST_P(TokenCalls, AKeyRequestMakesFourteenTokenCalls) {
                                                {"C_WrapKey", 2 * kRequests},
                                                {"C_DestroyObject", 4 * kRequests}};
   EXPECT_EQ(counts, expected);
+  // M through a session-object copy where the token copies it: NSS (M has no CKA_COPYABLE
+  // there); SoftHSM refuses to copy M (CKA_COPYABLE=FALSE), the token object is used.
+  EXPECT_EQ(bed->store().stats().master_copy, GetParam() == testsupport::TokenKind::nss);
 }
 
 // Refusals that need no key are made before any token call.

@@ -51,8 +51,8 @@ void check_version(std::uint32_t envelope_version, std::uint32_t current, const 
   }
 }
 
-// Derives K (media) is done by the caller; here W_X from the kept KR_X, and K wrapped under
-// W_X: one response.
+// One response: W_X derived in the token from the kept KR_X, and the media key K (derived
+// by the caller) wrapped under it.
 Bytes make_response(hsm::Session& session, const tokens::TokenProfile& profile,
                     CK_OBJECT_HANDLE response_key, CK_OBJECT_HANDLE media_key, MessageType type,
                     const Bytes& conference_id, const KeyRequest& request,
