@@ -19,6 +19,7 @@ struct Module::Shared {
   std::optional<std::string> init_reserved;  // kept alive: pReserved points into it
   std::shared_mutex lifecycle;
   std::atomic<std::uint64_t> generation{0};
+  std::atomic<std::uint64_t> objects_created{0};
   bool initialized = false;  // guarded by lifecycle (exclusive)
   bool owned = true;         // false: someone else initialised it; do not finalise at exit
 
@@ -253,6 +254,14 @@ std::uint64_t Module::reinitialize_if(std::uint64_t seen_generation) {
 }
 
 std::uint64_t Module::generation() const noexcept { return shared_->generation.load(); }
+
+std::uint64_t Module::objects_created() const noexcept {
+  return shared_->objects_created.load(std::memory_order_relaxed);
+}
+
+void Module::count_created_object() noexcept {
+  shared_->objects_created.fetch_add(1, std::memory_order_relaxed);
+}
 
 std::shared_lock<std::shared_mutex> Module::call_guard() const {
   return std::shared_lock(shared_->lifecycle);

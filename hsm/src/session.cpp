@@ -133,6 +133,7 @@ CK_OBJECT_HANDLE Session::generate_key(Mechanism& mechanism, AttributeTemplate a
   CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
   check(SESSION_CALL(C_GenerateKey, mechanism.get(), attributes.data(), attributes.size(), &key),
         "C_GenerateKey", mechanism_name(mechanism.type()));
+  module_->count_created_object();
   return key;
 }
 
@@ -140,6 +141,7 @@ CK_OBJECT_HANDLE Session::create_object(AttributeTemplate attributes) {
   CK_OBJECT_HANDLE object = CK_INVALID_HANDLE;
   check(SESSION_CALL(C_CreateObject, attributes.data(), attributes.size(), &object),
         "C_CreateObject");
+  module_->count_created_object();
   return object;
 }
 
@@ -147,6 +149,7 @@ CK_OBJECT_HANDLE Session::copy_object(CK_OBJECT_HANDLE object, AttributeTemplate
   CK_OBJECT_HANDLE copy = CK_INVALID_HANDLE;
   check(SESSION_CALL(C_CopyObject, object, changes.data(), changes.size(), &copy), "C_CopyObject",
         handle_context("object", object));
+  module_->count_created_object();
   return copy;
 }
 
@@ -156,6 +159,7 @@ CK_OBJECT_HANDLE Session::derive_key(Mechanism& mechanism, CK_OBJECT_HANDLE base
   check(
       SESSION_CALL(C_DeriveKey, mechanism.get(), base, attributes.data(), attributes.size(), &key),
       "C_DeriveKey", mechanism_context(mechanism, base));
+  module_->count_created_object();
   return key;
 }
 
@@ -166,6 +170,7 @@ CK_OBJECT_HANDLE Session::unwrap_key(Mechanism& mechanism, CK_OBJECT_HANDLE unwr
                      const_cast<CK_BYTE_PTR>(wrapped.data()), static_cast<CK_ULONG>(wrapped.size()),
                      attributes.data(), attributes.size(), &key),
         "C_UnwrapKey", mechanism_context(mechanism, unwrapping_key));
+  module_->count_created_object();
   return key;
 }
 

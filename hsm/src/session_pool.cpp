@@ -1,14 +1,26 @@
 #include "hsm/session_pool.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace hsm {
+namespace {
+
+// Leases and pinned operations this thread holds, of any pool (SessionPool::ThreadScope).
+thread_local int t_pool_scopes = 0;
+
+}  // namespace
+
+SessionPool::ThreadScope::ThreadScope() noexcept { ++t_pool_scopes; }
+SessionPool::ThreadScope::~ThreadScope() { --t_pool_scopes; }
+bool SessionPool::ThreadScope::inside() noexcept { return t_pool_scopes > 0; }
 
 SessionPool::SessionPool(std::shared_ptr<Module> module, CK_SLOT_ID slot, SecureString user_pin,
                          PoolConfig config)
     : module_(std::move(module)), slot_(slot), pin_(std::move(user_pin)), config_(config) {
   if (config_.max_sessions == 0) config_.max_sessions = 1;
   apply_session_limit();
+  next_recycle_at_ = module_->objects_created() + config_.recycle_after_objects;
   std::lock_guard lock(pinned_mutex_);
   reopen_pinned_locked();
 }
@@ -50,10 +62,14 @@ SessionPool::~SessionPool() {
 // Leases
 
 SessionPool::Lease::Lease(SessionPool& pool, std::unique_ptr<Session> session)
-    : pool_(&pool), session_(std::move(session)) {}
+    : pool_(&pool), session_(std::move(session)) {
+  ++t_pool_scopes;
+}
 
 SessionPool::Lease::~Lease() {
-  if (pool_ != nullptr && session_) pool_->give_back(std::move(session_), discard_);
+  if (pool_ == nullptr) return;  // moved from
+  if (session_) pool_->give_back(std::move(session_), discard_);
+  --t_pool_scopes;
 }
 
 SessionPool::Lease::Lease(Lease&& other) noexcept
@@ -69,6 +85,7 @@ SessionPool::Lease SessionPool::acquire() {
   const auto deadline = Clock::now() + config_.acquire_timeout;
   for (bool refused = false;;) {
     std::unique_ptr<Session> session;
+    bool fresh = false;
     {
       std::unique_lock lock(mutex_);
       if (refused) {
@@ -83,8 +100,21 @@ SessionPool::Lease SessionPool::acquire() {
         }
       }
       for (;;) {
+        // A recycle under way: wait for it, unless this thread holds a lease or the pinned
+        // session (the recycle waits for those to come back).
+        if (recycling_ && !ThreadScope::inside()) {
+          if (available_.wait_until(lock, deadline) == std::cv_status::timeout && recycling_) {
+            ++stats_.acquire_timeouts;
+            throw Error(ErrorKind::pool_exhausted, "SessionPool::acquire",
+                        "the module was being recycled for " +
+                            std::to_string(config_.acquire_timeout.count()) + " ms");
+          }
+          continue;
+        }
         if (!idle_.empty()) {
-          session = std::move(idle_.back());
+          // Recently given back: it answered its last call (validate_after_idle).
+          fresh = Clock::now() - idle_.back().since < config_.validate_after_idle;
+          session = std::move(idle_.back().session);
           idle_.pop_back();
           break;
         }
@@ -108,7 +138,7 @@ SessionPool::Lease SessionPool::acquire() {
           if (session && session->generation() != generation) {
             session.reset();  // from before a re-initialisation: dead, nothing to close
             count(&PoolStats::sessions_replaced);
-          } else if (session && config_.validate_on_acquire && !session->valid()) {
+          } else if (session && config_.validate_on_acquire && !fresh && !session->valid()) {
             session.reset();
             count(&PoolStats::sessions_replaced);
             ensure_pinned();  // whatever dropped this session may have dropped the rest
@@ -123,6 +153,7 @@ SessionPool::Lease SessionPool::acquire() {
           // The token is gone or broken: re-initialise (once for all threads) and retry.
           if (attempt >= config_.max_retries || !error.device_lost()) throw;
           session.reset();
+          fresh = false;
           try {
             reinitialize_module(generation);
           } catch (const Error&) {
@@ -163,17 +194,19 @@ std::unique_ptr<Session> SessionPool::open_session() {
 void SessionPool::give_back(std::unique_ptr<Session> session, bool discard) noexcept {
   const bool keep = !discard && session->generation() == module_->generation();
   if (!keep) session.reset();  // C_CloseSession, outside the pool lock
+  const auto now = std::chrono::steady_clock::now();
   std::lock_guard lock(mutex_);
   if (keep) {
-    idle_.push_back(std::move(session));
+    idle_.push_back(IdleSession{std::move(session), now});
   } else {
     --open_;
   }
   available_.notify_one();
+  if (recycling_) drained_.notify_all();
 }
 
 void SessionPool::drop_idle_sessions() {
-  std::vector<std::unique_ptr<Session>> dropped;
+  std::vector<IdleSession> dropped;
   {
     std::lock_guard lock(mutex_);
     dropped.swap(idle_);
@@ -328,6 +361,7 @@ void SessionPool::reinitialize_module(std::uint64_t seen_generation) {
   }
   try {
     if (due) {
+      next_recycle_at_ = module_->objects_created() + config_.recycle_after_objects;
       module_->reinitialize_if(seen_generation);
       count(&PoolStats::reinitializations);
     }
@@ -422,6 +456,81 @@ void SessionPool::count(std::uint64_t PoolStats::*counter) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Recycling
+
+void SessionPool::recycle_if_due() noexcept {
+  if (config_.recycle_after_objects == 0 || ThreadScope::inside()) return;
+  if (module_->objects_created() < next_recycle_at_.load()) return;
+  try {
+    recycle();
+  } catch (...) {  // the module is left as a failed recovery leaves it: the next call recovers
+  }
+}
+
+bool SessionPool::recycle() {
+  using Clock = std::chrono::steady_clock;
+  const auto started = Clock::now();
+  {
+    std::unique_lock lock(mutex_);
+    if (recycling_) return false;  // another thread is at it
+    recycling_ = true;             // from here acquire() waits
+    const bool drained = drained_.wait_for(lock, config_.recycle_drain_timeout,
+                                           [this] { return open_ == idle_.size(); });
+    if (!drained) {
+      recycling_ = false;
+      ++stats_.recycles_abandoned;
+      // Try again after a quarter of the threshold more objects.
+      next_recycle_at_ = module_->objects_created() + config_.recycle_after_objects / 4 + 1;
+      available_.notify_all();
+      return false;
+    }
+  }
+  const auto finish = [&] {
+    std::lock_guard lock(mutex_);
+    recycling_ = false;
+    available_.notify_all();
+  };
+  try {
+    std::lock_guard recovery(recovery_mutex_);
+    std::lock_guard pinned(pinned_mutex_);  // waits for a pinned operation in flight
+    // Counted before C_Finalize: objects created meanwhile by another pool of the module die
+    // with this initialisation too.
+    next_recycle_at_ = module_->objects_created() + config_.recycle_after_objects;
+    module_->reinitialize_if(module_->generation());  // waits for other pools' calls
+    drop_idle_sessions();
+    {
+      std::lock_guard lock(mutex_);
+      handles_.clear();
+    }
+    reopen_pinned_locked();  // logs in again; session_object_generation() changes
+  } catch (const Error& error) {
+    mark_down(error.what());
+    finish();
+    throw;
+  } catch (...) {
+    finish();
+    throw;
+  }
+  const auto pause = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started);
+  std::vector<RecycleObserver> observers;
+  {
+    std::lock_guard lock(mutex_);
+    ++stats_.recycles;
+    stats_.longest_recycle_pause_us =
+        std::max<std::uint64_t>(stats_.longest_recycle_pause_us, pause.count());
+    observers = recycle_observers_;
+  }
+  finish();
+  for (const auto& observer : observers) observer(pause);
+  return true;
+}
+
+void SessionPool::on_recycle(RecycleObserver observer) {
+  std::lock_guard lock(mutex_);
+  recycle_observers_.push_back(std::move(observer));
+}
+
+// ---------------------------------------------------------------------------------------
 // State
 
 std::uint64_t SessionPool::session_object_generation() const noexcept {
@@ -434,6 +543,8 @@ PoolStats SessionPool::stats() const {
   result.open_sessions = open_ + 1;
   result.in_use = open_ - idle_.size();
   result.token_down = token_down_.load();
+  result.objects_created = module_->objects_created();
+  result.recycling = recycling_;
   return result;
 }
 

@@ -25,6 +25,7 @@ Testbed::Testbed(testsupport::TokenKind kind, TestbedOptions options)
   config.key_cache_size = 64;
   if (options_.quirks) config.quirks = *options_.quirks;
   config.read_only_sessions = options_.read_only_sessions;
+  config.recycle_after_objects = options_.recycle_after_objects;
   if (options_.module_override) {
     setenv("KMS_FAULT_TARGET", token_files_->module_path().c_str(), 1);
     if (options_.record_file) setenv("KMS_PKCS11_RECORD", options_.record_file->c_str(), 1);

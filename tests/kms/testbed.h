@@ -40,6 +40,8 @@ struct TestbedOptions {
   // The pool's sessions are read-only, as kmsd's are by default (the KMS keys are created
   // in a separate read/write session); false: read/write, as kms-provision's.
   bool read_only_sessions = true;
+  // [token] recycle_after_objects; default unset (the token quirks decide).
+  std::optional<std::uint64_t> recycle_after_objects;
 };
 
 class Testbed {

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "support/test_token.h"
+#include "tokens/token_quirks.h"
 
 namespace {
 
@@ -14,7 +15,8 @@ void clear_environment() {
   for (const char* name :
        {"KMS_PKCS11_MODULE", "KMS_PKCS11_INIT_RESERVED", "KMS_TOKEN_URI", "KMS_PIN_FILE",
         "KMS_PIN_ENV", "KMS_TOKEN_PROFILE", "KMS_DATABASE", "KMS_KEY_STORE", "KMS_KEY_CACHE_SIZE",
-        "KMS_MAX_SESSIONS", "KMS_TOKEN_QUIRKS", "KMS_READ_ONLY_SESSIONS"}) {
+        "KMS_MAX_SESSIONS", "KMS_TOKEN_QUIRKS", "KMS_READ_ONLY_SESSIONS",
+        "KMS_RECYCLE_AFTER_OBJECTS"}) {
     unsetenv(name);
   }
 }
@@ -127,6 +129,32 @@ TEST(TokenConfig, ReadOnlySessionsAndQuirks) {
                tokens::ConfigError);
   config.quirks = "mozilla";
   EXPECT_THROW(config.validate(), tokens::ConfigError);
+  clear_environment();
+}
+
+// Unset: the token quirks decide (TokenContext::open); 0 and any number are the operator's.
+TEST(TokenConfig, RecycleAfterObjects) {
+  clear_environment();
+  tokens::TokenConfig config = tokens::token_config_from_environment();
+  EXPECT_FALSE(config.recycle_after_objects.has_value());
+  const tokens::TokenQuirks softhsm = tokens::quirks_by_name("softhsm2");
+  const tokens::TokenQuirks nss = tokens::quirks_by_name("nss");
+  EXPECT_TRUE(softhsm.leaks_destroyed_session_objects);
+  EXPECT_FALSE(nss.leaks_destroyed_session_objects);
+  EXPECT_EQ(tokens::recycle_threshold(softhsm, std::nullopt), tokens::kDefaultRecycleAfterObjects);
+  EXPECT_EQ(tokens::recycle_threshold(nss, std::nullopt), 0u);
+  EXPECT_EQ(tokens::recycle_threshold(softhsm, 0), 0u);
+  EXPECT_EQ(tokens::recycle_threshold(nss, 500), 500u);
+  setenv("KMS_RECYCLE_AFTER_OBJECTS", "1000", 1);
+  config = tokens::token_config_from_environment();
+  EXPECT_EQ(config.recycle_after_objects, 1000u);
+  EXPECT_EQ(config.pool_config().recycle_after_objects, 1000u);
+  tokens::apply_config_text(config, "[token]\nrecycle_after_objects = 0\n");
+  EXPECT_EQ(config.recycle_after_objects, 0u);
+  EXPECT_THROW(tokens::apply_config_text(config, "[token]\nrecycle_after_objects = -1\n"),
+               tokens::ConfigError);
+  setenv("KMS_RECYCLE_AFTER_OBJECTS", "many", 1);
+  EXPECT_THROW(tokens::token_config_from_environment(), tokens::ConfigError);
   clear_environment();
 }
 

@@ -1,5 +1,7 @@
 #include "tokens/key_store.h"
 
+#include <utility>
+
 #include "hsm/error.h"
 #include "tokens/key_templates.h"
 
@@ -20,19 +22,29 @@ LookupError::LookupError(Reason reason, IdentityKind kind, std::string identity)
       identity_(std::move(identity)) {}
 
 StoredKey::StoredKey(hsm::SessionPool* pool, CK_OBJECT_HANDLE handle, bool owned,
-                     std::uint64_t generation)
-    : pool_(pool), handle_(handle), owned_(owned), generation_(generation) {}
+                     std::uint64_t generation, std::vector<CK_OBJECT_HANDLE> children)
+    : pool_(pool),
+      handle_(handle),
+      owned_(owned),
+      generation_(generation),
+      children_(std::move(children)) {}
+
+bool StoredKey::current() const noexcept {
+  return pool_->session_object_generation() == generation_;
+}
 
 StoredKey::~StoredKey() {
   // A handle from an earlier generation is dead already, and the number may have been
   // reused by the token for another object: never destroy it then.
-  if (!owned_ || pool_->session_object_generation() != generation_) return;
+  if ((!owned_ && children_.empty()) || pool_->session_object_generation() != generation_) return;
   try {
     pool_->run_pinned([this](hsm::Session& session) {
-      if (pool_->session_object_generation() == generation_) session.destroy(handle_);
+      if (pool_->session_object_generation() != generation_) return 0;
+      for (const CK_OBJECT_HANDLE child : children_) session.destroy(child);
+      if (owned_) session.destroy(handle_);
       return 0;
     });
-  } catch (...) {  // the object dies with the pinned session at the latest
+  } catch (...) {  // the objects die with the pinned session at the latest
   }
 }
 
@@ -58,24 +70,31 @@ ResolvedKey KeyStore::resolve(IdentityKind kind, std::string_view identity) {
   const std::string key = cache_key(kind, identity);
   std::shared_ptr<const StoredKey> stored = cached(key, record->key_version);
   if (!stored) {
-    std::shared_ptr<const StoredKey> fresh =
-        record->mode == KeyStoreMode::token ? find_token_object(*record) : unwrap(*record);
+    const ChildKeys derive = children_of(kind);
+    std::shared_ptr<const StoredKey> fresh = record->mode == KeyStoreMode::token
+                                                 ? find_token_object(*record, derive)
+                                                 : unwrap(*record, derive);
     insert(key, record->key_version, fresh);
     stored = std::move(fresh);
   }
   return ResolvedKey{std::move(stored), record->key_version, kind};
 }
 
+void KeyStore::follow_generation_locked(std::vector<std::shared_ptr<const StoredKey>>& dropped) {
+  const std::uint64_t generation = token_.pool().session_object_generation();
+  if (generation == generation_) return;
+  // The session objects of the earlier generation are gone: so is everything cached.
+  for (auto& [name, entry] : entries_) dropped.push_back(std::move(entry.key));
+  entries_.clear();
+  lru_.clear();
+  dropped.push_back(std::move(master_copy_));
+  generation_ = generation;
+}
+
 std::shared_ptr<const StoredKey> KeyStore::cached(const std::string& key, std::uint32_t version) {
   std::vector<std::shared_ptr<const StoredKey>> dropped;  // released outside the lock
   std::lock_guard lock(mutex_);
-  const std::uint64_t generation = token_.pool().session_object_generation();
-  if (generation != generation_) {
-    for (auto& [name, entry] : entries_) dropped.push_back(std::move(entry.key));
-    entries_.clear();
-    lru_.clear();
-    generation_ = generation;
-  }
+  follow_generation_locked(dropped);
   auto found = entries_.find(key);
   if (found == entries_.end() || found->second.version != version) {
     ++stats_.misses;
@@ -118,7 +137,8 @@ void KeyStore::insert(const std::string& key, std::uint32_t version,
   }
 }
 
-std::shared_ptr<const StoredKey> KeyStore::unwrap(const IdentityRecord& record) {
+std::shared_ptr<const StoredKey> KeyStore::unwrap(const IdentityRecord& record,
+                                                  const ChildKeys& derive) {
   hsm::SessionPool& pool = token_.pool();
   const TokenProfile& profile = token_.profile();
   const hsm::KeyRef storage = storage_key_ref();
@@ -136,19 +156,92 @@ std::shared_ptr<const StoredKey> KeyStore::unwrap(const IdentityRecord& record) 
                                std::string(kind_name(record.kind)) + " " + record.identity + " v" +
                                std::to_string(record.key_version));
     }
-    return std::make_shared<const StoredKey>(&pool, handle, true, generation);
+    if (!derive) return std::make_shared<const StoredKey>(&pool, handle, true, generation);
+    // Only the children are kept: the root key goes as soon as they exist.
+    const hsm::ObjectGuard root(session, handle);
+    std::vector<CK_OBJECT_HANDLE> children = derive(session, root.get(), record.identity);
+    return std::make_shared<const StoredKey>(&pool, CK_INVALID_HANDLE, false, generation,
+                                             std::move(children));
   });
 }
 
-std::shared_ptr<const StoredKey> KeyStore::find_token_object(const IdentityRecord& record) {
+std::shared_ptr<const StoredKey> KeyStore::find_token_object(const IdentityRecord& record,
+                                                             const ChildKeys& derive) {
   hsm::SessionPool& pool = token_.pool();
   const hsm::KeyRef ref = root_key_ref(record.kind, record.identity, record.key_version);
   // On the pinned session: the caller may already hold a pooled session, and taking a
-  // second one from a busy pool could wait for ever.
-  const CK_OBJECT_HANDLE handle =
-      pool.run_pinned([&](hsm::Session& session) { return pool.resolve(session, ref); });
-  // Token objects are not destroyed by the store; the handle is the pool's cached one.
-  return std::make_shared<const StoredKey>(&pool, handle, false, 0);
+  // second one from a busy pool could wait for ever. Token objects are not destroyed by the
+  // store; the handle is the pool's cached one.
+  return pool.run_pinned([&](hsm::Session& session) {
+    const std::uint64_t generation = pool.session_object_generation();
+    const CK_OBJECT_HANDLE handle = pool.resolve(session, ref);
+    std::vector<CK_OBJECT_HANDLE> children;
+    if (derive) children = derive(session, handle, record.identity);
+    return std::make_shared<const StoredKey>(&pool, handle, false, generation, std::move(children));
+  });
+}
+
+ChildKeys KeyStore::children_of(IdentityKind kind) const {
+  std::lock_guard lock(mutex_);
+  return children_[static_cast<std::size_t>(kind)];
+}
+
+void KeyStore::keep_children(IdentityKind kind, ChildKeys derive) {
+  {
+    std::lock_guard lock(mutex_);
+    children_[static_cast<std::size_t>(kind)] = std::move(derive);
+  }
+  clear();  // entries made without (or with other) children
+}
+
+std::shared_ptr<const StoredKey> KeyStore::master(hsm::Session& session) {
+  hsm::SessionPool& pool = token_.pool();
+  const hsm::KeyRef ref = master_key_ref();
+  // The token object: the pool caches its handle (and re-finds it after a handle loss).
+  const auto token_object = [&] {
+    return std::make_shared<const StoredKey>(&pool, pool.resolve(session, ref), false, 0);
+  };
+  {
+    std::vector<std::shared_ptr<const StoredKey>> dropped;  // released outside the lock
+    std::unique_lock lock(mutex_);
+    follow_generation_locked(dropped);
+    if (master_copy_) return master_copy_;
+    if (master_copy_refused_) {
+      lock.unlock();
+      return token_object();
+    }
+  }
+  bool refused = false;
+  std::uint64_t copy_generation = 0;
+  std::shared_ptr<const StoredKey> copy = pool.run_pinned([&](hsm::Session& pinned) {
+    copy_generation = pool.session_object_generation();
+    const CK_OBJECT_HANDLE original = pool.resolve(pinned, ref);
+    hsm::AttributeTemplate changes;
+    changes.set_bool(CKA_TOKEN, false);  // every other attribute stays as M has it
+    try {
+      const CK_OBJECT_HANDLE handle = pinned.copy_object(original, std::move(changes));
+      return std::make_shared<const StoredKey>(&pool, handle, true, copy_generation);
+    } catch (const hsm::Error& error) {
+      if (error.recoverable()) throw;  // run_pinned recovers and runs this again
+      refused = true;                  // e.g. CKR_ACTION_PROHIBITED for CKA_COPYABLE=FALSE
+      return std::shared_ptr<const StoredKey>();
+    }
+  });
+  if (refused) {
+    std::lock_guard lock(mutex_);
+    master_copy_refused_ = true;
+  } else {
+    std::vector<std::shared_ptr<const StoredKey>> dropped;  // released outside the lock
+    std::lock_guard lock(mutex_);
+    follow_generation_locked(dropped);
+    // Kept only while its generation is the current one (else it is dead already); another
+    // thread's copy made meanwhile is replaced.
+    if (copy_generation == generation_) {
+      dropped.push_back(std::exchange(master_copy_, copy));
+      stats_.master_copy = true;
+    }
+  }
+  return refused ? token_object() : copy;
 }
 
 void KeyStore::forget(IdentityKind kind, std::string_view identity) {

@@ -66,6 +66,9 @@ void apply_environment(TokenConfig& config) {
   if (auto v = env("KMS_KEY_CACHE_SIZE"))
     config.key_cache_size = parse_size(*v, "KMS_KEY_CACHE_SIZE");
   if (auto v = env("KMS_MAX_SESSIONS")) config.max_sessions = parse_size(*v, "KMS_MAX_SESSIONS");
+  if (auto v = env("KMS_RECYCLE_AFTER_OBJECTS")) {
+    config.recycle_after_objects = parse_size(*v, "KMS_RECYCLE_AFTER_OBJECTS");
+  }
   if (auto v = env("KMS_READ_ONLY_SESSIONS")) {
     if (*v != "true" && *v != "false") {
       throw ConfigError("KMS_READ_ONLY_SESSIONS: \"" + *v + "\" is not true or false");
@@ -114,6 +117,8 @@ void apply_token_table(TokenConfig& config, const toml::table& token, std::strin
       config.key_cache_size = require_size(node, where);
     } else if (key == "max_sessions") {
       config.max_sessions = require_size(node, where);
+    } else if (key == "recycle_after_objects") {
+      config.recycle_after_objects = require_size(node, where);
     } else if (key == "read_only_sessions") {
       const auto* value = node.as_boolean();
       if (value == nullptr) throw ConfigError(where + " must be true or false");
@@ -244,6 +249,11 @@ hsm::PoolConfig TokenConfig::pool_config() const {
   hsm::PoolConfig pool;
   pool.max_sessions = max_sessions;
   pool.read_only = read_only_sessions.value_or(false);
+  // A session back in the pool for less than a second answered its last call: no
+  // C_GetSessionInfo per request on a busy server (an operation that meets a dropped
+  // session is repaired and run again).
+  pool.validate_after_idle = std::chrono::milliseconds(1000);
+  pool.recycle_after_objects = recycle_after_objects.value_or(0);
   return pool;
 }
 

@@ -30,8 +30,11 @@ std::unique_ptr<TokenContext> TokenContext::open(const TokenConfig& config) {
   context->profile_.quirks = config.quirks == "auto"
                                  ? detect_quirks(context->module_->info(), context->token_.info)
                                  : quirks_by_name(config.quirks);
+  hsm::PoolConfig pool_config = config.pool_config();
+  pool_config.recycle_after_objects =
+      recycle_threshold(context->profile_.quirks, config.recycle_after_objects);
   context->pool_ = std::make_unique<hsm::SessionPool>(context->module_, context->token_.slot,
-                                                      std::move(pin), config.pool_config());
+                                                      std::move(pin), pool_config);
   for (const std::string& warning : context->pool_->warnings()) {
     context->warnings_.push_back(warning);
   }

@@ -16,6 +16,7 @@ TokenQuirks softhsm2() {
   TokenQuirks quirks;
   quirks.name = "softhsm2";
   quirks.general_error_is_integrity_failure = true;
+  quirks.leaks_destroyed_session_objects = true;
   return quirks;
 }
 
@@ -52,6 +53,12 @@ TokenQuirks quirks_by_name(std::string_view name) {
   if (name == "standard") return TokenQuirks{};
   throw std::invalid_argument("unknown token quirks \"" + std::string(name) +
                               "\" (expected auto, softhsm2, nss or standard)");
+}
+
+std::uint64_t recycle_threshold(const TokenQuirks& quirks,
+                                std::optional<std::uint64_t> configured) {
+  if (configured) return *configured;
+  return quirks.leaks_destroyed_session_objects ? kDefaultRecycleAfterObjects : 0;
 }
 
 bool is_integrity_failure(const TokenQuirks& quirks, CK_RV rv) noexcept {

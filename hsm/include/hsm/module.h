@@ -70,6 +70,13 @@ class Module {
   // C_Finalize while other threads are inside the library is undefined behaviour.
   std::shared_lock<std::shared_mutex> call_guard() const;
 
+  // Objects created through this library's sessions (C_GenerateKey, C_CreateObject,
+  // C_CopyObject, C_DeriveKey, C_UnwrapKey that succeeded), by every Module of it in the
+  // process, since it was loaded. A token that never frees destroyed session objects grows
+  // with this count until a re-initialisation (SessionPool::recycle()).
+  std::uint64_t objects_created() const noexcept;
+  void count_created_object() noexcept;  // called by Session
+
   // Where the module came from, for messages: the .so path.
   const std::string& library_path() const noexcept { return library_path_; }
 

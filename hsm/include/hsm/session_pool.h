@@ -19,7 +19,14 @@
 // once, and a session that met a PKCS#11 error that was not recovered is closed, not reused.
 // session_object_generation() changes whenever session objects may have been lost (pinned session
 // replaced, module re-initialised, login restored after a logout). C_Logout is never called. Leases
-// must not outlive the pool.
+// must not outlive the pool, and are given back by the thread that acquired them.
+//
+// Recycling (recycle(), recycle_after_objects): a planned re-initialisation for a token that
+// never frees destroyed session objects (SoftHSM 2.6.1). New operations wait (up to
+// acquire_timeout) while the operations in flight finish, then C_Finalize + C_Initialize,
+// the pinned session is reopened and logged in; session objects die, so
+// session_object_generation() changes and caches rebuild on next use. No operation fails
+// because of it. The policy (how many objects) is the caller's: the pool only counts.
 #pragma once
 
 #include <atomic>
@@ -66,12 +73,24 @@ struct PoolConfig {
   // C_GetSessionInfo on every idle session handed out, so a session the token dropped is
   // replaced before use rather than after a failed call.
   bool validate_on_acquire = true;
+  // ... except for a session given back less than this long ago: it answered its last call,
+  // the pool drops idle sessions whenever it learns that sessions were lost, and an
+  // operation that meets a session dropped since is repaired and run again anyway. Saves
+  // one C_GetSessionInfo per operation on a busy pool. 0: every session handed out.
+  std::chrono::milliseconds validate_after_idle{0};
   // Circuit breaker for re-initialisation: after one that did not bring the token back, the
   // next waits reinit_backoff_min, then twice as long each time up to reinit_backoff_max.
   // Meanwhile device errors fail fast (a network HSM is not hammered with C_Initialize),
   // and a token that comes back without needing one is picked up by the session reopen.
   std::chrono::milliseconds reinit_backoff_min{100};
   std::chrono::milliseconds reinit_backoff_max{10000};
+  // recycle() once this many objects were created through the module's sessions since the
+  // last re-initialisation (checked after each run() / run_pinned()); 0: never.
+  std::uint64_t recycle_after_objects = 0;
+  // How long recycle() waits for the operations in flight to finish. When they do not (an
+  // operation holds a session that long), nothing is recycled, the waiting operations go
+  // on, and the next attempt comes after another quarter of recycle_after_objects.
+  std::chrono::milliseconds recycle_drain_timeout{1000};
 };
 
 struct PoolStats {
@@ -84,9 +103,16 @@ struct PoolStats {
   std::uint64_t reinitializations = 0;  // after CKR_DEVICE_ERROR / CKR_TOKEN_NOT_PRESENT
   std::uint64_t acquire_timeouts = 0;
   std::uint64_t session_count_refusals = 0;  // C_OpenSession answered CKR_SESSION_COUNT
-  std::uint64_t reinit_failures = 0;    // re-initialisations after which the token was still gone
-  std::uint64_t reinit_suppressed = 0;  // attempts refused by the circuit breaker (backoff)
-  bool token_down = false;              // the breaker is open: the last recovery failed
+  std::uint64_t reinit_failures = 0;     // re-initialisations after which the token was still gone
+  std::uint64_t reinit_suppressed = 0;   // attempts refused by the circuit breaker (backoff)
+  std::uint64_t recycles = 0;            // planned re-initialisations (recycle())
+  std::uint64_t recycles_abandoned = 0;  // operations in flight did not finish in time
+  std::uint64_t objects_created = 0;     // by the module's sessions, since it was loaded
+  // The longest time operations were held back by one recycle (drain + re-initialisation
+  // + login), in microseconds: what a request may wait because of recycling.
+  std::uint64_t longest_recycle_pause_us = 0;
+  bool recycling = false;   // a recycle is waiting for operations in flight, or running
+  bool token_down = false;  // the breaker is open: the last recovery failed
 };
 
 class SessionPool {
@@ -126,6 +152,7 @@ class SessionPool {
   // op must be safe to re-run and must look handles up through resolve() inside.
   template <class Op>
   std::invoke_result_t<Op&, Session&> run(Op&& op) {
+    const RecycleCheck recycle_check(*this);  // after the lease below is given back
     for (int attempt = 0;; ++attempt) {
       Lease lease = acquire();
       try {
@@ -145,7 +172,9 @@ class SessionPool {
   // sessions (session objects die with the session that created them). Same recovery.
   template <class Op>
   std::invoke_result_t<Op&, Session&> run_pinned(Op&& op) {
+    const RecycleCheck recycle_check(*this);  // after the pinned session is released
     for (int attempt = 0;; ++attempt) {
+      const ThreadScope scope;
       std::unique_lock lock(pinned_mutex_);
       try {
         if (pinned_stale_locked()) reopen_pinned_locked();
@@ -195,8 +224,43 @@ class SessionPool {
   using RecoveryObserver = std::function<void(const Error&)>;
   void on_recovery(RecoveryObserver observer);
 
+  // Re-initialises the module as soon as no operation of this pool is in flight (see the
+  // top of this file). Returns false, having changed nothing, when another recycle is
+  // under way or the operations in flight did not finish within recycle_drain_timeout.
+  // Must not be called while this thread holds a lease or is inside run_pinned().
+  // Throws hsm::Error when the re-initialisation or the login fails (then the pool is in
+  // the state a failed recovery leaves: the next operation recovers).
+  bool recycle();
+  // Called after every recycle() that re-initialised, with how long operations were held
+  // back; an observer must not call back into the pool.
+  using RecycleObserver = std::function<void(std::chrono::microseconds pause)>;
+  void on_recycle(RecycleObserver observer);
+
  private:
   friend class Lease;
+  // Counts, per thread, the leases and pinned operations it holds: a thread holding one
+  // neither waits for a recycle (it would wait for itself) nor starts one.
+  struct ThreadScope {
+    ThreadScope() noexcept;
+    ~ThreadScope();
+    ThreadScope(const ThreadScope&) = delete;
+    ThreadScope& operator=(const ThreadScope&) = delete;
+    static bool inside() noexcept;
+  };
+  // Recycles when due, on the way out of run() / run_pinned() of a thread that holds
+  // nothing else of a pool (never throws: a failed recycle is left to recovery).
+  struct RecycleCheck {
+    explicit RecycleCheck(SessionPool& pool) noexcept : pool(pool) {}
+    ~RecycleCheck() { pool.recycle_if_due(); }
+    RecycleCheck(const RecycleCheck&) = delete;
+    RecycleCheck& operator=(const RecycleCheck&) = delete;
+    SessionPool& pool;
+  };
+  struct IdleSession {
+    std::unique_ptr<Session> session;
+    std::chrono::steady_clock::time_point since;  // given back at
+  };
+  void recycle_if_due() noexcept;
   struct CachedHandle {
     CK_OBJECT_HANDLE handle;
     std::uint64_t module_generation;  // handles die with the module's initialisation
@@ -227,7 +291,7 @@ class SessionPool {
 
   mutable std::mutex mutex_;  // guards idle_, counters, handle cache; never held in token calls
   std::condition_variable available_;
-  std::vector<std::unique_ptr<Session>> idle_;
+  std::vector<IdleSession> idle_;
   std::size_t open_ = 0;  // worker sessions, idle or leased
   PoolStats stats_;
   std::map<KeyRef, CachedHandle> handles_;
@@ -236,6 +300,11 @@ class SessionPool {
   // generation are not handed out (and their misses not trusted) until it catches up.
   std::atomic<std::uint64_t> login_generation_{~std::uint64_t{0}};
   std::vector<RecoveryObserver> observers_;
+  std::vector<RecycleObserver> recycle_observers_;  // guarded by mutex_
+  bool recycling_ = false;                          // guarded by mutex_: acquire() waits
+  std::condition_variable drained_;                 // a lease came back while recycling_
+  // Module::objects_created() at which the next recycle is due.
+  std::atomic<std::uint64_t> next_recycle_at_{0};
 
   std::mutex recovery_mutex_;  // one module re-initialisation at a time
   // Lock order: recovery_mutex_, pinned_mutex_, breaker_mutex_, mutex_. Health observers

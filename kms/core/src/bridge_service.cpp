@@ -188,12 +188,11 @@ std::pair<std::vector<ReleasedKey>, std::uint32_t> TokenBridgeService::wrap_memb
     // under one version and labelled with another.
     const tokens::ResolvedKey bridge_key = keys_.resolve(tokens::IdentityKind::bridge, bridge_id);
     check_bridge_key_version(expected_key_version, bridge_key.key_version);
-    const CK_OBJECT_HANDLE master =
-        token_.pool().resolve(session, tokens::TokenContext::master_key());
+    const std::shared_ptr<const tokens::StoredKey> master = keys_.master(session);
     std::vector<ReleasedKey> keys;
     for (const ConferenceMember& member : conference.members) {
       hsm::ObjectGuard media = token_steps::derive(
-          session, profile, master, member.role == 1 ? "media-chair" : "media-member",
+          session, profile, master->handle(), member.role == 1 ? "media-chair" : "media-member",
           media_context(conference, member).view(), tokens::templates::media_key());
       const Bytes wrap_context = protocol::bridge_wrap_context(
           bridge_id, conference.conference_id, member.member_id,

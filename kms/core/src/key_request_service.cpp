@@ -1,8 +1,10 @@
 #include "kms/core/key_request_service.h"
 
+#include <utility>
+
+#include "kms/core/envelope_codec.h"
 #include "kms/core/error_mapping.h"
 #include "kms/hex.h"
-#include "kms/core/envelope_codec.h"
 #include "token_steps.h"
 #include "tokens/identity.h"
 #include "tokens/key_templates.h"
@@ -49,36 +51,17 @@ void check_version(std::uint32_t envelope_version, std::uint32_t current, const 
   }
 }
 
-// Derives the party's envelope key KE_X in the token, decrypts its envelope there and
-// parses the plaintext; KE_X is destroyed on the way out.
-protocol::EnvelopePlaintext open_party_envelope(hsm::Session& session,
-                                                const tokens::TokenProfile& profile,
-                                                CK_OBJECT_HANDLE root_key,
-                                                const std::string& party_id,
-                                                const protocol::Envelope& envelope,
-                                                const Bytes& aad, const char* whose) {
-  hsm::ObjectGuard envelope_key = token_steps::derive(session, profile, root_key, "envelope",
-                                                      protocol::subscriber_child_context(party_id),
-                                                      tokens::templates::envelope_key());
-  const hsm::SecureBytes plain = token_steps::open_envelope(
-      session, profile, envelope_key.get(), envelope.iv, aad, envelope.sealed, whose);
-  return protocol::parse_envelope_plaintext(plain.view());
-}
-
-// Derives K (media), KR_X, W_X in the token and wraps K under W_X: one response.
+// One response: W_X derived in the token from the kept KR_X, and the media key K (derived
+// by the caller) wrapped under it.
 Bytes make_response(hsm::Session& session, const tokens::TokenProfile& profile,
-                    CK_OBJECT_HANDLE root_key, CK_OBJECT_HANDLE media_key, MessageType type,
+                    CK_OBJECT_HANDLE response_key, CK_OBJECT_HANDLE media_key, MessageType type,
                     const Bytes& conference_id, const KeyRequest& request,
-                    const std::string& party_id, const hsm::SecureBytes& nonce, const Bytes& key_id,
-                    std::uint8_t suite) {
-  hsm::ObjectGuard response_key = token_steps::derive(session, profile, root_key, "response",
-                                                      protocol::subscriber_child_context(party_id),
-                                                      tokens::templates::response_key());
+                    const hsm::SecureBytes& nonce, const Bytes& key_id, std::uint8_t suite) {
   const hsm::SecureBytes wrap_context = protocol::response_wrap_context(
       type, conference_id, request.chair_id, request.responder_id, nonce.view(), suite);
   hsm::ObjectGuard wrap_key =
-      token_steps::derive(session, profile, response_key.get(), "response-wrap",
-                          wrap_context.view(), tokens::templates::response_wrap_key());
+      token_steps::derive(session, profile, response_key, "response-wrap", wrap_context.view(),
+                          tokens::templates::response_wrap_key());
   protocol::Response response;
   response.type = type;
   response.profile = profile.wire_id();
@@ -94,7 +77,16 @@ Bytes make_response(hsm::Session& session, const tokens::TokenProfile& profile,
 TokenKeyRequestService::TokenKeyRequestService(tokens::TokenContext& token, tokens::KeyStore& keys,
                                                ConferenceRegistry& registry, AuditSink& audit,
                                                ServiceConfig config)
-    : token_(token), keys_(keys), registry_(registry), audit_(audit), config_(std::move(config)) {}
+    : token_(token), keys_(keys), registry_(registry), audit_(audit), config_(std::move(config)) {
+  // KE_X and KR_X depend only on K_X and ID-X: derived once per cached subscriber, not per
+  // request (docs/ARCHITECTURE.md "Key store").
+  const tokens::TokenProfile& profile = token_.profile();
+  keys_.keep_children(
+      tokens::IdentityKind::subscriber,
+      [&profile](hsm::Session& session, CK_OBJECT_HANDLE root, std::string_view identity) {
+        return token_steps::subscriber_keys(session, profile, root, identity);
+      });
+}
 
 KeyResponse TokenKeyRequestService::handle(const KeyRequest& request,
                                            const RequestContext& context) {
@@ -157,19 +149,32 @@ KeyResponse TokenKeyRequestService::process(const KeyRequest& request,
   const Bytes responder_aad =
       protocol::envelope_aad(responder, request.chair_id, request.responder_id);
 
-  Computed computed = token_.pool().run([&](hsm::Session& session) {
-    const tokens::ResolvedKey chair_key =
-        keys_.resolve(tokens::IdentityKind::subscriber, request.chair_id);
-    const tokens::ResolvedKey responder_key =
-        keys_.resolve(tokens::IdentityKind::subscriber, request.responder_id);
-    check_version(chair.key_version, chair_key.key_version, "chair");
-    check_version(responder.key_version, responder_key.key_version, "responder");
+  // Unknown, revoked and stale-version subscribers are refused here, before any token call
+  // (a database lookup; a cached subscriber's keys need none either).
+  tokens::ResolvedKey chair_key = keys_.resolve(tokens::IdentityKind::subscriber, request.chair_id);
+  tokens::ResolvedKey responder_key =
+      keys_.resolve(tokens::IdentityKind::subscriber, request.responder_id);
+  check_version(chair.key_version, chair_key.key_version, "chair");
+  check_version(responder.key_version, responder_key.key_version, "responder");
 
-    protocol::EnvelopePlaintext chair_plain = open_party_envelope(
-        session, profile, chair_key.handle(), request.chair_id, chair, chair_aad, "chair");
-    protocol::EnvelopePlaintext responder_plain =
-        open_party_envelope(session, profile, responder_key.handle(), request.responder_id,
-                            responder, responder_aad, "responder");
+  bool rerun = false;
+  Computed computed = token_.pool().run([&](hsm::Session& session) {
+    if (std::exchange(rerun, true) || !chair_key.current() || !responder_key.current()) {
+      // Run again after a recovery, or the token's session objects were renewed since (a
+      // recycle): the handles may be gone or name other objects now. Resolve afresh.
+      chair_key = keys_.resolve(tokens::IdentityKind::subscriber, request.chair_id);
+      responder_key = keys_.resolve(tokens::IdentityKind::subscriber, request.responder_id);
+      check_version(chair.key_version, chair_key.key_version, "chair");
+      check_version(responder.key_version, responder_key.key_version, "responder");
+    }
+    protocol::EnvelopePlaintext chair_plain = protocol::parse_envelope_plaintext(
+        token_steps::open_envelope(session, profile, chair_key.child(token_steps::kEnvelopeKey),
+                                   chair.iv, chair_aad, chair.sealed, "chair")
+            .view());
+    protocol::EnvelopePlaintext responder_plain = protocol::parse_envelope_plaintext(
+        token_steps::open_envelope(session, profile, responder_key.child(token_steps::kEnvelopeKey),
+                                   responder.iv, responder_aad, responder.sealed, "responder")
+            .view());
     authenticated = true;
     for (const auto* plain : {&chair_plain, &responder_plain}) {
       if (plain->chair_id != request.chair_id || plain->responder_id != request.responder_id) {
@@ -186,28 +191,28 @@ KeyResponse TokenKeyRequestService::process(const KeyRequest& request,
     out.responder_key_id =
         protocol::key_id(out.conference_id, request.responder_id, responder_plain.nonce.view());
 
-    const CK_OBJECT_HANDLE master =
-        token_.pool().resolve(session, tokens::TokenContext::master_key());
+    const std::shared_ptr<const tokens::StoredKey> master = keys_.master(session);
     {
       hsm::ObjectGuard chair_media = token_steps::derive(
-          session, profile, master, "media-chair",
+          session, profile, master->handle(), "media-chair",
           protocol::chair_media_context(request.chair_id, chair_plain.nonce.view(), suite).view(),
           tokens::templates::media_key());
-      out.chair_response = make_response(
-          session, profile, chair_key.handle(), chair_media.get(), MessageType::chair_response,
-          out.conference_id, request, request.chair_id, chair_plain.nonce, out.chair_key_id, suite);
+      out.chair_response =
+          make_response(session, profile, chair_key.child(token_steps::kResponseKey),
+                        chair_media.get(), MessageType::chair_response, out.conference_id, request,
+                        chair_plain.nonce, out.chair_key_id, suite);
     }
     {
       hsm::ObjectGuard responder_media = token_steps::derive(
-          session, profile, master, "media-member",
+          session, profile, master->handle(), "media-member",
           protocol::member_media_context(out.conference_id, request.responder_id,
                                          responder_plain.nonce.view(), suite)
               .view(),
           tokens::templates::media_key());
       out.responder_response =
-          make_response(session, profile, responder_key.handle(), responder_media.get(),
-                        MessageType::responder_response, out.conference_id, request,
-                        request.responder_id, responder_plain.nonce, out.responder_key_id, suite);
+          make_response(session, profile, responder_key.child(token_steps::kResponseKey),
+                        responder_media.get(), MessageType::responder_response, out.conference_id,
+                        request, responder_plain.nonce, out.responder_key_id, suite);
     }
     out.chair_nonce = std::move(chair_plain.nonce);
     out.responder_nonce = std::move(responder_plain.nonce);

@@ -3,6 +3,7 @@
 #include "hsm/error.h"
 #include "hsm/mechanism.h"
 #include "tokens/kdf.h"
+#include "tokens/key_templates.h"
 
 namespace kms::token_steps {
 
@@ -13,6 +14,21 @@ hsm::ObjectGuard derive(hsm::Session& session, const tokens::TokenProfile& profi
   const CK_OBJECT_HANDLE handle =
       tokens::derive(session, profile, base, label, context, std::move(attributes));
   return hsm::ObjectGuard(session, handle);
+}
+
+std::vector<CK_OBJECT_HANDLE> subscriber_keys(hsm::Session& session,
+                                              const tokens::TokenProfile& profile,
+                                              CK_OBJECT_HANDLE root_key,
+                                              std::string_view identity) {
+  std::vector<CK_OBJECT_HANDLE> keys(2);  // before the derives: nothing throws after them
+  const Bytes context = protocol::subscriber_child_context(identity);
+  hsm::ObjectGuard envelope_key =
+      derive(session, profile, root_key, "envelope", context, tokens::templates::envelope_key());
+  hsm::ObjectGuard response_key =
+      derive(session, profile, root_key, "response", context, tokens::templates::response_key());
+  keys[kEnvelopeKey] = envelope_key.release();
+  keys[kResponseKey] = response_key.release();
+  return keys;
 }
 
 hsm::SecureBytes open_envelope(hsm::Session& session, const tokens::TokenProfile& profile,

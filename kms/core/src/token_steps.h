@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string_view>
+#include <vector>
 
 #include "hsm/session.h"
 #include "kms/core/protocol.h"
@@ -15,6 +16,15 @@ namespace kms::token_steps {
 hsm::ObjectGuard derive(hsm::Session& session, const tokens::TokenProfile& profile,
                         CK_OBJECT_HANDLE base, std::string_view label_name, hsm::ByteView context,
                         hsm::AttributeTemplate attributes);
+
+// The keys the key store keeps for a subscriber instead of its root key K_X (they depend on
+// nothing else): {KE_X, KR_X} = {KDF(K_X, "envelope", ID), KDF(K_X, "response", ID)}, session
+// objects. Index of each in ResolvedKey::child():
+inline constexpr std::size_t kEnvelopeKey = 0;
+inline constexpr std::size_t kResponseKey = 1;
+std::vector<CK_OBJECT_HANDLE> subscriber_keys(hsm::Session& session,
+                                              const tokens::TokenProfile& profile,
+                                              CK_OBJECT_HANDLE root_key, std::string_view identity);
 
 // AES-GCM decrypt in the token; a tag/AAD failure (as the token's quirks report it) is
 // ProtocolError(envelope_authentication_failed), any other token error an hsm::Error.

@@ -102,6 +102,17 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger)
     single_metric(out, "kms_session_pool_reinit_suppressed_total", "counter",
                   "Re-initialisations refused by the circuit breaker's backoff",
                   pool.reinit_suppressed);
+    single_metric(out, "kms_session_pool_recycles_total", "counter",
+                  "Planned module re-initialisations (recycle_after_objects)", pool.recycles);
+    single_metric(out, "kms_session_pool_recycles_abandoned_total", "counter",
+                  "Recycles given up because operations in flight did not finish in time",
+                  pool.recycles_abandoned);
+    single_metric(out, "kms_session_pool_longest_recycle_pause_microseconds", "gauge",
+                  "Longest time operations were held back by one recycle",
+                  pool.longest_recycle_pause_us);
+    single_metric(out, "kms_token_objects_created_total", "counter",
+                  "Objects created in the token through the module's sessions",
+                  pool.objects_created);
     single_metric(out, "kms_token_oldest_call_milliseconds", "gauge",
                   "How long the longest token call now in progress has been running",
                   static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -114,7 +125,8 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger)
     single_metric(out, "kms_key_cache_hits_total", "counter", "Key store cache hits", keys.hits);
     single_metric(out, "kms_key_cache_misses_total", "counter", "Key store unwraps/lookups",
                   keys.misses);
-    single_metric(out, "kms_key_cache_entries", "gauge", "Unwrapped keys cached", keys.cached);
+    single_metric(out, "kms_key_cache_entries", "gauge",
+                  "Identities whose keys are cached in the token", keys.cached);
     single_metric(out, "kms_key_cache_evictions_total", "counter",
                   "Unwrapped keys evicted from the cache (least recently used)", keys.evictions);
     single_metric(out, "kms_key_lookups_refused_total", "counter",

@@ -7,9 +7,19 @@
 // index lookup): unknown and revoked identities never reach the token (beyond destroying
 // a copy cached before the revocation), and a revocation or rotation by kms-provision takes
 // effect on the next request.
+//
+// Child keys (keep_children()): for identities of one kind the store may keep, instead of the
+// root key, keys derived from it once (the KMS keeps each subscriber's KE_X and KR_X: they
+// depend only on the root key and the identity). They are session objects on the pinned
+// session, cached and evicted with the entry; a wrapped root key is destroyed right after.
+//
+// The master key (master()): a session-object copy where the token permits copying it, else
+// the token object (docs/ARCHITECTURE.md "Key store").
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -17,6 +27,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "hsm/session_pool.h"
 #include "tokens/identity.h"
@@ -40,21 +51,34 @@ class LookupError : public std::runtime_error {
   std::string identity_;
 };
 
-// A root key in the token. A session object (wrapped mode) is destroyed when the last
-// holder releases it, unless the session objects it belonged to are already gone.
+// A root key in the token, and the child keys kept for it. Session objects (an unwrapped root
+// key, children, a copy of M) are destroyed when the last holder releases them, unless the
+// session objects they belonged to are already gone.
 class StoredKey {
  public:
-  StoredKey(hsm::SessionPool* pool, CK_OBJECT_HANDLE handle, bool owned, std::uint64_t generation);
+  // owned: handle is a session object of this key (destroyed with it). children are always
+  // session objects owned by this key.
+  StoredKey(hsm::SessionPool* pool, CK_OBJECT_HANDLE handle, bool owned, std::uint64_t generation,
+            std::vector<CK_OBJECT_HANDLE> children = {});
   ~StoredKey();
   StoredKey(const StoredKey&) = delete;
   StoredKey& operator=(const StoredKey&) = delete;
+  // The root key; CK_INVALID_HANDLE for a wrapped root key that was destroyed once its
+  // children were derived.
   CK_OBJECT_HANDLE handle() const noexcept { return handle_; }
+  // The i-th key returned by the kind's ChildKeys (i < child_count()).
+  CK_OBJECT_HANDLE child(std::size_t i) const { return children_.at(i); }
+  std::size_t child_count() const noexcept { return children_.size(); }
+  // Its session objects (and cached handles) are still those of the pool's current
+  // session-object generation: false once they may be gone, or their numbers reused.
+  bool current() const noexcept;
 
  private:
   hsm::SessionPool* pool_;
   CK_OBJECT_HANDLE handle_;
   bool owned_;
   std::uint64_t generation_;
+  std::vector<CK_OBJECT_HANDLE> children_;
 };
 
 struct ResolvedKey {
@@ -62,7 +86,15 @@ struct ResolvedKey {
   std::uint32_t key_version = 0;
   IdentityKind kind = IdentityKind::subscriber;
   CK_OBJECT_HANDLE handle() const noexcept { return key->handle(); }
+  CK_OBJECT_HANDLE child(std::size_t i) const { return key->child(i); }
+  bool current() const noexcept { return key->current(); }
 };
+
+// Derives the keys kept for an identity from its root key (in `session`, the pinned one) and
+// returns their handles: session objects the store owns from then on. On an exception it
+// must leave nothing behind (hsm::ObjectGuard).
+using ChildKeys = std::function<std::vector<CK_OBJECT_HANDLE>(
+    hsm::Session& session, CK_OBJECT_HANDLE root, std::string_view identity)>;
 
 struct KeyStoreStats {
   std::uint64_t hits = 0;
@@ -70,6 +102,9 @@ struct KeyStoreStats {
   std::uint64_t evictions = 0;
   std::uint64_t refused = 0;  // unknown or revoked
   std::size_t cached = 0;
+  // master() hands out a session-object copy of M (false: the token object, because the
+  // token refused the copy, or before the first master()).
+  bool master_copy = false;
 };
 
 class KeyStore {
@@ -87,6 +122,15 @@ class KeyStore {
   ResolvedKey resolve(IdentityKind kind, std::string_view identity);
   // Drops a cached key (e.g. after a failure that suggests its handle is stale).
   void forget(IdentityKind kind, std::string_view identity);
+  // From now on identities of this kind are kept as the keys `derive` makes from their root
+  // key (ResolvedKey::child()); an empty function keeps root keys again. Drops the cache.
+  void keep_children(IdentityKind kind, ChildKeys derive);
+  // The master key M for `session`'s operation: a session-object copy of the token object
+  // (C_CopyObject with CKA_TOKEN=FALSE, made on the pinned session once per session-object
+  // generation) where the token permits copying M, else the token object itself (SoftHSM
+  // refuses to copy a CKA_COPYABLE=FALSE key: CKR_ACTION_PROHIBITED). Keep the result while
+  // using its handle(); call it inside the run() that uses it, as resolve().
+  std::shared_ptr<const StoredKey> master(hsm::Session& session);
   void clear();
   KeyStoreStats stats() const;
 
@@ -98,8 +142,13 @@ class KeyStore {
     Lru::iterator position;
   };
   std::shared_ptr<const StoredKey> cached(const std::string& cache_key, std::uint32_t version);
-  std::shared_ptr<const StoredKey> unwrap(const IdentityRecord& record);
-  std::shared_ptr<const StoredKey> find_token_object(const IdentityRecord& record);
+  std::shared_ptr<const StoredKey> unwrap(const IdentityRecord& record, const ChildKeys& derive);
+  std::shared_ptr<const StoredKey> find_token_object(const IdentityRecord& record,
+                                                     const ChildKeys& derive);
+  ChildKeys children_of(IdentityKind kind) const;
+  // mutex_ held: drops what was cached for an earlier session-object generation into
+  // `dropped` (released by the caller after the lock).
+  void follow_generation_locked(std::vector<std::shared_ptr<const StoredKey>>& dropped);
   void insert(const std::string& cache_key, std::uint32_t version,
               std::shared_ptr<const StoredKey> key);
 
@@ -111,6 +160,9 @@ class KeyStore {
   Lru lru_;
   std::unordered_map<std::string, Entry> entries_;
   KeyStoreStats stats_;
+  std::array<ChildKeys, 2> children_;  // by IdentityKind
+  std::shared_ptr<const StoredKey> master_copy_;
+  bool master_copy_refused_ = false;  // the token refused C_CopyObject of M: never asked again
 };
 
 }  // namespace tokens

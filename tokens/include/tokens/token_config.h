@@ -17,6 +17,8 @@
 //   key_store = "wrapped"                     KMS_KEY_STORE      ("wrapped" | "token")
 //   key_cache_size = 10000                    KMS_KEY_CACHE_SIZE
 //   max_sessions = 8                          KMS_MAX_SESSIONS
+//   recycle_after_objects = 200000            KMS_RECYCLE_AFTER_OBJECTS (0: never; unset: the
+//                                             token quirks' default, tokens/token_quirks.h)
 //   read_only_sessions = true|false           KMS_READ_ONLY_SESSIONS ("true" | "false");
 //                                             unset: the program's default (kmsd: true;
 //                                             kms-provision always read/write)
@@ -76,6 +78,9 @@ struct TokenConfig {
   KeyStoreMode key_store = KeyStoreMode::wrapped;
   std::size_t key_cache_size = 10000;
   std::size_t max_sessions = 8;
+  // hsm::PoolConfig::recycle_after_objects; unset: recycle_threshold() of the token's quirks
+  // (TokenContext::open decides, once the quirks are known).
+  std::optional<std::uint64_t> recycle_after_objects;
   // hsm::PoolConfig::read_only; unset: the program decides (pool_config() says false).
   std::optional<bool> read_only_sessions;
 

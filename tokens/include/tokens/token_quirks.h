@@ -3,6 +3,8 @@
 // Each quirk is read in exactly one place; see docs/ARCHITECTURE.md "Token quirks".
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -25,7 +27,21 @@ struct TokenQuirks {
   // as opaque bytes (the caller's CK_ATTRIBUTE array, pointers included) and enforces
   // neither, so they are not set there.
   bool supports_wrap_templates = true;
+  // SoftHSM 2.6.1 never frees a destroyed session object (C_DestroyObject unlinks it only:
+  // upstream SoftHSMv2 issue 562, fixed after 2.6.1), so memory grows with every derive
+  // until C_Finalize. The session pool then recycles the module (drain, C_Finalize,
+  // C_Initialize, login) every recycle_after_objects created objects: see
+  // recycle_threshold() and docs/OPERATIONS.md "Module recycling".
+  bool leaks_destroyed_session_objects = false;
 };
+
+// Objects created between two recycles of a leaking token when [token] recycle_after_objects
+// is not set: about 250 bytes each on SoftHSM 2.6.1, so some 50 MB before it is given back.
+inline constexpr std::uint64_t kDefaultRecycleAfterObjects = 200000;
+
+// The pool's recycle_after_objects: the configured value when there is one (0: never),
+// else kDefaultRecycleAfterObjects on a token that leaks destroyed session objects, else 0.
+std::uint64_t recycle_threshold(const TokenQuirks& quirks, std::optional<std::uint64_t> configured);
 
 // The quirks of the token behind this library and token description.
 TokenQuirks detect_quirks(const CK_INFO& library, const CK_TOKEN_INFO& token);

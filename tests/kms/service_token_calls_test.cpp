@@ -1,0 +1,191 @@
+// What one key request costs the token, counted through the PKCS#11 call observer (a count,
+// deterministic), and key requests across module recycles (tokens/token_quirks.h
+// leaks_destroyed_session_objects): none fails, the recycles are counted, and the token's
+// live objects and handle numbers stay bounded.
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hsm/instrumentation.h"
+#include "service_fixture.h"
+
+namespace kmstest {
+namespace {
+
+using kms::client::UeClient;
+
+// Counts every PKCS#11 call by function while it lives (the observer is process-wide).
+class CallCounter {
+ public:
+  CallCounter() {
+    hsm::set_call_observer([this](const char* function, CK_RV, std::chrono::nanoseconds) {
+      std::lock_guard lock(mutex_);
+      ++counts_[function];
+    });
+  }
+  ~CallCounter() { hsm::set_call_observer({}); }
+  CallCounter(const CallCounter&) = delete;
+  CallCounter& operator=(const CallCounter&) = delete;
+  std::map<std::string, int> counts() {
+    std::lock_guard lock(mutex_);
+    return counts_;
+  }
+  int total() {
+    int sum = 0;
+    for (const auto& [function, count] : counts()) sum += count;
+    return sum;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<std::string, int> counts_;
+};
+
+class TokenCalls : public ServiceTest {
+ protected:
+  // One admission, both responses opened by the UEs.
+  void invite(const UeClient& chair, const UeClient& member) {
+    const kms::client::Secret r_a = UeClient::make_nonce(), r_b = UeClient::make_nonce();
+    const kms::KeyResponse response =
+        bed->key_requests().handle(request(chair, r_a, member, r_b), context());
+    member.open_responder_response(response.responder_response, r_b, chair.identity(), kSuite,
+                                   response.conference_id);
+    chair.open_chair_response(response.chair_response, r_a, member.identity(), kSuite);
+  }
+};
+
+// Before the key store kept KE_X and KR_X: 23 calls (8 C_DeriveKey, 8 C_DestroyObject, 2 x
+// C_DecryptInit + C_Decrypt, 2 C_WrapKey, 1 C_GetSessionInfo). Now per request: two
+// decrypts under the kept KE_A / KE_B, two media keys from M, two W from the kept KR, two
+// wraps, the four derived objects destroyed.
+TEST_P(TokenCalls, AKeyRequestMakesFourteenTokenCalls) {
+  const UeClient a = ue(a_id, k_a), b = ue(b_id, k_b);
+  invite(a, b);  // warm-up: KMS keys found, A's and B's keys unwrapped and derived
+  constexpr int kRequests = 10;
+  std::map<std::string, int> counts;
+  {
+    CallCounter counter;
+    for (int i = 0; i < kRequests; ++i) invite(a, b);
+    counts = counter.counts();
+  }
+  // A session given back less than a second ago is not checked again (PoolConfig::
+  // validate_after_idle): at most one of these requests may meet an older one.
+  EXPECT_LE(counts["C_GetSessionInfo"], 1);
+  counts.erase("C_GetSessionInfo");
+  const std::map<std::string, int> expected = {{"C_DecryptInit", 2 * kRequests},
+                                               {"C_Decrypt", 2 * kRequests},
+                                               {"C_DeriveKey", 4 * kRequests},
+                                               {"C_WrapKey", 2 * kRequests},
+                                               {"C_DestroyObject", 4 * kRequests}};
+  EXPECT_EQ(counts, expected);
+  // M through a session-object copy where the token copies it: NSS (M has no CKA_COPYABLE
+  // there); SoftHSM refuses to copy M (CKA_COPYABLE=FALSE), the token object is used.
+  EXPECT_EQ(bed->store().stats().master_copy, GetParam() == testsupport::TokenKind::nss);
+}
+
+// Refusals that need no key are made before any token call.
+TEST_P(TokenCalls, UnknownSubscribersAndStaleKeyVersionsMakeNoTokenCall) {
+  const UeClient a = ue(a_id, k_a), b = ue(b_id, k_b);
+  invite(a, b);
+  const UeClient stranger = ue("sip:mallory@ims.example.net", random_key());
+  const UeClient old_a(a_id, k_a, 2, bed->profile());  // names key version 2; current is 1
+  CallCounter counter;
+  EXPECT_EQ(error_of([&] {
+              bed->key_requests().handle(
+                  request(stranger, UeClient::make_nonce(), b, UeClient::make_nonce()), context());
+            }),
+            kms::ErrorCode::unknown_subscriber);
+  EXPECT_EQ(error_of([&] {
+              bed->key_requests().handle(
+                  request(old_a, UeClient::make_nonce(), b, UeClient::make_nonce()), context());
+            }),
+            kms::ErrorCode::key_version_mismatch);
+  EXPECT_EQ(counter.total(), 0) << "a token call for a request refused by the database";
+}
+
+INSTANTIATE_TEST_SUITE_P(Tokens, TokenCalls,
+                         ::testing::Values(testsupport::TokenKind::softhsm,
+                                           testsupport::TokenKind::nss),
+                         kind_test_name);
+
+class RecycledTokenCalls : public TokenCalls {
+ protected:
+  TestbedOptions options() override {
+    TestbedOptions o;
+    o.recycle_after_objects = 200;
+    return o;
+  }
+};
+
+TEST_P(RecycledTokenCalls, KeyRequestsSucceedAcrossModuleRecycles) {
+  const UeClient a = ue(a_id, k_a), b = ue(b_id, k_b), c = ue(c_id, k_c);
+  hsm::SessionPool& pool = bed->token().pool();
+  std::atomic<int> recycles_seen{0};
+  pool.on_recycle([&](std::chrono::microseconds) { ++recycles_seen; });
+
+  // 4 threads x 60 requests x 4 objects: some 1,000 objects, a recycle every 200.
+  constexpr int kThreads = 4, kRequests = 60;
+  std::atomic<int> succeeded{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kRequests; ++i) {
+        try {
+          if ((t + i) % 2 == 0) {
+            invite(a, b);
+          } else {
+            invite(c, a);
+          }
+          ++succeeded;
+        } catch (const std::exception& error) {
+          ADD_FAILURE() << "a key request failed: " << error.what();
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+
+  EXPECT_EQ(succeeded.load(), kThreads * kRequests);
+  const hsm::PoolStats stats = pool.stats();
+  EXPECT_GE(stats.recycles, 3u);
+  EXPECT_EQ(recycles_seen.load(), static_cast<int>(stats.recycles));
+  EXPECT_EQ(stats.recycles_abandoned, 0u);
+  EXPECT_EQ(stats.acquire_timeouts, 0u);
+  EXPECT_EQ(stats.reinitializations, 0u);
+
+  // Live session objects: the kept KE/KR of the three subscribers and a copy of M at most.
+  const auto live = pool.run([](hsm::Session& session) {
+    hsm::AttributeTemplate match;
+    match.set_bool(CKA_TOKEN, false);
+    return session.find(std::move(match)).size();
+  });
+  EXPECT_LE(live, 3u * 2u + 1u);
+  if (GetParam() == testsupport::TokenKind::softhsm) {
+    // SoftHSM numbers objects from a counter that restarts with C_Initialize: the next
+    // object's number is bounded by the recycle threshold, not by the ~1,000 made so far.
+    const CK_OBJECT_HANDLE next = pool.run([](hsm::Session& session) {
+      hsm::Mechanism keygen(CKM_AES_KEY_GEN);
+      hsm::AttributeTemplate t;
+      t.set_ulong(CKA_CLASS, CKO_SECRET_KEY)
+          .set_ulong(CKA_KEY_TYPE, CKK_AES)
+          .set_ulong(CKA_VALUE_LEN, 32)
+          .set_bool(CKA_TOKEN, false)
+          .set_bool(CKA_ENCRYPT, true);
+      const CK_OBJECT_HANDLE key = session.generate_key(keygen, std::move(t));
+      session.destroy(key);
+      return key;
+    });
+    EXPECT_LT(next, 600u);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Tokens, RecycledTokenCalls,
+                         ::testing::Values(testsupport::TokenKind::softhsm,
+                                           testsupport::TokenKind::nss),
+                         kind_test_name);
+
+}  // namespace
+}  // namespace kmstest
