@@ -14,6 +14,8 @@ namespace provisioning {
 void add_init_status_commands(CLI::App& app, Context& context, Action& action);  // init, status
 void add_personalisation_commands(CLI::App& app, Context& context,
                                   Action& action);  // personalisation-key
+// clone component / export / import: the key cloning ceremony.
+void add_clone_commands(CLI::App& app, Context& context, Action& action);
 // subscriber / bridge: add, import (one, or in bulk), list, show, revoke, rotate.
 void add_identity_commands(CLI::App& app, tokens::IdentityKind kind, Context& context,
                            Action& action);

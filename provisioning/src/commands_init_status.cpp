@@ -1,6 +1,7 @@
 // init: the KMS keys into the token; status: the token, its profile and the KMS keys.
 #include <memory>
 
+#include "clone.h"
 #include "commands.h"
 #include "exit_codes.h"
 
@@ -75,6 +76,14 @@ int run_status(Context& context) {
              (check.modifiable ? " MODIFIABLE" : "") + "\n";
   }
   for (const auto& label : missing) human += "missing  " + label + "\n";
+  // Key check values, to compare the nodes of a deployment (docs/OPERATIONS.md).
+  json::object kcvs;
+  for (const KeyCheckValue& kcv : kms_key_check_values(token)) {
+    if (kcv.kcv.empty()) continue;
+    kcvs[kcv.label] = kcv.kcv;
+    human += "kcv      " + kcv.label + " " + kcv.kcv + "\n";
+  }
+  out["kcv"] = std::move(kcvs);
   out["keys"] = std::move(keys);
   context.print(out, human);
   return missing.empty() ? kOk : kNotInitialised;

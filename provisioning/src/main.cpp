@@ -49,6 +49,7 @@ int run(int argc, char** argv) {
   add_global_options(app, globals);
   add_init_status_commands(app, context, action);
   add_personalisation_commands(app, context, action);
+  add_clone_commands(app, context, action);
   add_identity_commands(app, tokens::IdentityKind::subscriber, context, action);
   add_identity_commands(app, tokens::IdentityKind::bridge, context, action);
 
