@@ -156,7 +156,7 @@ CloneResult install(hsm::Session& session, const tokens::TokenProfile& profile,
           (kcv.empty() ? std::string("(none: the check blob does not unwrap)") : hex(kcv)) +
           ", the file says " + hex(key.kcv));
     }
-    result.keys.push_back({key.label, hex(kcv)});
+    result.keys.push_back({key.label, hex(kcv), {}});
   }
   result.replaced = present;
   for (CK_OBJECT_HANDLE handle : existing) session.destroy(handle);
@@ -304,8 +304,13 @@ std::vector<KeyCheckValue> kms_key_check_values(tokens::TokenContext& token) {
   hsm::SessionPool::Lease lease = token.pool().acquire();
   std::vector<KeyCheckValue> values;
   for (const hsm::KeyRef& ref : kms_key_refs()) {
-    const auto kcv = tokens::kms_key_check_value(lease.session(), profile, ref.label);
-    values.push_back({ref.label, kcv ? hex(*kcv) : std::string()});
+    try {
+      const auto kcv = tokens::kms_key_check_value(lease.session(), profile, ref.label);
+      values.push_back({ref.label, kcv ? hex(*kcv) : std::string(), {}});
+    } catch (const hsm::Error& error) {
+      // A token that refuses a KCV step (e.g. an HSM without CKM_AES_ECB) still shows status.
+      values.push_back({ref.label, {}, error.what()});
+    }
   }
   return values;
 }

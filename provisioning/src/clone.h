@@ -19,7 +19,8 @@ namespace provisioning {
 
 struct KeyCheckValue {
   std::string label;
-  std::string kcv;  // hex
+  std::string kcv;      // hex
+  std::string problem;  // why the token could not compute it (kcv empty)
 };
 
 struct CloneResult {
@@ -51,7 +52,7 @@ CloneResult clone_export(tokens::TokenContext& token, const CloneExportOptions& 
 CloneResult clone_import(tokens::TokenContext& token, const CloneImportOptions& options);
 
 // The KCVs of the KMS keys in the token (kcv "" where there is none: a missing key, a
-// transport key without a check blob).
+// transport key without a check blob, or a token failure, named in `problem`).
 std::vector<KeyCheckValue> kms_key_check_values(tokens::TokenContext& token);
 
 }  // namespace provisioning

@@ -79,6 +79,9 @@ int run_status(Context& context) {
   // Key check values, to compare the nodes of a deployment (docs/OPERATIONS.md).
   json::object kcvs;
   for (const KeyCheckValue& kcv : kms_key_check_values(token)) {
+    if (!kcv.problem.empty()) {
+      human += "kcv      " + kcv.label + " unavailable: " + one_line(kcv.problem) + "\n";
+    }
     if (kcv.kcv.empty()) continue;
     kcvs[kcv.label] = kcv.kcv;
     human += "kcv      " + kcv.label + " " + kcv.kcv + "\n";
