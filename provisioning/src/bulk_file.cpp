@@ -4,7 +4,7 @@
 #include <sstream>
 
 #include "encoding.h"
-#include "exit_codes.h"
+#include "errors.h"
 
 namespace provisioning {
 namespace {
@@ -106,7 +106,7 @@ BulkFile parse_json(const std::string& text) {
     file.unit = "entry";
     boost::system::error_code error;
     boost::json::value document = boost::json::parse(text, error);
-    if (error) throw CliError(kUsage, "bulk file is not valid JSON: " + error.message());
+    if (error) throw FileError("bulk file is not valid JSON: " + error.message());
     std::size_t number = 0;
     for (const auto& item : document.as_array()) parse_json_object(item, ++number, file);
     return file;
@@ -133,7 +133,7 @@ BulkFile parse_json(const std::string& text) {
 BulkFile parse_bulk_text(const std::string& text, const std::string& format) {
   if (format == "json") return parse_json(text);
   if (format == "csv") return parse_csv(text);
-  throw CliError(kUsage, "unknown bulk format \"" + format + "\" (expected csv or json)");
+  throw UsageError("unknown bulk format \"" + format + "\" (expected csv or json)");
 }
 
 BulkFile parse_bulk_file(const std::string& path, const std::optional<std::string>& format) {

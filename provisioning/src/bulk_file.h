@@ -31,7 +31,8 @@ struct BulkFile {
 };
 
 // format: "csv", "json" or nullopt (from the extension; CSV when unknown).
-// Throws CliError(kUsage) if the file cannot be read or is not JSON at all.
+// Throws FileError if the file cannot be read or is not JSON at all, UsageError for an
+// unknown format.
 BulkFile parse_bulk_file(const std::string& path, const std::optional<std::string>& format);
 BulkFile parse_bulk_text(const std::string& text, const std::string& format);
 

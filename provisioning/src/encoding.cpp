@@ -10,7 +10,7 @@
 #include <iostream>
 #include <sstream>
 
-#include "exit_codes.h"
+#include "errors.h"
 
 namespace provisioning {
 namespace {
@@ -122,7 +122,7 @@ std::optional<hsm::Bytes> decode_blob(std::string_view text) {
 
 std::string read_text_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw CliError(kUsage, "cannot read " + path + ": " + std::strerror(errno));
+  if (!in) throw FileError("cannot read " + path + ": " + std::strerror(errno));
   std::ostringstream content;
   content << in.rdbuf();
   return content.str();
@@ -132,13 +132,13 @@ void write_new_file(const std::string& path, const std::string& text) {
   if (path == "-") {
     std::cout << text << std::flush;
     // A lost export is a failure: the caller then stores nothing.
-    if (!std::cout) throw CliError(kUsage, "cannot write the export to stdout");
+    if (!std::cout) throw FileError("cannot write the export to stdout");
     return;
   }
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) {
-    throw CliError(kUsage, "cannot create " + path + ": " + std::strerror(errno) +
-                               (errno == EEXIST ? " (refusing to overwrite)" : ""));
+    throw FileError("cannot create " + path + ": " + std::strerror(errno) +
+                    (errno == EEXIST ? " (refusing to overwrite)" : ""));
   }
   std::size_t written = 0;
   while (written < text.size()) {
@@ -147,13 +147,13 @@ void write_new_file(const std::string& path, const std::string& text) {
       const int saved = errno;
       ::close(fd);
       ::unlink(path.c_str());
-      throw CliError(kUsage, "cannot write " + path + ": " + std::strerror(saved));
+      throw FileError("cannot write " + path + ": " + std::strerror(saved));
     }
     written += static_cast<std::size_t>(n);
   }
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
     ::unlink(path.c_str());
-    throw CliError(kUsage, "cannot write " + path);
+    throw FileError("cannot write " + path);
   }
 }
 

@@ -18,7 +18,7 @@ std::optional<hsm::Bytes> from_base64(std::string_view text);
 // is ignored; "hex:" / "base64:" prefixes force the encoding.
 std::optional<hsm::Bytes> decode_blob(std::string_view text);
 
-// Reads a whole file; throws CliError(kUsage) when it can't.
+// Reads a whole file; throws FileError when it can't.
 std::string read_text_file(const std::string& path);
 // Writes `text` to a new file (mode 0600), refusing to overwrite; "-" writes to stdout.
 void write_new_file(const std::string& path, const std::string& text);

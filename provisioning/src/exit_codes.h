@@ -1,9 +1,7 @@
-// kms-provision's exit codes (documented in docs/OPERATIONS.md). Every failure prints one
-// line on stderr and leaves the token and the database as they were.
+// kms-provision's exit codes (documented in docs/OPERATIONS.md, "Exit codes"). Every
+// failure prints one line on stderr and leaves the token and the database as they were.
+// The one place that maps failures to codes is exit_code_of_current_exception().
 #pragma once
-
-#include <stdexcept>
-#include <string>
 
 namespace provisioning {
 
@@ -25,14 +23,7 @@ enum ExitCode : int {
   kTokenError = 14,       // any other PKCS#11 failure
 };
 
-// A failure with the exit code it maps to; what() is the one-line message.
-class CliError : public std::runtime_error {
- public:
-  CliError(ExitCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
-  ExitCode code() const noexcept { return code_; }
-
- private:
-  ExitCode code_;
-};
+// Call inside a catch block: the exit code of the exception being handled.
+ExitCode exit_code_of_current_exception() noexcept;
 
 }  // namespace provisioning

@@ -89,7 +89,7 @@ class Provisioner {
   tokens::KeyStoreMode mode_;
 };
 
-// Throws CliError(kInvalidIdentity) naming the problem.
+// Throws InvalidIdentityError naming the problem.
 void require_ims_identity(const std::string& identity);
 
 }  // namespace provisioning

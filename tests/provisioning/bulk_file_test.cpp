@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "exit_codes.h"
+#include "errors.h"
 
 namespace {
 
@@ -52,8 +52,8 @@ TEST(BulkFile, JsonArrayAndJsonLines) {
   ASSERT_EQ(lines.problems.size(), 1u);
   EXPECT_EQ(lines.problems[0].number, 2u);
 
-  EXPECT_THROW(provisioning::parse_bulk_text("[1, 2", "json"), provisioning::CliError);
-  EXPECT_THROW(provisioning::parse_bulk_text("", "xml"), provisioning::CliError);
+  EXPECT_THROW(provisioning::parse_bulk_text("[1, 2", "json"), provisioning::FileError);
+  EXPECT_THROW(provisioning::parse_bulk_text("", "xml"), provisioning::UsageError);
 }
 
 }  // namespace

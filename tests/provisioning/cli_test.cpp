@@ -183,8 +183,8 @@ TEST_P(CliTest, AddExportsTheKeyUnderThePersonalisationKey) {
   init();
   const Bytes personalisation = personalisation_key("factory1");
   const std::string out = dir_->path() + "/alice.wrapped";
-  auto result = cli({"subscriber", "add", "sip:alice@ims.example.net", "--generate",
-                     "--personalisation-key", "factory1", "--out", out});
+  auto result = cli({"subscriber", "add", "sip:alice@ims.example.net", "--personalisation-key",
+                     "factory1", "--out", out});
   ASSERT_EQ(result.exit_code, 0) << result.err;
   EXPECT_EQ(result.err, "");
   EXPECT_EQ(std::filesystem::status(out).permissions() & std::filesystem::perms::group_read,
