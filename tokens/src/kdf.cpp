@@ -27,4 +27,9 @@ CK_OBJECT_HANDLE derive(hsm::Session& session, const TokenProfile& profile, CK_O
   return session.derive_key(mechanism, base, std::move(attributes));
 }
 
+hsm::Bytes protocol_label(std::string_view name) {
+  const std::string text = "IMS-CONF-KMS/1 " + std::string(name);
+  return hsm::Bytes(text.begin(), text.end());
+}
+
 }  // namespace tokens

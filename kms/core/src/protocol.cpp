@@ -3,6 +3,8 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include "tokens/kdf.h"
+
 namespace kms::protocol {
 
 bool known_message_type(std::uint8_t type) {
@@ -13,11 +15,7 @@ bool supported_suite(std::uint8_t suite) {
   return suite == kSuiteAesCm128HmacSha1_80 || suite == kSuiteAeadAes128Gcm;
 }
 
-Bytes label(std::string_view name) {
-  static constexpr std::string_view kPrefix = "IMS-CONF-KMS/1 ";
-  const std::string text = std::string(kPrefix) + std::string(name);
-  return Bytes(text.begin(), text.end());
-}
+Bytes label(std::string_view name) { return tokens::protocol_label(name); }
 
 void append_u8(Bytes& out, std::uint8_t value) { out.push_back(value); }
 void append_u16(Bytes& out, std::uint16_t value) {

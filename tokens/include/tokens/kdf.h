@@ -4,6 +4,8 @@
 // `attributes`, a key_templates.h template (tokens do not inherit CKA_SENSITIVE).
 #pragma once
 
+#include <string_view>
+
 #include "hsm/attributes.h"
 #include "hsm/secure_bytes.h"
 #include "hsm/session.h"
@@ -17,5 +19,9 @@ namespace tokens {
 CK_OBJECT_HANDLE derive(hsm::Session& session, const TokenProfile& profile, CK_OBJECT_HANDLE base,
                         hsm::ByteView label, hsm::ByteView context,
                         hsm::AttributeTemplate attributes);
+
+// L(name): the ASCII bytes of "IMS-CONF-KMS/1 " + name (docs/PROTOCOL.md "Notation"), the
+// label of every in-token derivation (the kms core's protocol::label is this one).
+hsm::Bytes protocol_label(std::string_view name);
 
 }  // namespace tokens
