@@ -200,6 +200,31 @@ TEST(BridgeJson, ReleaseRoundTrips) {
   EXPECT_EQ(parsed.keys[1].wrapped, release.keys[1].wrapped);
 }
 
+// profile, role and suite are one byte each (docs/PROTOCOL.md): a value beyond 0 .. 255 is
+// malformed, not taken modulo 256 (role 257 would otherwise open as a chair's key, found by
+// tests/fuzz/fuzz_bridge_json's re-encoding check).
+TEST(BridgeJson, ReleaseRefusesProfileRoleAndSuiteOutsideOneByte) {
+  kms::BridgeRelease release;
+  release.conference_id = Bytes(16, 3);
+  release.profile = 1;
+  release.bridge_key_version = 1;
+  release.keys.push_back({"sip:a@x", 1, Bytes(8, 4), 1, Bytes(40, 5)});
+  const std::string body = wire::bridge_release_to_json(release);
+  ASSERT_NO_THROW((void)wire::bridge_release_from_json(body));
+  for (const char* field : {R"("profile":1)", R"("role":1)", R"("suite":1)"}) {
+    for (const char* bad : {"257", "256", "-255", "-1"}) {
+      std::string changed = body;
+      const auto at = changed.find(field);
+      ASSERT_NE(at, std::string::npos) << field;
+      const std::string name = std::string(field).substr(0, std::string(field).find(':') + 1);
+      changed.replace(at, std::string(field).size(), name + bad);
+      EXPECT_EQ(code_of([&] { (void)wire::bridge_release_from_json(changed); }),
+                ErrorCode::malformed_request)
+          << changed;
+    }
+  }
+}
+
 TEST(ErrorJson, CarriesCodeAndDetail) {
   const auto body = wire::error_from_json(wire::error_to_json("replay", "seen \"before\""));
   ASSERT_TRUE(body.has_value());

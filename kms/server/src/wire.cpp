@@ -140,6 +140,15 @@ std::int64_t integer_field(const json::object& object, std::string_view name) {
   return value->as_int64();
 }
 
+// A one-byte field (profile, role, suite): an integer 0 .. 255, never taken modulo 256.
+std::uint8_t u8_field(const json::object& object, std::string_view name) {
+  const std::int64_t value = integer_field(object, name);
+  if (value < 0 || value > std::numeric_limits<std::uint8_t>::max()) {
+    malformed("field \"" + std::string(name) + "\" is not a byte (0 .. 255)");
+  }
+  return static_cast<std::uint8_t>(value);
+}
+
 // A key version: an integer 1 .. 2^32 - 1 (u32, as in the envelope header).
 std::uint32_t key_version_field(const json::object& object, std::string_view name) {
   const std::int64_t value = integer_field(object, name);
@@ -235,7 +244,7 @@ BridgeRelease bridge_release_from_json(std::string_view body) {
       parse_object(body, {"conference_id", "profile", "expires_at", "bridge_key_version", "keys"});
   BridgeRelease release;
   release.conference_id = binary_field(object, "conference_id", kConferenceIdBytes);
-  release.profile = static_cast<std::uint8_t>(integer_field(object, "profile"));
+  release.profile = u8_field(object, "profile");
   release.expires_at = integer_field(object, "expires_at");
   release.bridge_key_version = key_version_field(object, "bridge_key_version");
   const json::value* keys = object.if_contains("keys");
@@ -245,9 +254,9 @@ BridgeRelease bridge_release_from_json(std::string_view body) {
     const json::object& item = entry.as_object();
     ReleasedKey key;
     key.member_id = string_field(item, "member_id", kMaxIdentityBytes);
-    key.role = static_cast<std::uint8_t>(integer_field(item, "role"));
+    key.role = u8_field(item, "role");
     key.key_id = binary_field(item, "key_id", 64);
-    key.suite = static_cast<std::uint8_t>(integer_field(item, "suite"));
+    key.suite = u8_field(item, "suite");
     key.wrapped = binary_field(item, "wrapped", 256);
     release.keys.push_back(std::move(key));
   }

@@ -100,7 +100,6 @@ class AuditLog : public AuditSink {
   std::string failure_;                // what failed first in this outage
   std::string failed_at_;              // when (RFC 3339)
   std::uint64_t outage_refusals_ = 0;  // calls refused since (the failing one included)
-  std::uint64_t last_durable_at_failure_ = 0;
   Clock::time_point next_retry_{};
   std::function<void(bool, const std::string&)> on_health_change_;
   AuditLogStats stats_;
