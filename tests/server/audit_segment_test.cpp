@@ -306,6 +306,17 @@ TEST_F(AuditSegmentTest, ReopenUnderConcurrentWritersLosesNothing) {
   std::atomic<bool> stop{false};
   std::atomic<int> written{0};
   std::vector<std::thread> writers;
+  // Stops and joins the writers however this test ends (a failed ASSERT returns early).
+  struct JoinOnExit {
+    std::atomic<bool>& stop;
+    std::vector<std::thread>& threads;
+    ~JoinOnExit() {
+      stop = true;
+      for (auto& thread : threads) {
+        if (thread.joinable()) thread.join();
+      }
+    }
+  } join_on_exit{stop, writers};
   for (int t = 0; t < 4; ++t) {
     writers.emplace_back([&, t] {
       for (int i = 0; !stop; ++i) {
