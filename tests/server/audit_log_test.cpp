@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "file_size_limit.h"
 #include "kms/audit/audit_record.h"
 #include "kms/audit/audit_verify.h"
 
@@ -29,6 +30,8 @@ using kms::AuditEvent;
 using kms::AuditUnavailable;
 using kms::audit::AuditLog;
 using kms::audit::verify_file;
+
+using kmstest::FileSizeLimit;
 
 namespace {
 
@@ -196,35 +199,6 @@ TEST_F(AuditLogTest, UnwritableDeviceFailsClosed) {
   EXPECT_EQ(log.stats().failures, 1u);
   EXPECT_EQ(log.stats().records, 0u);
 }
-
-// Lowers this process's soft RLIMIT_FSIZE (with SIGXFSZ ignored) so that a regular file
-// cannot grow past `bytes`: a write there fails with EFBIG. restore() (or the destructor)
-// puts the limit back and the same file takes writes again: a target that fails once.
-class FileSizeLimit {
- public:
-  explicit FileSizeLimit(rlim_t bytes) {
-    if (::getrlimit(RLIMIT_FSIZE, &saved_) != 0) throw std::runtime_error("getrlimit");
-    previous_handler_ = std::signal(SIGXFSZ, SIG_IGN);
-    rlimit limit = saved_;
-    limit.rlim_cur = bytes;
-    if (::setrlimit(RLIMIT_FSIZE, &limit) != 0) throw std::runtime_error("setrlimit");
-    active_ = true;
-  }
-  ~FileSizeLimit() { restore(); }
-  FileSizeLimit(const FileSizeLimit&) = delete;
-  FileSizeLimit& operator=(const FileSizeLimit&) = delete;
-  void restore() {
-    if (!active_) return;
-    ::setrlimit(RLIMIT_FSIZE, &saved_);
-    std::signal(SIGXFSZ, previous_handler_);
-    active_ = false;
-  }
-
- private:
-  rlimit saved_{};
-  void (*previous_handler_)(int) = SIG_DFL;
-  bool active_ = false;
-};
 
 // "Stays failed" (audit_log.h): after one failed write the log refuses every later record,
 // append and sync until its retry interval has passed, although the file would take them,

@@ -6,51 +6,146 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <ctime>
+#include <filesystem>
 
 #include "kms/audit/audit_record.h"
+#include "kms/audit/audit_segment.h"
 
 namespace kms::audit {
 namespace {
+
+namespace fs = std::filesystem;
 
 constexpr off_t kTailBlock = 64 * 1024;  // records are far smaller than this
 
 std::string errno_text(int error) { return std::strerror(error); }
 
+// A rename that did not happen: the live file is unchanged and takes the records.
+class RotationSkipped : public AuditUnavailable {
+ public:
+  using AuditUnavailable::AuditUnavailable;
+};
+
+std::string directory_of(const std::string& path) {
+  const fs::path parent = fs::path(path).parent_path();
+  return parent.empty() ? std::string(".") : parent.string();
+}
+
+// A rename or a new file is durable only once its directory is.
+void fsync_directory(const std::string& path) {
+  const std::string directory = directory_of(path);
+  const int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    throw AuditUnavailable("audit: cannot open the directory " + directory + ": " +
+                           errno_text(errno));
+  }
+  const int synced = ::fsync(fd);
+  const int error = errno;
+  ::close(fd);
+  if (synced != 0) {
+    throw AuditUnavailable("audit: fsync of the directory " + directory +
+                           " failed: " + errno_text(error));
+  }
+}
+
+// The first line and the last complete line of a file (each within its first / last 64 KiB).
+struct FileEnds {
+  std::string first;
+  std::string last;
+};
+std::optional<FileEnds> read_file_ends(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  struct stat info {};
+  std::optional<FileEnds> result;
+  if (::fstat(fd, &info) == 0 && S_ISREG(info.st_mode) && info.st_size > 0) {
+    const off_t size = info.st_size;
+    const auto read_at = [&](off_t start, off_t length) {
+      std::string data(static_cast<std::size_t>(length), '\0');
+      const ssize_t n = ::pread(fd, data.data(), data.size(), start);
+      data.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+      return data;
+    };
+    const std::string head = read_at(0, std::min(size, kTailBlock));
+    std::string tail =
+        read_at(size > kTailBlock ? size - kTailBlock : 0, std::min(size, kTailBlock));
+    const auto first_end = head.find('\n');
+    const auto last_end = tail.rfind('\n');
+    if (first_end != std::string::npos && last_end != std::string::npos) {
+      tail.resize(last_end);
+      const auto previous = tail.rfind('\n');
+      result = FileEnds{head.substr(0, first_end),
+                        previous == std::string::npos ? tail : tail.substr(previous + 1)};
+    }
+  }
+  ::close(fd);
+  return result;
+}
+
+// "2026-11-30T10:35:00.123Z" -> its time (seconds); nullopt if it is not one.
+std::optional<std::chrono::system_clock::time_point> parse_rfc3339(const std::string& text) {
+  std::tm tm{};
+  if (std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec) != 6) {
+    return std::nullopt;
+  }
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  const std::time_t t = ::timegm(&tm);
+  if (t == static_cast<std::time_t>(-1)) return std::nullopt;
+  return std::chrono::system_clock::from_time_t(t);
+}
+
 }  // namespace
 
-AuditLog::AuditLog(std::string path, AuditLogOptions options)
-    : path_(std::move(path)), options_(options), head_(kGenesisHash) {
+AuditLog::LiveFile AuditLog::open_live_file(bool create_exclusive) const {
   // A new log is the KMS user's alone: mode 0600 whatever the umask (which could only take
   // bits away, the owner's write bit included).
-  fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
-  const bool created = fd_ >= 0;
-  if (!created && errno == EEXIST) fd_ = ::open(path_.c_str(), O_RDWR | O_APPEND | O_CLOEXEC);
-  if (fd_ < 0) {
+  int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
+  const bool created = fd >= 0;
+  if (!created && errno == EEXIST && !create_exclusive) {
+    fd = ::open(path_.c_str(), O_RDWR | O_APPEND | O_CLOEXEC);
+  }
+  if (fd < 0) {
     throw AuditUnavailable("audit: cannot open " + path_ + ": " + errno_text(errno));
   }
-  if (created && ::fchmod(fd_, 0600) != 0) {
+  if (created && ::fchmod(fd, 0600) != 0) {
     const int error = errno;
-    ::close(fd_);
+    ::close(fd);
     throw AuditUnavailable("audit: cannot chmod " + path_ + ": " + errno_text(error));
   }
   struct stat info {};
-  if (::fstat(fd_, &info) != 0) {
+  if (::fstat(fd, &info) != 0) {
     const int error = errno;
-    ::close(fd_);
+    ::close(fd);
     throw AuditUnavailable("audit: cannot stat " + path_ + ": " + errno_text(error));
   }
-  regular_file_ = S_ISREG(info.st_mode);
+  const bool regular = S_ISREG(info.st_mode);
   // One writer per log: a second process appending with its own idea of the chain's head
   // would break the chain.
-  if (regular_file_ && ::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+  if (regular && ::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int error = errno;
-    ::close(fd_);
+    ::close(fd);
     throw AuditUnavailable("audit: " + path_ + " is in use by another process (" +
                            errno_text(error) + ")");
   }
+  return {fd, regular};
+}
+
+AuditLog::AuditLog(std::string path, AuditLogOptions options)
+    : path_(std::move(path)),
+      options_(std::move(options)),
+      segment_base_{0, std::string(kGenesisHash)},
+      head_(kGenesisHash) {
+  const LiveFile live = open_live_file(false);
+  fd_ = live.fd;
+  regular_file_ = live.regular;
   try {
     if (regular_file_) resume();
   } catch (...) {
@@ -120,24 +215,251 @@ AuditLog::Tail AuditLog::read_tail() {
 
 void AuditLog::resume() {
   const Tail tail = read_tail();
+  find_segment();
   if (tail.seq > 0) {
     seq_ = tail.seq;
     head_ = tail.hash;
-    synced_seq_ = seq_;
-    synced_hash_ = head_;
+  } else {  // empty: the chain goes on from the segment before (genesis if none)
+    seq_ = segment_base_.seq;
+    head_ = segment_base_.hash;
+  }
+  synced_seq_ = seq_;
+  synced_hash_ = head_;
+  if (header_pending_) {
+    std::lock_guard sync_lock(sync_mutex_);
+    std::lock_guard lock(write_mutex_);
+    write_header_locked();
   }
   if (tail.torn_bytes > 0) {
     record({"audit_recovered", "ok", {{"torn_bytes_removed", std::to_string(tail.torn_bytes)}}});
   }
 }
 
+void AuditLog::find_segment() {
+  const off_t size = ::lseek(fd_, 0, SEEK_END);
+  if (size < 0) throw AuditUnavailable("audit: cannot seek in " + path_ + ": " + errno_text(errno));
+  segment_bytes_ = static_cast<std::uint64_t>(size);
+  if (size > 0) {
+    std::string first(static_cast<std::size_t>(std::min(size, kTailBlock)), '\0');
+    const ssize_t n = ::pread(fd_, first.data(), first.size(), 0);
+    first.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+    first.resize(std::min(first.find('\n'), first.size()));
+    const std::optional<SegmentStart> start = parse_segment_start(first);
+    if (start && start->header) {
+      segment_ = start->number;
+      segment_base_ = AuditHead{start->seq - 1, start->prev};
+    }  // else segment 1 (a chain's first file; kms-audit verify explains anything else)
+    segment_started_ = (start ? parse_rfc3339(start->time) : std::nullopt).value_or(now());
+    return;
+  }
+  // A new live file: continue the newest chain beside it (kmsd's own rotated segments, or a
+  // file a logrotate-style tool moved away while kmsd was stopped).
+  segment_started_ = now();
+  const fs::path live(path_);
+  const std::string name = live.filename().string();
+  std::error_code ec;
+  std::optional<std::pair<std::uint64_t, AuditHead>> newest;  // segment number, its last record
+  for (const auto& entry : fs::directory_iterator(directory_of(path_), ec)) {
+    const std::string candidate = entry.path().filename().string();
+    if (candidate.size() <= name.size() || !candidate.starts_with(name) ||
+        (candidate[name.size()] != '.' && candidate[name.size()] != '-')) {
+      continue;
+    }
+    const std::optional<FileEnds> ends = read_file_ends(entry.path().string());
+    if (!ends) continue;
+    const std::optional<SegmentStart> start = parse_segment_start(ends->first);
+    const LineHash hash = line_hash(ends->last);
+    boost::system::error_code parse_error;
+    const boost::json::value last = boost::json::parse(ends->last, parse_error);
+    const auto* seq =
+        (!parse_error && last.is_object()) ? last.as_object().if_contains("seq") : nullptr;
+    if (!start || !hash.ok() || !seq || !seq->is_int64()) continue;  // not a segment (.gz, ...)
+    const AuditHead end{static_cast<std::uint64_t>(seq->as_int64()), hash.claimed};
+    if (!newest || end.seq > newest->second.seq) newest.emplace(start->number, end);
+  }
+  if (newest) {
+    segment_ = newest->first + 1;
+    segment_base_ = newest->second;
+    header_pending_ = true;
+    pending_reason_ = "start";
+  }
+}
+
+std::chrono::system_clock::time_point AuditLog::now() const {
+  return options_.clock ? options_.clock() : std::chrono::system_clock::now();
+}
+
+bool AuditLog::rotation_due() const {
+  if (!regular_file_ || broken_ || header_pending_ || new_file_pending_) return false;
+  const bool by_size = options_.rotate_bytes > 0;
+  const bool by_age = options_.rotate_age.count() > 0;
+  if (!by_size && !by_age) return false;
+  // Nothing beyond the header (segment 1 has none): rotating would make an empty segment.
+  if (seq_ <= segment_base_.seq + (segment_ > 1 ? 1 : 0)) return false;
+  if (Clock::now() < next_rotation_attempt_) return false;
+  return (by_size && segment_bytes_ >= options_.rotate_bytes) ||
+         (by_age && now() - segment_started_ >= options_.rotate_age);
+}
+
+void AuditLog::maybe_rotate() {
+  {
+    std::lock_guard lock(write_mutex_);
+    if (!rotation_due()) return;
+  }
+  std::lock_guard sync_lock(sync_mutex_);
+  std::lock_guard lock(write_mutex_);
+  if (!rotation_due()) return;  // another caller rotated meanwhile
+  const bool by_size = options_.rotate_bytes > 0 && segment_bytes_ >= options_.rotate_bytes;
+  try {
+    rotate_locked(by_size ? "size" : "age");
+  } catch (const RotationSkipped&) {
+    // Not renamed: the records go on in the live file (rotation_failures counts it).
+  }
+}
+
+std::string AuditLog::rotate() {
+  std::lock_guard sync_lock(sync_mutex_);
+  std::lock_guard lock(write_mutex_);
+  if (!regular_file_) throw AuditUnavailable("audit: " + path_ + " is not a regular file");
+  if (broken_) {
+    throw AuditUnavailable("audit: log " + path_ + " failed (" + failure_ + "); not rotated");
+  }
+  return rotate_locked("request");
+}
+
+std::string AuditLog::rotate_locked(std::string_view reason) {
+  sync_all_locked();
+  const std::string target = segment_path(path_, segment_);
+  if (::renameat2(AT_FDCWD, path_.c_str(), AT_FDCWD, target.c_str(), RENAME_NOREPLACE) != 0) {
+    const int error = errno;
+    ++stats_.rotation_failures;
+    next_rotation_attempt_ = Clock::now() + options_.retry_interval;
+    throw RotationSkipped("audit: cannot rename " + path_ + " to " + target + ": " +
+                          errno_text(error));
+  }
+  // From here on the live name is gone: anything that fails fails the log (fail closed);
+  // resuming opens the new live file and writes its header before anything else.
+  pending_reason_ = std::string(reason);
+  try {
+    fsync_directory(path_);
+    const LiveFile live = open_live_file(true);
+    start_segment(live.fd);
+  } catch (const AuditUnavailable& error) {
+    if (!broken_) {
+      new_file_pending_ = true;
+      header_pending_ = true;
+      mark_failed(error.what());
+    }
+    throw;
+  }
+  return target;
+}
+
+void AuditLog::sync_all_locked() {
+  if (synced_seq_ == seq_) return;
+  if (regular_file_ && ::fdatasync(fd_) != 0) {
+    const std::string what = "audit: fdatasync of " + path_ + " failed: " + errno_text(errno);
+    mark_failed(what);
+    throw AuditUnavailable(what);
+  }
+  synced_seq_ = seq_;
+  synced_hash_ = head_;
+  ++stats_.syncs;
+}
+
+void AuditLog::adopt_live_file(int fd) {
+  ::close(fd_);  // every record in it is synced (sync_all_locked); drops its lock
+  fd_ = fd;
+  regular_file_ = true;
+  new_file_pending_ = false;
+  ++segment_;
+  segment_base_ = AuditHead{seq_, head_};
+  segment_bytes_ = 0;
+  segment_started_ = now();
+  header_pending_ = true;
+  ++stats_.rotations;
+}
+
+void AuditLog::start_segment(int fd) {
+  adopt_live_file(fd);
+  try {
+    write_header_locked();
+  } catch (const AuditUnavailable& error) {
+    mark_failed(error.what());
+    throw;
+  }
+}
+
+void AuditLog::write_header_locked() {
+  const std::uint64_t seq = seq_ + 1;
+  std::string line = format_record(seq, utc_rfc3339(now()), head_,
+                                   segment_header_event(segment_, segment_base_, pending_reason_));
+  const std::string hash = line_hash(line).claimed;
+  line.push_back('\n');
+  const std::size_t size = line.size();
+  write_line(std::move(line));
+  seq_ = seq;
+  head_ = hash;
+  segment_bytes_ += size;
+  ++stats_.records;
+  if (::fdatasync(fd_) != 0) {
+    throw AuditUnavailable("audit: fdatasync of " + path_ + " failed: " + errno_text(errno));
+  }
+  synced_seq_ = seq;
+  synced_hash_ = hash;
+  ++stats_.syncs;
+  fsync_directory(path_);
+  header_pending_ = false;
+}
+
+ReopenResult AuditLog::reopen() {
+  using Outcome = ReopenResult::Outcome;
+  std::lock_guard sync_lock(sync_mutex_);
+  std::lock_guard lock(write_mutex_);
+  if (!regular_file_) return {Outcome::unchanged, path_ + " is not a regular file"};
+  struct stat at_path {};
+  struct stat written {};
+  if (::stat(path_.c_str(), &at_path) == 0 && ::fstat(fd_, &written) == 0 &&
+      at_path.st_dev == written.st_dev && at_path.st_ino == written.st_ino) {
+    return {Outcome::unchanged, path_ + " is the file being written"};
+  }
+  if (broken_) {
+    return {Outcome::failed, "the log is failed (" + failure_ + "); reopen once it has resumed"};
+  }
+  const std::string keep_going = "; the records go on in the moved file";
+  LiveFile live;
+  try {
+    sync_all_locked();
+    live = open_live_file(false);
+  } catch (const AuditUnavailable& error) {
+    return {Outcome::failed, error.what() + (broken_ ? std::string() : keep_going)};
+  }
+  const off_t size = ::lseek(live.fd, 0, SEEK_END);
+  if (!live.regular || size != 0) {
+    ::close(live.fd);
+    return {Outcome::failed, path_ + " is not an empty regular file (" +
+                                 std::to_string(static_cast<long long>(size)) +
+                                 " bytes); not taken" + keep_going};
+  }
+  pending_reason_ = "reopen";
+  try {
+    start_segment(live.fd);
+  } catch (const AuditUnavailable& error) {
+    return {Outcome::failed, error.what()};
+  }
+  return {Outcome::reopened, "segment " + std::to_string(segment_) + " started at " + path_ +
+                                 " (continues from seq " + std::to_string(segment_base_.seq) + ")"};
+}
+
 void AuditLog::record(const AuditEvent& event) {
   ensure_writable(true);
+  maybe_rotate();
   sync_through(append_record(event));
 }
 
 void AuditLog::append(const AuditEvent& event) {
   ensure_writable(true);
+  maybe_rotate();
   (void)append_record(event);
 }
 
@@ -179,7 +501,7 @@ void AuditLog::mark_failed(const std::string& what) {
   }
   broken_ = true;
   failure_ = what;
-  failed_at_ = utc_now_rfc3339();
+  failed_at_ = utc_rfc3339(now());
   outage_refusals_ = 1;
   next_retry_ = Clock::now() + options_.retry_interval;
   if (on_health_change_) on_health_change_(false, what);
@@ -226,9 +548,23 @@ void AuditLog::resume_after_failure() {
       }
     }
   }
+  if (regular_file_ && new_file_pending_) {  // renamed away, no new live file yet
+    const LiveFile live = open_live_file(false);
+    const off_t size = ::lseek(live.fd, 0, SEEK_END);
+    if (size != 0) {
+      ::close(live.fd);
+      throw AuditUnavailable("audit: " + path_ + " was made by someone else (" +
+                             std::to_string(static_cast<long long>(size)) + " bytes)");
+    }
+    adopt_live_file(live.fd);
+  }
   Tail tail;
   if (regular_file_) {
     tail = read_tail();
+    if (tail.seq == 0) {  // an empty live file: the chain ends in the segment before it
+      tail.seq = segment_base_.seq;
+      tail.hash = segment_base_.hash;
+    }
     if (tail.seq < synced_seq_) {
       throw AuditUnavailable("audit: " + path_ + " ends at seq " + std::to_string(tail.seq) +
                              " but seq " + std::to_string(synced_seq_) +
@@ -244,6 +580,11 @@ void AuditLog::resume_after_failure() {
     }
     seq_ = tail.seq;
     head_ = tail.seq > 0 ? tail.hash : std::string(kGenesisHash);
+    const off_t size = ::lseek(fd_, 0, SEEK_END);
+    segment_bytes_ = size > 0 ? static_cast<std::uint64_t>(size) : 0;
+    // A new segment's header lost with a torn write: written again before anything else.
+    if (segment_ > 1 && seq_ == segment_base_.seq) header_pending_ = true;
+    if (header_pending_) write_header_locked();
   }
   const AuditEvent event{"audit_recovered",
                          "ok",
@@ -253,10 +594,12 @@ void AuditLog::resume_after_failure() {
                           {"last_durable_seq", std::to_string(synced_seq_)},
                           {"torn_bytes_removed", std::to_string(tail.torn_bytes)}}};
   const std::uint64_t seq = seq_ + 1;
-  std::string line = format_record(seq, utc_now_rfc3339(), head_, event);
+  std::string line = format_record(seq, utc_rfc3339(now()), head_, event);
   const std::string hash = line_hash(line).claimed;
   line.push_back('\n');
+  const std::size_t size = line.size();
   write_line(std::move(line));  // throws: still failed (a torn piece is cut next time)
+  segment_bytes_ += size;
   seq_ = seq;
   head_ = hash;
   ++stats_.records;
@@ -282,15 +625,17 @@ std::uint64_t AuditLog::append_record(const AuditEvent& event) {
                            "); nothing is recorded until it resumes");
   }
   const std::uint64_t seq = seq_ + 1;
-  std::string line = format_record(seq, utc_now_rfc3339(), head_, event);
+  std::string line = format_record(seq, utc_rfc3339(now()), head_, event);
   const std::string hash = line_hash(line).claimed;
   line.push_back('\n');
+  const std::size_t size = line.size();
   try {
     write_line(std::move(line));
   } catch (const AuditUnavailable& error) {
     mark_failed(error.what());
     throw;
   }
+  segment_bytes_ += size;
   seq_ = seq;
   head_ = hash;
   ++stats_.records;
@@ -361,6 +706,7 @@ AuditLogStats AuditLog::stats() const {
   std::lock_guard lock(write_mutex_);
   AuditLogStats stats = stats_;
   stats.down = broken_;
+  stats.segment = segment_;
   return stats;
 }
 

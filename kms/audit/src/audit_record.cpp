@@ -81,8 +81,9 @@ std::string format_record(std::uint64_t seq, std::string_view time, std::string_
   return line;
 }
 
-std::string utc_now_rfc3339() {
-  const auto now = std::chrono::system_clock::now();
+std::string utc_now_rfc3339() { return utc_rfc3339(std::chrono::system_clock::now()); }
+
+std::string utc_rfc3339(std::chrono::system_clock::time_point now) {
   const auto seconds = std::chrono::time_point_cast<std::chrono::seconds>(now);
   const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(now - seconds).count();
   const std::time_t t = std::chrono::system_clock::to_time_t(seconds);

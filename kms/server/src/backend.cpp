@@ -26,6 +26,8 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger)
 
   audit::AuditLogOptions audit_options;
   audit_options.retry_interval = config.audit.retry_interval;
+  audit_options.rotate_bytes = config.audit.rotate_bytes;
+  audit_options.rotate_age = config.audit.rotate_age;
   audit_ = std::make_unique<audit::AuditLog>(config.audit.path.string(), audit_options);
   // One line per change of the log's state, never one per refused record.
   audit_->on_health_change([this](bool up, const std::string& detail) {
@@ -158,6 +160,14 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger)
                   "1 while the audit log is failed (admissions and releases refused)", audit.down);
     single_metric(out, "kms_audit_recoveries_total", "counter",
                   "Times the audit log resumed by itself after a failure", audit.recoveries);
+    single_metric(out, "kms_audit_segment", "gauge",
+                  "Segment number of the live audit file (audit.rotate_*, SIGHUP)", audit.segment);
+    single_metric(out, "kms_audit_rotations_total", "counter",
+                  "Audit segments started by this process (rotation or SIGHUP reopen)",
+                  audit.rotations);
+    single_metric(out, "kms_audit_rotation_failures_total", "counter",
+                  "Audit rotations that could not rename the live file (retried)",
+                  audit.rotation_failures);
     const audit::RefusalSummaryStats refusals = refusals_->stats();
     single_metric(out, "kms_audit_unauthenticated_refusals_total", "counter",
                   "Refusals of unauthenticated requests (recorded one by one or summarized)",
@@ -185,6 +195,15 @@ KmsBackend::~KmsBackend() {
 Backend KmsBackend::backend() {
   Backend backend;
   backend.routes = routes();
+  // logrotate-style tools move the file away and send SIGHUP: a new segment at the path.
+  backend.reopen_logs = [this] {
+    const audit::ReopenResult reopened = audit_->reopen();
+    if (reopened.outcome == audit::ReopenResult::Outcome::reopened) {
+      logger_.info("audit log reopened", {{"detail", reopened.detail}});
+    } else if (reopened.outcome == audit::ReopenResult::Outcome::failed) {
+      logger_.error("audit log reopen failed", {{"error", reopened.detail}});
+    }
+  };
   backend.oldest_token_call = [] { return hsm::oldest_call_in_flight(); };
   backend.token_sessions = token_->pool().config().max_sessions;
   return backend;

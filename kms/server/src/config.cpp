@@ -247,12 +247,14 @@ LoadResult load_config(const fs::path& file) {
   p.size(protocol, "protocol", "replay_cache_size", config.protocol.replay_cache_size, 1000,
          100000000);
 
-  const auto* audit =
-      p.table("audit", {"path", "refusal_summary_interval_ms", "retry_interval_ms"});
+  const auto* audit = p.table("audit", {"path", "refusal_summary_interval_ms", "retry_interval_ms",
+                                        "rotate_bytes", "rotate_seconds"});
   p.path(audit, "audit", "path", config.audit.path);
   p.duration(audit, "audit", "refusal_summary_interval_ms", config.audit.refusal_summary_interval,
              100, 3600000);
   p.duration(audit, "audit", "retry_interval_ms", config.audit.retry_interval, 10, 600000);
+  p.size(audit, "audit", "rotate_bytes", config.audit.rotate_bytes, 0, std::int64_t{1} << 40);
+  p.duration(audit, "audit", "rotate_seconds", config.audit.rotate_age, 0, 366 * 86400);
   if (!audit || !audit->get("path")) config.audit.path = base / config.audit.path;
 
   const auto* log = p.table("log", {"level", "format"});

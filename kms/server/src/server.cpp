@@ -84,6 +84,7 @@ ServerCore::ServerCore(const Config& c, Backend backend, Metrics& m, Logger& l,
       admission(c.limits, m),
       request_admission(admission_settings(c, backend.token_sessions), m),
       workers(pool),
+      reopen_logs(std::move(backend.reopen_logs)),
       oldest_token_call_(std::move(backend.oldest_token_call)),
       id_prefix_(random_hex(4)) {}
 
@@ -192,6 +193,7 @@ void Server::Impl::reload() {
     ++metrics.certificate_reload_failures;
     logger.error("certificate reload failed; keeping the current ones", {{"error", problem}});
   }
+  if (core.reopen_logs) core.reopen_logs();
   if (!core.draining()) notify_service_manager("READY=1");
 }
 

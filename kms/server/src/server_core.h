@@ -42,6 +42,7 @@ class ServerCore final : public ServerState {
   ConnectionAdmission admission;       // who may hold a connection
   AdmissionControl request_admission;  // which request may go to the workers
   boost::asio::thread_pool& workers;
+  std::function<void()> reopen_logs;  // Backend::reopen_logs, called on SIGHUP
 
   // Every open connection, for the drain.
   std::mutex connections_mutex;

@@ -6,6 +6,10 @@
 // file's tail, cuts a torn last line, checks that every synced record is still there,
 // resumes the chain from the last complete record and writes an "audit_recovered" record
 // naming the failure, durable before anything else is recorded.
+// Segments (audit_segment.h): by size or age the live file is renamed to the next
+// "<path>.NNNNNN" and a new live file starts with a header record that continues the chain;
+// reopen() (kmsd: SIGHUP) starts a new segment at the path when the file there is not the
+// one being written (logrotate moved it away).
 #pragma once
 
 #include <chrono>
@@ -13,17 +17,21 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 #include "kms/audit.h"
 
 namespace kms::audit {
 
 struct AuditLogStats {
-  std::uint64_t records = 0;     // written by this process
-  std::uint64_t failures = 0;    // record(), append() and sync() calls that threw
-  std::uint64_t syncs = 0;       // fdatasync calls (several records may share one)
-  std::uint64_t recoveries = 0;  // times the log resumed after a failure
-  bool down = false;             // failed and not resumed yet
+  std::uint64_t records = 0;            // written by this process
+  std::uint64_t failures = 0;           // record(), append() and sync() calls that threw
+  std::uint64_t syncs = 0;              // fdatasync calls (several records may share one)
+  std::uint64_t recoveries = 0;         // times the log resumed after a failure
+  std::uint64_t rotations = 0;          // segments started by this process (rotation or reopen)
+  std::uint64_t rotation_failures = 0;  // rotations that could not rename the live file
+  std::uint64_t segment = 1;            // the live file's segment number
+  bool down = false;                    // failed and not resumed yet
 };
 
 struct AuditLogOptions {
@@ -33,6 +41,20 @@ struct AuditLogOptions {
   // Resuming also needs this much free space on the log's filesystem (statvfs f_bavail), so
   // that a log at the edge of a full disk does not flap between failed and resumed.
   std::uint64_t resume_free_bytes = 64 * 1024;
+  // Rotation (0: off). Checked before each record: a live file holding at least
+  // rotate_bytes, or whose first record is rotate_age old, is rotated first (a file with no
+  // record beyond its header is never rotated). A failed rename is retried after
+  // retry_interval; the records go on in the live file meanwhile.
+  std::uint64_t rotate_bytes = 0;
+  std::chrono::seconds rotate_age{0};
+  // The clock of rotate_age and of the records' "time" (tests set a fake one).
+  std::function<std::chrono::system_clock::time_point()> clock;
+};
+
+// What reopen() did.
+struct ReopenResult {
+  enum class Outcome { unchanged, reopened, failed } outcome = Outcome::unchanged;
+  std::string detail;
 };
 
 class AuditLog : public AuditSink {
@@ -42,6 +64,9 @@ class AuditLog : public AuditSink {
   // the cut is itself recorded. Throws AuditUnavailable if the file can't be opened or its
   // last complete record is not a valid record, or another process holds the log (an
   // exclusive flock is held while the log is open: one writer per chain).
+  // A new (empty) live file continues the chain of the newest segment beside it (the
+  // rotated "<path>.NNNNNN", or another "<file name>.*" / "<file name>-*" file whose last
+  // line is a record: logrotate's names) with a header record.
   explicit AuditLog(std::string path, AuditLogOptions options = {});
   ~AuditLog() override;
   AuditLog(const AuditLog&) = delete;
@@ -63,6 +88,18 @@ class AuditLog : public AuditSink {
   // with the log's locks held: the callback must not call into the log.
   void on_health_change(std::function<void(bool up, const std::string& detail)> callback);
 
+  // Rotates now (size and age aside): syncs the live file, renames it to the next
+  // "<path>.NNNNNN" (never over an existing file), fsyncs the directory, and starts a new
+  // live file with a durable header record. Returns the rotated file's name. Throws
+  // AuditUnavailable (the log is then failed if the new live file could not be started).
+  std::string rotate();
+  // For logrotate-style tools (kmsd: SIGHUP): when `path` no longer names the file being
+  // written (moved away; missing, or a new empty file made by logrotate's `create`), syncs
+  // the old file and starts a new segment at `path` whose header continues the chain. A
+  // file at `path` that already holds records is not taken (failed: the records go on in
+  // the old file). Never throws.
+  ReopenResult reopen();
+
   const std::string& path() const noexcept { return path_; }
   std::uint64_t last_seq() const;
   std::string head_hash() const;
@@ -79,6 +116,28 @@ class AuditLog : public AuditSink {
 
   Tail read_tail();  // cuts a torn last line; throws AuditUnavailable
   void resume();
+  // The live file's segment, from its first line; for an empty live file, the newest
+  // segment beside it to continue from (then the header is pending). Sets segment_*.
+  void find_segment();
+  std::chrono::system_clock::time_point now() const;
+  bool rotation_due() const;  // caller holds write_mutex_
+  void maybe_rotate();
+  // The rest: caller holds sync_mutex_ and write_mutex_.
+  std::string rotate_locked(std::string_view reason);
+  // Makes every record written durable, so the old file needs no later sync.
+  void sync_all_locked();
+  // Takes `fd` (an empty file at path_, locked) as the live file of the next segment.
+  void adopt_live_file(int fd);
+  // adopt_live_file, then the header; a failure there fails the log (header pending).
+  void start_segment(int fd);
+  void write_header_locked();  // header record of segment_, durable; throws
+  struct LiveFile {
+    int fd = -1;
+    bool regular = true;
+  };
+  // Opens path_ (creates it 0600 when missing; with create_exclusive, only a new file) and
+  // locks it (one writer per log). Throws AuditUnavailable.
+  LiveFile open_live_file(bool create_exclusive) const;
   std::uint64_t append_record(const AuditEvent& event);  // returns its seq
   void write_line(std::string line);                     // caller holds write_mutex_
   void sync_through(std::uint64_t seq);
@@ -91,6 +150,20 @@ class AuditLog : public AuditSink {
   AuditLogOptions options_;
   int fd_ = -1;
   bool regular_file_ = true;
+
+  // The live file's segment (guarded by write_mutex_): its number, the chain head before its
+  // first record (seq 0 / genesis for segment 1), its size and when its first record was
+  // written. header_pending_: the header of a new segment is not in the file yet (a failed
+  // rotation or reopen; resuming writes it first). new_file_pending_: the live file was
+  // renamed away but no new one could be opened yet.
+  std::uint64_t segment_ = 1;
+  AuditHead segment_base_{0, std::string()};
+  std::uint64_t segment_bytes_ = 0;
+  std::chrono::system_clock::time_point segment_started_{};
+  bool header_pending_ = false;
+  bool new_file_pending_ = false;
+  std::string pending_reason_ = "start";  // the pending header's "reason"
+  Clock::time_point next_rotation_attempt_{};
 
   // Guards seq_, head_, the failure state and stats_ (except syncs, see sync_mutex_).
   mutable std::mutex write_mutex_;

@@ -11,6 +11,7 @@
 // torn_bytes_removed; audit_log.h).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -37,6 +38,7 @@ std::string format_record(std::uint64_t seq, std::string_view time, std::string_
                           const AuditEvent& event);
 
 // RFC 3339 UTC time with milliseconds: "2026-11-30T10:35:00.123Z".
+std::string utc_rfc3339(std::chrono::system_clock::time_point time);
 std::string utc_now_rfc3339();
 
 // The hash a line claims, and whether it matches its content; empty claimed hash when the

@@ -70,6 +70,10 @@ struct AuditSettings {
   std::chrono::milliseconds refusal_summary_interval{10000};
   // A failed log tries to resume at most this often (kms/audit/audit_log.h).
   std::chrono::milliseconds retry_interval{1000};
+  // Segments: the live file is rotated once it holds this many bytes / its first record is
+  // this old (0: never; kms/audit/audit_segment.h).
+  std::size_t rotate_bytes = 0;
+  std::chrono::seconds rotate_age{0};
 };
 
 struct LogSettings {

@@ -24,6 +24,7 @@ namespace kms::server {
 // owned by the server), and how the server can tell that the token hangs.
 struct Backend {
   std::vector<Route> routes;
+  std::function<void()> reopen_logs;  // SIGHUP: reopen the audit log (logrotate; I/O thread)
   // How long the longest token call now in progress has been running (no token call; runs
   // on an I/O thread): beyond limits.token_stall the token counts as hung, and every
   // request that needs a worker is answered 503 token_unavailable at once.
@@ -35,7 +36,8 @@ struct Backend {
 
 class Server {
  public:
-  // handle_signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads the TLS files (caught
+  // handle_signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads the TLS files and calls
+  // backend.reopen_logs (caught
   // from construction on, so a signal that arrives during start-up is not lost).
   Server(const Config& config, Backend backend, Metrics& metrics, Logger& logger,
          bool handle_signals = true);
