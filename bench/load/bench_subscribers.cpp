@@ -8,9 +8,11 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <span>
 #include <string>
 
 #include "key_files.h"
+#include "kms/hex.h"
 #include "load_generator.h"
 
 namespace {
@@ -18,7 +20,7 @@ namespace {
 kms::client::Secret read_hex_key(const std::string& path) {
   std::string text = kms::tools::read_text(path);
   text.erase(text.find_last_not_of(" \n\r\t") + 1);
-  auto bytes = kms::tools::from_hex(text);
+  auto bytes = kms::from_hex(text);
   OPENSSL_cleanse(text.data(), text.size());
   if (!bytes || bytes->size() != 32) throw std::runtime_error(path + ": not 64 hex digits");
   kms::client::Secret key(*bytes);
@@ -39,7 +41,7 @@ std::string wrap_hex(const kms::client::Secret& transport, const kms::client::Se
       EVP_EncryptFinal_ex(ctx, out + length, &final_length) == 1;
   EVP_CIPHER_CTX_free(ctx);
   if (!ok || length + final_length != 40) throw std::runtime_error("RFC 5649 wrap failed");
-  return kms::tools::to_hex(kms::client::ByteView(out, 40));
+  return kms::to_hex(std::span<const std::uint8_t>(out, 40));
 }
 
 }  // namespace

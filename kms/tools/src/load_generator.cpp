@@ -23,6 +23,7 @@
 #include "key_files.h"
 #include "kms/client/bridge_client.h"
 #include "kms/client/ue_client.h"
+#include "kms/hex.h"
 #include "kms/server/wire.h"
 
 namespace kms::tools {
@@ -597,7 +598,7 @@ void add_load_command(CLI::App& app) {
       o.suite = static_cast<client::Suite>(s.suite);
       std::string seed_hex = read_text(s.seed_file);
       seed_hex.erase(seed_hex.find_last_not_of(" \n\r\t") + 1);
-      auto seed = from_hex(seed_hex);
+      auto seed = kms::from_hex(seed_hex);
       OPENSSL_cleanse(seed_hex.data(), seed_hex.size());
       if (!seed || seed->size() != 32) {
         throw std::runtime_error(s.seed_file + ": not 64 hex digits");
