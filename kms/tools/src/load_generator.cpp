@@ -24,6 +24,7 @@
 #include "kms/hex.h"
 #include "kms/client/bridge_client.h"
 #include "kms/client/ue_client.h"
+#include "kms/hex.h"
 #include "kms/server/wire.h"
 
 namespace kms::tools {
