@@ -234,8 +234,11 @@ struct Keys {
   CK_OBJECT_HANDLE master = 0;  // token object, CKA_DERIVE (kms/master)
   // naive: envelope and wrapping keys as token objects
   CK_OBJECT_HANDLE envelope_a = 0, envelope_b = 0, wrapping_a = 0, wrapping_b = 0;
-  // kmsd: root keys as session objects (what a key-store cache hit holds)
+  // kmsd: what a key-store cache hit holds: root keys (session objects, destroyed by kmsd
+  // once KE and KR exist; kept here only to derive them) and per subscriber KE_X
+  // (CKA_DECRYPT) and KR_X (CKA_DERIVE), session objects derived once
   CK_OBJECT_HANDLE root_a = 0, root_b = 0;
+  CK_OBJECT_HANDLE envelope_key_a = 0, envelope_key_b = 0, response_key_a = 0, response_key_b = 0;
   std::vector<unsigned char> sealed_a, sealed_b;            // under envelope_a/_b
   std::vector<unsigned char> kmsd_sealed_a, kmsd_sealed_b;  // under KE derived from root_a/_b
 };
@@ -260,29 +263,20 @@ void naive_sequence(CK_SESSION_HANDLE session, Keys& keys) {
 // party derive K (from M), KR (from K_X), W (from KR), wrap K under W, destroy W, KR, K.
 // Root keys are cache hits (no token call). Edit this function when kmsd's changes.
 void kmsd_sequence(CK_SESSION_HANDLE session, Keys& keys) {
-  CK_SESSION_INFO info;
-  check(p11->C_GetSessionInfo(session, &info), "C_GetSessionInfo");  // SessionPool acquire
-  const std::pair<CK_OBJECT_HANDLE, std::vector<unsigned char>*> parties[2] = {
-      {keys.root_a, &keys.kmsd_sealed_a}, {keys.root_b, &keys.kmsd_sealed_b}};
-  for (const auto& [root, sealed] : parties) {
-    const CK_OBJECT_HANDLE envelope_key =
-        derive(session, keys.sp800, root, "envelope", root == keys.root_a ? kContextA : kContextB,
-               derived(CKK_AES, kDecrypt, false));
-    open(session, envelope_key, *sealed);
-    destroy(session, envelope_key);
-  }
-  for (const auto& [root, sealed] : parties) {
-    (void)sealed;
+  // kmsd since the key store caches KE_X and KR_X (docs/ARCHITECTURE.md "Token calls per key
+  // request"): 2 x (C_DecryptInit + C_Decrypt) with the cached KE, then per party derive the
+  // media key from M and W from the cached KR, wrap, destroy both: 14 calls, no
+  // C_GetSessionInfo (the pool trusts a session given back less than 1 s ago). M is the
+  // token object, as on SoftHSM (NSS: kmsd uses a session-object copy).
+  open(session, keys.envelope_key_a, keys.kmsd_sealed_a);
+  open(session, keys.envelope_key_b, keys.kmsd_sealed_b);
+  for (CK_OBJECT_HANDLE response : {keys.response_key_a, keys.response_key_b}) {
     const CK_OBJECT_HANDLE media = derive(session, keys.sp800, keys.master, "media", kMediaContext,
                                           derived(CKK_GENERIC_SECRET, 0, true));
-    const CK_OBJECT_HANDLE response =
-        derive(session, keys.sp800, root, "response", root == keys.root_a ? kContextA : kContextB,
-               derived(CKK_AES, kDerive, false));
     const CK_OBJECT_HANDLE wrapping = derive(session, keys.sp800, response, "response-wrap",
                                              kWrapContext, derived(CKK_AES, kWrap, false));
     wrap(session, keys.wrap_mechanism, wrapping, media);
     destroy(session, wrapping);
-    destroy(session, response);
     destroy(session, media);
   }
 }
@@ -311,6 +305,14 @@ Keys make_keys(CK_SESSION_HANDLE session, CK_SLOT_ID slot, const Options& option
     *out = seal(session, sealer);
     destroy(session, sealer);
   }
+  keys.envelope_key_a = derive(session, keys.sp800, keys.root_a, "envelope", kContextA,
+                               derived(CKK_AES, kDecrypt, false));
+  keys.envelope_key_b = derive(session, keys.sp800, keys.root_b, "envelope", kContextB,
+                               derived(CKK_AES, kDecrypt, false));
+  keys.response_key_a = derive(session, keys.sp800, keys.root_a, "response", kContextA,
+                               derived(CKK_AES, kDerive, false));
+  keys.response_key_b = derive(session, keys.sp800, keys.root_b, "response", kContextB,
+                               derived(CKK_AES, kDerive, false));
   return keys;
 }
 
