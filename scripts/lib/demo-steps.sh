@@ -97,17 +97,32 @@ EXT
 demo_provision() {
   local config=$1
   current=1a-1c
-  provision() { "$bin_provision" --config "$config" "$@"; }
   step 0 "key ceremony: transport key from the ceremony file; KMS keys generated in the token (kms-provision init)"
   mkdir -p ceremony && (umask 077 && openssl rand -hex 32 > ceremony/transport.key)
-  provision init --transport-key-file ceremony/transport.key | sed 's/^/        /'
-  # The SIM vendor's personalisation key P: the vendor wraps it under the transport key
-  # (RFC 5649) and the operator imports it; subscriber keys leave the token only under P.
+  "$bin_provision" --config "$config" init --transport-key-file ceremony/transport.key | sed 's/^/        /'
+  demo_personalisation_key
+  demo_import_personalisation_key "$config"
+  demo_subscribers "$config"
+}
+
+# The SIM vendor's personalisation key P, wrapped by the vendor under the transport key
+# (RFC 5649) in ceremony/personalisation.wrapped; subscriber keys leave a token only under P.
+demo_personalisation_key() {
   (umask 077 && openssl rand -hex 32 > ceremony/personalisation.key)
   printf '%b' "$(sed 's/../\\x&/g' ceremony/personalisation.key)" | openssl enc -id-aes256-wrap-pad \
     -K "$(cat ceremony/transport.key)" -iv A65959A6 -out ceremony/personalisation.wrapped
-  provision personalisation-key import --label sim-vendor --wrapped ceremony/personalisation.wrapped \
-    | sed 's/^/        /'
+}
+
+# demo_import_personalisation_key CONFIG: P into CONFIG's token, unwrapped under its transport key.
+demo_import_personalisation_key() {
+  "$bin_provision" --config "$1" personalisation-key import --label sim-vendor \
+    --wrapped ceremony/personalisation.wrapped | sed 's/^/        /'
+}
+
+# demo_subscribers CONFIG: steps 1a-1d through CONFIG's token into its database; sets $profile.
+demo_subscribers() {
+  local config=$1
+  provision() { "$bin_provision" --config "$config" "$@"; }
   mkdir -p ue bridge
   step 1a "UE-A bootstraps with the KMS: shared key Ka for $A (exported wrapped under the personalisation key)"
   provision subscriber add "$A" --personalisation-key sim-vendor --out ue/alice.key 2>/dev/null | sed 's/^/        /'

@@ -48,4 +48,5 @@ pg_stop() {
   bin=$(pg_bindir) || return 0
   if [[ $(id -u) -eq 0 ]]; then as=(runuser -u postgres --); fi
   "${as[@]}" "$bin/pg_ctl" -D "$pg_dir/data" -m fast -w -s stop || true
+  pg_dir=  # stopped: a second call (the exit trap) does nothing
 }

@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -19,6 +20,8 @@
 #include "kms/server/wire.h"
 #include "kmsd_fixture.h"
 #include "kmsd_requests.h"
+#include "postgres_cluster.h"
+#include "tokens/key_database.h"
 
 namespace {
 
@@ -37,10 +40,29 @@ std::string error_code(const kms::tools::HttpResult& result) {
 
 class ClusterTest : public ::testing::Test {
  protected:
+  // The backend comes from KMS_TEST_BACKEND (ctest runs the suite twice: SQLite, one file
+  // shared by the three processes; PostgreSQL, a server of the test's own).
+  static bool on_postgres() {
+    const char* backend = std::getenv("KMS_TEST_BACKEND");
+    return backend && std::string(backend) == "postgresql";
+  }
+
   static void SetUpTestSuite() {
     environment_ = KmsdEnvironment::create().release();
+    if (on_postgres()) {
+      postgres_ = new testsupport::PostgresCluster();
+      database_url_ = postgres_->create_database() + "&pool_size=4";
+      // The identities kms-provision put into the environment's SQLite file, moved to the
+      // server (as an operator's migration would).
+      tokens::KeyDatabase from(environment_->dir() + "/kms.db");
+      tokens::KeyDatabase to(database_url_);
+      for (const tokens::IdentityRecord& record : from.list()) to.insert(record);
+    }
     for (int n = 1; n <= kNodes; ++n) {
-      configs_[n] = environment_->write_config("node" + std::to_string(n) + ".toml");
+      ConfigOverrides overrides;
+      overrides.database_url = database_url_;
+      overrides.server["node_name"] = "\"" + node_name(n) + "\"";
+      configs_[n] = environment_->write_config(node_name(n) + ".toml", overrides);
       nodes_[n] = new KmsdProcess(*environment_, configs_[n]);
       ports_[n] = nodes_[n]->port();
     }
@@ -57,6 +79,8 @@ class ClusterTest : public ::testing::Test {
     nodes_.clear();
     delete environment_;
     environment_ = nullptr;
+    delete postgres_;
+    postgres_ = nullptr;
   }
   void SetUp() override {
     // A test that killed a node restarts it; every test starts with all nodes serving.
@@ -73,6 +97,12 @@ class ClusterTest : public ::testing::Test {
   }
 
   static std::string node_name(int n) { return "node" + std::to_string(n); }
+
+  // kms-provision on the nodes' database.
+  static testsupport::CommandResult provision(std::vector<std::string> args) {
+    if (!database_url_.empty()) args.insert(args.begin(), {"--database", database_url_});
+    return environment_->provision(std::move(args));
+  }
 
   // Starts node n again on the port it had, so the balancer finds it where it was.
   static void restart(int n) {
@@ -169,6 +199,8 @@ class ClusterTest : public ::testing::Test {
   static inline std::map<int, std::string> configs_;
   static inline std::map<int, std::uint16_t> ports_;
   static inline HaproxyProcess* balancer_ = nullptr;
+  static inline testsupport::PostgresCluster* postgres_ = nullptr;
+  static inline std::string database_url_;  // empty: SQLite (the environment's kms.db)
 };
 
 TEST_F(ClusterTest, EachStepOfTheSeedFlowOnAnotherNode) {
@@ -278,8 +310,8 @@ TEST_F(ClusterTest, MembersOfOneConferenceAdmittedOnTwoNodesAtOnceAreAllReleased
 TEST_F(ClusterTest, ARevocationMadeThroughTheDatabaseTakesEffectOnEveryNode) {
   const std::string dave = "sip:dave@ims.example.net";
   const std::string key_file = environment_->dir() + "/dave.key";
-  const auto added = environment_->provision(
-      {"subscriber", "add", dave, "--insecure-plaintext-export", "--out", key_file});
+  const auto added =
+      provision({"subscriber", "add", dave, "--insecure-plaintext-export", "--out", key_file});
   ASSERT_EQ(added.exit_code, 0) << added.err;
   const client::UeClient dave_ue(dave, kms::tools::read_root_key(key_file, std::nullopt), 1,
                                  profile_of(environment_->profile()));
@@ -293,7 +325,7 @@ TEST_F(ClusterTest, ARevocationMadeThroughTheDatabaseTakesEffectOnEveryNode) {
     const auto served = post_request(ports_[n], request_for_dave());
     ASSERT_EQ(served.status, 200u) << "node" << n << ": " << served.body;
   }
-  const auto revoked = environment_->provision({"subscriber", "revoke", dave});
+  const auto revoked = provision({"subscriber", "revoke", dave});
   ASSERT_EQ(revoked.exit_code, 0) << revoked.err;
   // Every node had dave's key cached; the next request on each is refused.
   for (int n = 1; n <= kNodes; ++n) {
@@ -374,11 +406,20 @@ TEST_F(ClusterTest, ANodeKilledUnderLoadLosesNoAcknowledgedAdmission) {
     ASSERT_EQ(keys.size(), 2u);
     EXPECT_TRUE(client::equal_constant_time(keys[kBob].key, admission.bob_key.key));
   }
-  // Every node's audit log is an intact hash chain, the killed node's too.
+  // Every node's audit log is an intact hash chain, the killed node's too; on PostgreSQL
+  // each holds the head its node anchored there (one anchor per node). One SQLite file
+  // holds one anchor, which three nodes overwrite: there the chains alone are checked.
   for (int n = 1; n <= kNodes; ++n) {
-    const auto verified = testsupport::run_command(
-        {KMS_AUDIT_BIN, "verify", environment_->audit_path("node" + std::to_string(n) + ".toml")});
-    EXPECT_EQ(verified.exit_code, 0) << "node" << n << ": " << verified.out << verified.err;
+    std::vector<std::string> verify = {KMS_AUDIT_BIN, "verify",
+                                       environment_->audit_path(node_name(n) + ".toml")};
+    if (on_postgres()) {
+      verify.insert(verify.end(), {"--anchor-db", database_url_, "--node", node_name(n)});
+    }
+    const auto verified = testsupport::run_command(verify);
+    EXPECT_EQ(verified.exit_code, 0) << node_name(n) << ": " << verified.out << verified.err;
+    if (on_postgres()) {
+      EXPECT_NE(verified.out.find("anchor"), std::string::npos) << verified.out;
+    }
   }
 }
 

@@ -68,6 +68,7 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger)
   keys_ = std::make_unique<tokens::KeyStore>(*token_, *database_, config.token.key_cache_size);
   RegistryOptions registry_options;
   registry_options.replay_capacity = config.protocol.replay_cache_size;
+  registry_options.node = config.server.node_name;  // this node's audit anchor
   registry_ = open_conference_registry(config.token.database, registry_options);
   ServiceConfig service_config;
   service_config.freshness_window_seconds = config.protocol.freshness_window.count();

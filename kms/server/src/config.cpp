@@ -184,7 +184,7 @@ LoadResult load_config(const fs::path& file) {
 
   const auto* server =
       p.table("server", {"listen", "tls_cert", "tls_key", "bridge_ca", "tls_min_version",
-                         "io_threads", "worker_threads", "drain_timeout_ms"});
+                         "io_threads", "worker_threads", "drain_timeout_ms", "node_name"});
   if (auto listen = p.get<std::string>(server, "server", "listen", "a string \"host:port\"")) {
     if (!parse_listen(*listen, config.server.listen_address, config.server.listen_port)) {
       result.problems.push_back("server.listen = \"" + *listen +
@@ -207,6 +207,14 @@ LoadResult load_config(const fs::path& file) {
   p.size(server, "server", "io_threads", config.server.io_threads, 0, kMaxIoThreads);
   p.size(server, "server", "worker_threads", config.server.worker_threads, 0, kMaxWorkerThreads);
   p.duration(server, "server", "drain_timeout_ms", config.server.drain_timeout, 0, 600000);
+  if (auto v = p.get<std::string>(server, "server", "node_name", "a string")) {
+    if (kms::valid_node_name(*v)) {
+      config.server.node_name = *v;
+    } else {
+      result.problems.push_back("server.node_name = \"" + *v +
+                                "\": 1 to 64 characters of A-Z a-z 0-9 . _ -");
+    }
+  }
 
   const auto* limits = p.table(
       "limits", {"max_body_bytes", "max_header_bytes", "max_connections", "max_pending_requests",

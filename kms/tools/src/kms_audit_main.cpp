@@ -16,6 +16,7 @@
 #include "audit_anchor_db.h"
 #include "kms/audit/audit_segment.h"
 #include "kms/audit/audit_verify.h"
+#include "kms/node_name.h"
 #include "kms/version.h"
 #include "tokens/token_config.h"
 
@@ -48,6 +49,7 @@ int main(int argc, char** argv) {
   std::string anchor_db;
   std::string config_file;
   std::string from_head;
+  std::string node = kms::default_node_name();
   bool quiet = false;
   auto* verify = app.add_subcommand(
       "verify",
@@ -79,6 +81,16 @@ int main(int argc, char** argv) {
       ->check([](const std::string& value) {
         return is_hash(value) ? std::string() : "not a hash (64 lowercase hex digits)";
       });
+  verify
+      ->add_option("--node", node,
+                   "the node whose log this is, among nodes sharing one PostgreSQL database "
+                   "(its [server] node_name; default: this host's name, as kmsd's). An SQLite "
+                   "database holds one anchor and ignores it")
+      ->capture_default_str()
+      ->check([](const std::string& value) {
+        return kms::valid_node_name(value) ? std::string()
+                                           : "1 to 64 characters of A-Z a-z 0-9 . _ -";
+      });
   verify->add_flag("-q,--quiet", quiet, "print nothing on success");
   try {
     app.parse(argc, argv);
@@ -99,7 +111,7 @@ int main(int argc, char** argv) {
   std::optional<kms::AuditHead> anchor;
   if (!anchor_db.empty()) {
     try {
-      anchor = kms::tools::read_audit_anchor(anchor_db);
+      anchor = kms::tools::read_audit_anchor(anchor_db, node);
     } catch (const kms::tools::AnchorDbError& error) {
       std::cerr << "kms-audit: " << error.what() << "\n";
       return kUsage;

@@ -10,8 +10,10 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "kms/node_name.h"
 #include "tokens/token_config.h"
 
 namespace kms::server {
@@ -30,6 +32,9 @@ struct ServerSettings {
   std::size_t io_threads = 0;      // 0: the machine's hardware threads (at least 2)
   std::size_t worker_threads = 0;  // token calls; 0: the machine's hardware threads (>= 2)
   std::chrono::milliseconds drain_timeout{10000};
+  // This node's name among the nodes sharing one database: the key of its audit anchor
+  // (docs/DEPLOYMENT.md "Audit across nodes"). Default: the host name.
+  std::string node_name = kms::default_node_name();
 };
 
 struct Limits {
