@@ -8,6 +8,7 @@
 #include "errors.h"
 #include "hsm/error.h"
 #include "tokens/key_templates.h"
+#include "tokens/software_unwrap.h"
 #include "tokens/token_context.h"
 #include "tokens/token_quirks.h"
 
@@ -19,26 +20,6 @@ using tokens::KeyStoreMode;
 
 constexpr CK_ULONG kRootKeyBytes = 32;
 constexpr std::size_t kWrappedRootKeyBytes = 40;
-
-// RFC 5649 unwrap in software, only for --insecure-plaintext-export.
-hsm::SecureBytes software_unwrap(hsm::ByteView kek, hsm::ByteView wrapped) {
-  hsm::SecureBytes out(wrapped.size());
-  EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
-  int length = 0;
-  int final_length = 0;
-  bool ok = false;
-  if (ctx != nullptr) {
-    EVP_CIPHER_CTX_set_flags(ctx, EVP_CIPHER_CTX_FLAG_WRAP_ALLOW);
-    ok = EVP_DecryptInit_ex(ctx, EVP_aes_256_wrap_pad(), nullptr, kek.data(), nullptr) == 1 &&
-         EVP_DecryptUpdate(ctx, out.data(), &length, wrapped.data(),
-                           static_cast<int>(wrapped.size())) == 1 &&
-         EVP_DecryptFinal_ex(ctx, out.data() + length, &final_length) == 1;
-    EVP_CIPHER_CTX_free(ctx);
-  }
-  if (!ok) throw std::runtime_error("software unwrap of the plaintext export failed");
-  out.resize(static_cast<std::size_t>(length + final_length));
-  return out;
-}
 
 // The header fields of an export file (format 2, docs/OPERATIONS.md "Root key export
 // files"): `# name: value` lines after the descriptive comment, before the key line. Old
@@ -131,7 +112,9 @@ std::string export_key(hsm::Session& session, const tokens::TokenProfile& profil
         .set_bytes(CKA_VALUE, kek.view());
     hsm::ObjectGuard kek_object(session, session.create_object(std::move(attributes)));
     const hsm::Bytes wrapped = wrap(session, profile, kek_object.get(), in_transit);
-    const hsm::SecureBytes plaintext = software_unwrap(kek.view(), wrapped);
+    const std::optional<hsm::SecureBytes> unwrapped = tokens::software_unwrap(kek.view(), wrapped);
+    if (!unwrapped) throw std::runtime_error("software unwrap of the plaintext export failed");
+    const hsm::SecureBytes& plaintext = *unwrapped;
     return export_header("INSECURE plaintext root key of " + identity + " (hex)", kind, identity,
                          key_version, profile, "none") +
            to_hex(plaintext.view()) + "\n";
