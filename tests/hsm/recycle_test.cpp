@@ -2,7 +2,6 @@
 // re-initialisations for a token that never frees destroyed session objects (SoftHSM 2.6.1,
 // upstream issue 562), invisible to the operations that run meanwhile.
 #include <gtest/gtest.h>
-#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +13,7 @@
 #include <vector>
 
 #include "pool_helpers.h"
+#include "sanitizer_build.h"
 #include "token_fixture.h"
 
 namespace hsmtest {
@@ -50,10 +50,10 @@ CK_OBJECT_HANDLE make_and_destroy_key(Session& session) {
   return key;
 }
 
-// Heap bytes allocated and not freed (glibc's mallinfo2), rather than RSS: a leak counts
-// even when it reuses memory an earlier test (or --gtest_repeat iteration) freed, which
-// RSS growth would hide.
-std::size_t heap_in_use_bytes() { return mallinfo2().uordblks; }
+// Heap bytes allocated and not freed (glibc's mallinfo2, or ASan's allocator), rather than
+// RSS: a leak counts even when it reuses memory an earlier test (or --gtest_repeat
+// iteration) freed, which RSS growth would hide.
+using testsupport::heap_in_use_bytes;
 
 class RecycleTest : public TokenTest {
  protected:

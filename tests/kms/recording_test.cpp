@@ -154,8 +154,9 @@ TEST_P(RecordedServices, AnEnvelopeOfAnotherSizeThanItsPlainIdsMakeItReachesNoDe
   shorter.responder_envelope = c.responder_envelope(UeClient::make_nonce(), a_id, kSuite);
   wrong_size.emplace_back("E_B made for a shorter responder ID", shorter);
 
-  for (const auto& [name, wrong] : wrong_size) {
+  for (const auto& [name, wrong_request] : wrong_size) {
     SCOPED_TRACE(name);
+    const kms::KeyRequest& wrong = wrong_request;  // clang 14 cannot capture a binding
     std::ofstream(record_file, std::ios::trunc).close();
     EXPECT_EQ(error_of([&] { bed->key_requests().handle(wrong, context()); }),
               kms::ErrorCode::malformed_request);

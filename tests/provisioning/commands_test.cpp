@@ -10,6 +10,7 @@
 #include "cli_fixture.h"
 #include "hsm/error.h"
 #include "key_proof.h"
+#include "sanitizer_build.h"
 #include "tokens/key_store.h"
 
 namespace {
@@ -474,6 +475,11 @@ TEST_P(CommandsTest, ExitFourteenForAmbiguousTokenKeys) {
 // Exit code 1: an unexpected failure, here the process running out of memory (a sparse
 // bulk file far larger than the address space it may use).
 TEST_P(CommandsTest, ExitOneForAnUnexpectedFailure) {
+  if (testsupport::kAddressSanitizer) {
+    // ASan reserves terabytes of shadow memory at start, so no process of its build runs
+    // under an address-space limit, and its operator new aborts rather than throw.
+    GTEST_SKIP() << "the failure is injected by ulimit -v; the normal build runs this test";
+  }
   init();
   const std::string huge = dir_->path() + "/huge.csv";
   clitest::write_file(huge, "");

@@ -23,6 +23,7 @@
 #include "kms/server/wire.h"
 #include "kmsd_fixture.h"
 #include "kmsd_requests.h"
+#include "sanitizer_build.h"
 #include "srtp_media.h"
 #include "tls_test_client.h"
 
@@ -398,8 +399,12 @@ TEST_F(KmsdTest, ConnectionFloodBeyondTheLimitIsBoundedAndOthersAreServed) {
   for (int fd : flood) ::close(fd);
   const long rss_after = kmsd.rss_kb();
   ASSERT_GT(rss_after, 0);
-  EXPECT_LT(rss_after - rss_before, 32 * 1024)
-      << "RSS grew from " << rss_before << " to " << rss_after << " kB";
+  // Under ASan, freed memory waits in a quarantine (up to 256 MiB) and every block has red
+  // zones: RSS is the sanitizer's, not kmsd's. The normal build checks the bound.
+  if (!testsupport::kAddressSanitizer) {
+    EXPECT_LT(rss_after - rss_before, 32 * 1024)
+        << "RSS grew from " << rss_before << " to " << rss_after << " kB";
+  }
   EXPECT_EQ(kmsd.terminate(), 0);
 }
 
