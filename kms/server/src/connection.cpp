@@ -20,13 +20,13 @@ Connection::Connection(ServerCore& server, tcp::socket&& socket, const tcp::endp
       ticket_(ticket),
       source_(source_id(remote.address())) {
   peer_ = remote.address().to_string() + ":" + std::to_string(remote.port());
-  ++server_.metrics.connections_open;
+  ++server_.metrics.connection_objects;
   ++server_.metrics.connections_accepted;
 }
 
 Connection::~Connection() {
   server_.admission.release(ticket_);
-  --server_.metrics.connections_open;
+  --server_.metrics.connection_objects;
   std::lock_guard lock(server_.connections_mutex);
   server_.connections.erase(this);
 }

@@ -54,6 +54,7 @@ ConnectionAdmission::Decision ConnectionAdmission::admit(const std::string& sour
   entries_.emplace(decision.ticket, Entry{source, true, {}});
   ++open_;
   ++handshaking_;
+  metrics_.connections_open = static_cast<std::int64_t>(open_);
   metrics_.connections_handshaking = static_cast<std::int64_t>(handshaking_);
   return decision;
 }
@@ -94,6 +95,7 @@ void ConnectionAdmission::forget(std::unordered_map<std::uint64_t, Entry>::itera
   }
   if (--source->second.total == 0) sources_.erase(source);
   --open_;
+  metrics_.connections_open = static_cast<std::int64_t>(open_);
   entries_.erase(it);
 }
 

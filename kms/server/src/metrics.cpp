@@ -191,7 +191,7 @@ void Metrics::add_renderer(Renderer renderer) {
 
 std::string Metrics::render() const {
   std::string out;
-  std::lock_guard lock(mutex_);
+  std::unique_lock lock(mutex_);
   header(out, "kms_build_info", "gauge", "Always 1; the labels say which build runs");
   out += "kms_build_info{version=" + label_value(KMS_VERSION) + "} 1\n";
   header(out, "kms_http_requests_total", "counter",
@@ -252,7 +252,12 @@ std::string Metrics::render() const {
   single("kms_token_stall_refusals_total", "counter",
          "Requests answered 503 at once because a token call ran past limits.token_stall",
          token_stall_refusals.load());
-  for (const auto& renderer : renderers_) renderer(out);
+  // The renderers read other components under their locks (the session pool's, the
+  // registry's). Never call them holding ours: token calls take ours inside the module's
+  // call lock, which the pool takes inside its own (found by TSan: a lock-order cycle).
+  const std::vector<Renderer> renderers = renderers_;
+  lock.unlock();
+  for (const auto& renderer : renderers) renderer(out);
   render_process_metrics(out);
   return out;
 }

@@ -219,7 +219,7 @@ void Server::Impl::begin_drain() {
 }
 
 void Server::Impl::poll_drain(Clock::time_point deadline) {
-  if (metrics.connections_open.load() == 0 && metrics.pending_requests.load() == 0) {
+  if (metrics.connection_objects.load() == 0 && metrics.pending_requests.load() == 0) {
     logger.info("drained");
     signals.cancel();
     ioc.stop();
@@ -227,7 +227,7 @@ void Server::Impl::poll_drain(Clock::time_point deadline) {
   }
   if (Clock::now() >= deadline) {
     logger.warn("drain timeout: closing the remaining connections",
-                {{"connections", std::to_string(metrics.connections_open.load())}});
+                {{"connections", std::to_string(metrics.connection_objects.load())}});
     signals.cancel();
     ioc.stop();
     return;

@@ -40,7 +40,11 @@ class Metrics {
   // Names CK_RV values in labels ("CKR_PIN_INCORRECT"); hex when unset. Set once at start.
   std::function<std::string(unsigned long)> rv_namer;
 
+  // Admitted and not yet released or evicted: what limits.max_connections bounds (set by
+  // ConnectionAdmission). An evicted connection's socket closes on its strand a moment
+  // later; connection_objects counts those too (the drain waits for it).
   std::atomic<std::int64_t> connections_open{0};
+  std::atomic<std::int64_t> connection_objects{0};
   std::atomic<std::uint64_t> connections_accepted{0};
   std::atomic<std::uint64_t> connections_rejected{0};  // closed at accept: no slot (any limit)
   std::atomic<std::uint64_t> connections_rejected_per_source{0};  // of them: the source's limit
