@@ -181,6 +181,56 @@ TEST_P(KeyStoreTest, EvictionKeepsKeysInUseAndDestroysTheRest) {
   EXPECT_EQ(session_objects(), before);  // destroyed on last release
 }
 
+// The bound with child keys, as kmsd keeps them (two per subscriber, the root key destroyed
+// at once): cycling twice through more subscribers than fit, the cache never holds more
+// than its bound, the token holds exactly the cached entries' children (an evicted entry's
+// are destroyed), and every evicted subscriber is resolved again to working keys.
+TEST_P(KeyStoreTest, EvictedChildKeysAreDestroyedAndResolvedAgain) {
+  constexpr std::size_t kBound = 3;
+  constexpr int kSubscribers = 8;
+  const std::size_t before = session_objects();
+  std::vector<Bytes> values;
+  const auto id = [](int i) { return "sip:evict" + std::to_string(i) + "@ims.example.net"; };
+  for (int i = 0; i < kSubscribers; ++i) {
+    values.push_back(provision(IdentityKind::subscriber, id(i), tokens::KeyStoreMode::wrapped));
+  }
+  tokens::KeyStore store(*context_, *database_, kBound);
+  const tokens::TokenProfile& profile = context_->profile();
+  store.keep_children(IdentityKind::subscriber, [&profile](hsm::Session& session,
+                                                           CK_OBJECT_HANDLE root,
+                                                           std::string_view identity) {
+    const Bytes context = testkdf::to_bytes(std::string(identity));
+    hsm::ObjectGuard first(session, tokens::derive(session, profile, root, testkdf::label("one"),
+                                                   context, tokens::templates::response_key()));
+    hsm::ObjectGuard second(session, tokens::derive(session, profile, root, testkdf::label("two"),
+                                                    context, tokens::templates::response_key()));
+    return std::vector<CK_OBJECT_HANDLE>{first.release(), second.release()};
+  });
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 0; i < kSubscribers; ++i) {
+      const auto key = store.resolve(IdentityKind::subscriber, id(i));
+      const Bytes context = testkdf::to_bytes(id(i));
+      const Bytes& root = values[static_cast<std::size_t>(i)];
+      ASSERT_EQ(key.key->child_count(), 2u);
+      EXPECT_TRUE(testkdf::key_holds(
+          *context_, key.child(0), testkdf::kdf(profile.id, root, testkdf::label("one"), context)))
+          << id(i) << " round " << round;
+      EXPECT_TRUE(testkdf::key_holds(
+          *context_, key.child(1), testkdf::kdf(profile.id, root, testkdf::label("two"), context)))
+          << id(i) << " round " << round;
+      const std::size_t cached = store.stats().cached;
+      EXPECT_LE(cached, kBound);
+      EXPECT_EQ(session_objects(), before + 2 * cached) << id(i) << " round " << round;
+    }
+  }
+  const tokens::KeyStoreStats stats = store.stats();
+  EXPECT_EQ(stats.misses, 2u * kSubscribers);  // every one resolved again in round 2
+  EXPECT_EQ(stats.hits, 0u);
+  EXPECT_EQ(stats.evictions, 2u * kSubscribers - kBound);
+  store.clear();
+  EXPECT_EQ(session_objects(), before);
+}
+
 TEST_P(KeyStoreTest, TokenModeFindsTheTokenObject) {
   const Bytes erin =
       provision(IdentityKind::subscriber, "sip:erin@ims.example.net", tokens::KeyStoreMode::token);
