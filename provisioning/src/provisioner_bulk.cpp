@@ -16,6 +16,7 @@
 #include <array>
 #include <exception>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 
 #include "encoding.h"
@@ -221,6 +222,11 @@ ImportResult Provisioner::import_bulk(IdentityKind kind, const BulkFile& file,
         if (pending.problem || pending.skipped) continue;
         // A repeat of an identity earlier in the file: the first is the one imported.
         for_line(pending, [&] {
+          // Every entry that reaches here went through the token phase: never a row without
+          // its key.
+          if (!token_mode && pending.stored.wrapped.empty()) {
+            throw std::logic_error("bulk import: no stored key for " + pending.entry->identity);
+          }
           database().insert(new_identity_record(kind, pending.entry->identity, mode_,
                                                 std::move(pending.stored.wrapped)));
         });
