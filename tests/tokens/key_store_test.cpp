@@ -70,11 +70,20 @@ class KeyStoreTest : public tokentest::TokenTest {
     EXPECT_TRUE(testkdf::key_holds(*context_, key.handle(), value));
   }
 
-  std::size_t session_objects() {
-    return context_->pool().run([](hsm::Session& session) {
+  // The session objects of identities: not the store's copy of the storage key (which
+  // keeps the label kms/storage; storage_key_copies() counts it).
+  std::size_t session_objects() { return session_keys(false); }
+  std::size_t storage_key_copies() { return session_keys(true); }
+  std::size_t session_keys(bool storage_copies) {
+    const std::string storage_label = tokens::storage_key_ref().label;
+    return context_->pool().run([&](hsm::Session& session) {
       hsm::AttributeTemplate match;
       match.set_ulong(CKA_CLASS, CKO_SECRET_KEY).set_bool(CKA_TOKEN, false);
-      return session.find(std::move(match), 100000).size();
+      std::size_t count = 0;
+      for (CK_OBJECT_HANDLE handle : session.find(std::move(match), 100000)) {
+        count += (session.get_string(handle, CKA_LABEL) == storage_label) == storage_copies;
+      }
+      return count;
     });
   }
 
@@ -229,6 +238,30 @@ TEST_P(KeyStoreTest, EvictedChildKeysAreDestroyedAndResolvedAgain) {
   EXPECT_EQ(stats.evictions, 2u * kSubscribers - kBound);
   store.clear();
   EXPECT_EQ(session_objects(), before);
+}
+
+// Unwraps on a miss use a session-object copy of the storage key where the token permits
+// (NSS softoken; a token-object use there decrypts its value under the database password):
+// one copy, made at the first miss, kept across misses, destroyed with the store. SoftHSM
+// refuses the copy (CKA_COPYABLE=FALSE): the token object, and no copy.
+TEST_P(KeyStoreTest, MissesUnwrapUnderOneCopyOfTheStorageKeyWhereTheTokenAllows) {
+  const bool copies = GetParam() == testsupport::TokenKind::nss;
+  std::vector<Bytes> values;
+  const auto id = [](int i) { return "sip:copy" + std::to_string(i) + "@ims.example.net"; };
+  for (int i = 0; i < 4; ++i) {
+    values.push_back(provision(IdentityKind::subscriber, id(i), tokens::KeyStoreMode::wrapped));
+  }
+  {
+    tokens::KeyStore store(*context_, *database_, 2);
+    EXPECT_EQ(storage_key_copies(), 0u);
+    for (int i = 0; i < 4; ++i) {
+      expect_is(store.resolve(IdentityKind::subscriber, id(i)), values[std::size_t(i)]);
+      EXPECT_EQ(storage_key_copies(), copies ? 1u : 0u) << id(i);
+    }
+    EXPECT_EQ(store.stats().misses, 4u);
+    EXPECT_EQ(store.stats().storage_copy, copies);
+  }
+  EXPECT_EQ(storage_key_copies(), 0u);  // destroyed with the store
 }
 
 TEST_P(KeyStoreTest, TokenModeFindsTheTokenObject) {
