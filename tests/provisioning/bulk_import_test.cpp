@@ -5,6 +5,9 @@
 // then imports the rest.
 #include <gtest/gtest.h>
 
+#include <map>
+#include <sstream>
+
 #include "cli_fixture.h"
 #include "storage/sqlite.h"
 #include "tokens/key_store.h"
@@ -165,6 +168,48 @@ TEST_P(BulkImportTest, AFailureStopsAfterTheCommittedChunksAndSkipExistingResume
     }
     EXPECT_EQ(subscriber_objects(), mode == tokens::KeyStoreMode::token ? 8u : 0u);
   }
+}
+
+// The token calls of a bulk import, recorded by the fault module in front of the real token
+// (KMS_PKCS11_RECORD): per line exactly one unwrap, one length read, one wrap and one
+// destroy; the KMS keys are found a fixed number of times whatever the number of lines (no
+// C_FindObjects and no login per line), and the same is true of their copies.
+TEST_P(BulkImportTest, EachLineCostsFourTokenCallsAndNoSearch) {
+  init();
+  std::map<std::string, int> calls[2];
+  const int lines[2] = {4, 24};
+  for (int run = 0; run < 2; ++run) {
+    std::string csv = "identity,wrapped_key\n";
+    for (int i = 0; i < lines[run]; ++i) {
+      csv += "sip:calls" + std::to_string(run) + "-" + std::to_string(i) + "@ims.example.net," +
+             random_wrapped_hex() + "\n";
+    }
+    const std::string file = dir_->path() + "/calls" + std::to_string(run) + ".csv";
+    const std::string record = dir_->path() + "/calls" + std::to_string(run) + ".txt";
+    clitest::write_file(file, csv);
+    std::vector<std::string> argv = base_args();
+    argv[std::size_t(std::find(argv.begin(), argv.end(), "--module") - argv.begin()) + 1] =
+        KMS_FAULT_MODULE_PATH;
+    argv.insert(argv.end(), {"subscriber", "import", "--file", file, "--batch-size", "5"});
+    std::map<std::string, std::string> environment = token_->environment();
+    environment["KMS_FAULT_TARGET"] = token_->module_path();
+    environment["KMS_PKCS11_RECORD"] = record;
+    const auto result = testsupport::run_command(argv, environment);
+    ASSERT_EQ(result.exit_code, 0) << result.err;
+    std::istringstream in(clitest::read_file(record));
+    for (std::string line; std::getline(in, line);) {
+      if (line.ends_with(" rv=0x0")) ++calls[run][line.substr(0, line.find(' '))];
+    }
+  }
+  for (const char* function :
+       {"C_UnwrapKey", "C_GetAttributeValue", "C_WrapKey", "C_DestroyObject"}) {
+    EXPECT_EQ(calls[1][function] - calls[0][function], lines[1] - lines[0]) << function;
+  }
+  for (const char* function : {"C_FindObjectsInit", "C_FindObjects", "C_Login", "C_CopyObject"}) {
+    EXPECT_EQ(calls[1][function], calls[0][function]) << function;
+  }
+  EXPECT_GT(calls[0]["C_FindObjectsInit"], 0);  // the record is what it seems
+  EXPECT_EQ(calls[0]["C_UnwrapKey"], lines[0]);
 }
 
 INSTANTIATE_TEST_SUITE_P(Tokens, BulkImportTest,
