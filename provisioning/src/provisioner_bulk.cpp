@@ -181,12 +181,13 @@ ImportResult Provisioner::import_bulk(IdentityKind kind, const BulkFile& file,
         errors[worker] = std::current_exception();
       }
     };
-    std::vector<std::thread> threads;
-    for (std::size_t worker = 1; worker < workers && worker < chunk.size(); ++worker) {
-      threads.emplace_back(share, worker);
+    {
+      std::vector<std::jthread> threads;  // joined on the way out, also if one fails to start
+      for (std::size_t worker = 1; worker < workers && worker < chunk.size(); ++worker) {
+        threads.emplace_back(share, worker);
+      }
+      share(0);
     }
-    share(0);
-    for (auto& thread : threads) thread.join();
     for (const auto& error : errors) {
       if (error) std::rethrow_exception(error);
     }
