@@ -1,7 +1,7 @@
 #include "bulk_file.h"
 
 #include <boost/json.hpp>
-#include <sstream>
+#include <string_view>
 
 #include "encoding.h"
 #include "errors.h"
@@ -49,23 +49,33 @@ std::optional<std::vector<std::string>> split_csv(const std::string& line) {
   return fields;
 }
 
+// Calls line(text) for each line of `text` (without its '\n'), as std::getline would.
+template <typename Line>
+void for_each_line(std::string_view text, Line&& line) {
+  while (!text.empty()) {
+    const std::size_t end = text.find('\n');
+    line(std::string(text.substr(0, end)));
+    if (end == std::string_view::npos) break;
+    text.remove_prefix(end + 1);
+  }
+}
+
 BulkFile parse_csv(const std::string& text) {
   BulkFile file;
-  std::istringstream in(text);
-  std::string line;
   std::size_t number = 0;
   bool first = true;
-  while (std::getline(in, line)) {
+  // Over the text itself: no copy of a file that may be 100 MB or more.
+  for_each_line(text, [&](std::string line) {
     ++number;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     const std::string content = trim(line);
-    if (content.empty() || content.front() == '#') continue;
+    if (content.empty() || content.front() == '#') return;
     auto fields = split_csv(line);
     if (first) {
       first = false;
       if (fields && fields->size() == 2 && (*fields)[0] == "identity" &&
           (*fields)[1] == "wrapped_key") {
-        continue;
+        return;
       }
     }
     if (!fields) {
@@ -77,7 +87,7 @@ BulkFile parse_csv(const std::string& text) {
     } else {
       file.entries.push_back({number, (*fields)[0], (*fields)[1]});
     }
-  }
+  });
   return file;
 }
 
@@ -111,20 +121,18 @@ BulkFile parse_json(const std::string& text) {
     for (const auto& item : document.as_array()) parse_json_object(item, ++number, file);
     return file;
   }
-  std::istringstream in(text);
-  std::string line;
   std::size_t number = 0;
-  while (std::getline(in, line)) {
+  for_each_line(text, [&](const std::string& line) {
     ++number;
-    if (trim(line).empty()) continue;
+    if (trim(line).empty()) return;
     boost::system::error_code error;
     boost::json::value value = boost::json::parse(line, error);
     if (error) {
       file.problems.push_back({number, {}, "invalid JSON: " + error.message()});
-      continue;
+      return;
     }
     parse_json_object(value, number, file);
-  }
+  });
   return file;
 }
 

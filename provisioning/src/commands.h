@@ -27,6 +27,7 @@ struct BulkImportOptions {
   std::string file;
   std::optional<std::string> format;
   std::size_t batch_size = 500;
+  bool skip_existing = false;
 };
 int run_bulk_import(Context& context, tokens::IdentityKind kind, const BulkImportOptions& options);
 

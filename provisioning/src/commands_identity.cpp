@@ -90,6 +90,7 @@ int run_import(Context& context, IdentityKind kind, const ImportOptions& options
     return run_bulk_import(context, kind, bulk);
   }
   if (options.identity.empty()) throw UsageError("give an ID, or --file for bulk import");
+  if (options.bulk.skip_existing) throw UsageError("--skip-existing applies to --file only");
   require_ims_identity(options.identity);
   const hsm::Bytes wrapped = wrapped_input(options.wrapped);
   context.provisioner(true).import_wrapped(kind, options.identity, wrapped);
@@ -236,6 +237,9 @@ void add_identity_commands(CLI::App& app, IdentityKind kind, Context& context, A
       ->add_option("--batch-size", import_options->bulk.batch_size,
                    "Lines per database transaction")
       ->check(CLI::Range(1, 100000));
+  import->add_flag("--skip-existing", import_options->bulk.skip_existing,
+                   "Skip identities already in the database instead of failing them (to run "
+                   "a file again after an import that stopped part way)");
   on_run(import, action,
          [&context, kind, import_options] { return run_import(context, kind, *import_options); });
 

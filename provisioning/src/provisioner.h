@@ -39,8 +39,22 @@ struct ExportOptions {
 
 struct ImportResult {
   std::size_t imported = 0;
+  std::size_t skipped = 0;  // already in the database (skip_existing)
   std::vector<BulkProblem> failed;
   std::string unit = "line";
+  // The number (line or entry) of the last entry of the last committed chunk: every entry
+  // up to it is imported, skipped or failed; none after it is imported. 0: none committed.
+  std::size_t committed_through = 0;
+};
+
+struct BulkImportSettings {
+  std::size_t batch_size = 500;  // entries per chunk (one database transaction)
+  std::size_t threads = 2;       // wrapped mode: sessions working in parallel (<= the pool's)
+  // An identity already in the database is skipped (counted) rather than failed: for
+  // running a file again after an import that stopped part way.
+  bool skip_existing = false;
+  // After each commit, with the totals so far.
+  std::function<void(const ImportResult&)> on_commit;
 };
 
 struct KeyCheck {  // attributes of a key object, for init's idempotent check and tests
@@ -72,7 +86,8 @@ class Provisioner {
   // Imports a root key wrapped under the transport key.
   void import_wrapped(tokens::IdentityKind kind, const std::string& identity,
                       hsm::ByteView wrapped);
-  ImportResult import_bulk(tokens::IdentityKind kind, const BulkFile& file, std::size_t batch_size);
+  ImportResult import_bulk(tokens::IdentityKind kind, const BulkFile& file,
+                           const BulkImportSettings& settings);
   // New key version: generated (export as for add) or imported (wrapped != nullopt).
   std::uint32_t rotate(tokens::IdentityKind kind, const std::string& identity,
                        const ExportOptions& export_options,

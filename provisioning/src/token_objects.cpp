@@ -146,7 +146,13 @@ tokens::IdentityRecord new_identity_record(IdentityKind kind, const std::string&
 Stored store_root_key(hsm::Session& session, const tokens::TokenProfile& profile, KeyStoreMode mode,
                       IdentityKind kind, const std::string& identity, std::uint32_t version,
                       CK_OBJECT_HANDLE in_transit) {
-  const CK_OBJECT_HANDLE storage = require_kms_key(session, tokens::storage_key_ref());
+  return store_root_key(session, profile, mode, kind, identity, version, in_transit,
+                        require_kms_key(session, tokens::storage_key_ref()));
+}
+
+Stored store_root_key(hsm::Session& session, const tokens::TokenProfile& profile, KeyStoreMode mode,
+                      IdentityKind kind, const std::string& identity, std::uint32_t version,
+                      CK_OBJECT_HANDLE in_transit, CK_OBJECT_HANDLE storage) {
   Stored stored;
   hsm::Bytes blob = wrap(session, profile, storage, in_transit);
   require_wrapped_aes256(blob, "the key of " + identity);
@@ -167,7 +173,13 @@ Stored store_root_key(hsm::Session& session, const tokens::TokenProfile& profile
 
 hsm::ObjectGuard unwrap_transported(hsm::Session& session, const tokens::TokenProfile& profile,
                                     hsm::ByteView wrapped, const std::string& what) {
-  const CK_OBJECT_HANDLE transport = require_kms_key(session, tokens::transport_key_ref());
+  return unwrap_transported(session, profile, wrapped, what,
+                            require_kms_key(session, tokens::transport_key_ref()));
+}
+
+hsm::ObjectGuard unwrap_transported(hsm::Session& session, const tokens::TokenProfile& profile,
+                                    hsm::ByteView wrapped, const std::string& what,
+                                    CK_OBJECT_HANDLE transport) {
   require_wrapped_aes256(wrapped, what);
   CK_OBJECT_HANDLE handle = CK_INVALID_HANDLE;
   try {

@@ -56,6 +56,11 @@ Stored store_root_key(hsm::Session& session, const tokens::TokenProfile& profile
                       tokens::KeyStoreMode mode, tokens::IdentityKind kind,
                       const std::string& identity, std::uint32_t version,
                       CK_OBJECT_HANDLE in_transit);
+// The same with the storage key's handle found by the caller (bulk import: once, not per key).
+Stored store_root_key(hsm::Session& session, const tokens::TokenProfile& profile,
+                      tokens::KeyStoreMode mode, tokens::IdentityKind kind,
+                      const std::string& identity, std::uint32_t version,
+                      CK_OBJECT_HANDLE in_transit, CK_OBJECT_HANDLE storage_key);
 
 // The database record of a new identity (key version 1).
 tokens::IdentityRecord new_identity_record(tokens::IdentityKind kind, const std::string& identity,
@@ -64,6 +69,10 @@ tokens::IdentityRecord new_identity_record(tokens::IdentityKind kind, const std:
 // Unwraps a key delivered under the transport key into a root key in transit.
 hsm::ObjectGuard unwrap_transported(hsm::Session& session, const tokens::TokenProfile& profile,
                                     hsm::ByteView wrapped, const std::string& what);
+// The same with the transport key's handle found by the caller.
+hsm::ObjectGuard unwrap_transported(hsm::Session& session, const tokens::TokenProfile& profile,
+                                    hsm::ByteView wrapped, const std::string& what,
+                                    CK_OBJECT_HANDLE transport_key);
 
 // For a single add or import, inside its transaction: the identity is valid and not yet
 // provisioned. Returns its description for messages.

@@ -70,11 +70,20 @@ class KeyStoreTest : public tokentest::TokenTest {
     EXPECT_TRUE(testkdf::key_holds(*context_, key.handle(), value));
   }
 
-  std::size_t session_objects() {
-    return context_->pool().run([](hsm::Session& session) {
+  // The session objects of identities: not the store's copy of the storage key (which
+  // keeps the label kms/storage; storage_key_copies() counts it).
+  std::size_t session_objects() { return session_keys(false); }
+  std::size_t storage_key_copies() { return session_keys(true); }
+  std::size_t session_keys(bool storage_copies) {
+    const std::string storage_label = tokens::storage_key_ref().label;
+    return context_->pool().run([&](hsm::Session& session) {
       hsm::AttributeTemplate match;
       match.set_ulong(CKA_CLASS, CKO_SECRET_KEY).set_bool(CKA_TOKEN, false);
-      return session.find(std::move(match), 100000).size();
+      std::size_t count = 0;
+      for (CK_OBJECT_HANDLE handle : session.find(std::move(match), 100000)) {
+        count += (session.get_string(handle, CKA_LABEL) == storage_label) == storage_copies;
+      }
+      return count;
     });
   }
 
@@ -179,6 +188,80 @@ TEST_P(KeyStoreTest, EvictionKeepsKeysInUseAndDestroysTheRest) {
   EXPECT_EQ(session_objects(), before + 1);  // only the held one is left
   held.reset();
   EXPECT_EQ(session_objects(), before);  // destroyed on last release
+}
+
+// The bound with child keys, as kmsd keeps them (two per subscriber, the root key destroyed
+// at once): cycling twice through more subscribers than fit, the cache never holds more
+// than its bound, the token holds exactly the cached entries' children (an evicted entry's
+// are destroyed), and every evicted subscriber is resolved again to working keys.
+TEST_P(KeyStoreTest, EvictedChildKeysAreDestroyedAndResolvedAgain) {
+  constexpr std::size_t kBound = 3;
+  constexpr int kSubscribers = 8;
+  const std::size_t before = session_objects();
+  std::vector<Bytes> values;
+  const auto id = [](int i) { return "sip:evict" + std::to_string(i) + "@ims.example.net"; };
+  for (int i = 0; i < kSubscribers; ++i) {
+    values.push_back(provision(IdentityKind::subscriber, id(i), tokens::KeyStoreMode::wrapped));
+  }
+  tokens::KeyStore store(*context_, *database_, kBound);
+  const tokens::TokenProfile& profile = context_->profile();
+  store.keep_children(IdentityKind::subscriber, [&profile](hsm::Session& session,
+                                                           CK_OBJECT_HANDLE root,
+                                                           std::string_view identity) {
+    const Bytes context = testkdf::to_bytes(std::string(identity));
+    hsm::ObjectGuard first(session, tokens::derive(session, profile, root, testkdf::label("one"),
+                                                   context, tokens::templates::response_key()));
+    hsm::ObjectGuard second(session, tokens::derive(session, profile, root, testkdf::label("two"),
+                                                    context, tokens::templates::response_key()));
+    return std::vector<CK_OBJECT_HANDLE>{first.release(), second.release()};
+  });
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 0; i < kSubscribers; ++i) {
+      const auto key = store.resolve(IdentityKind::subscriber, id(i));
+      const Bytes context = testkdf::to_bytes(id(i));
+      const Bytes& root = values[static_cast<std::size_t>(i)];
+      ASSERT_EQ(key.key->child_count(), 2u);
+      EXPECT_TRUE(testkdf::key_holds(
+          *context_, key.child(0), testkdf::kdf(profile.id, root, testkdf::label("one"), context)))
+          << id(i) << " round " << round;
+      EXPECT_TRUE(testkdf::key_holds(
+          *context_, key.child(1), testkdf::kdf(profile.id, root, testkdf::label("two"), context)))
+          << id(i) << " round " << round;
+      const std::size_t cached = store.stats().cached;
+      EXPECT_LE(cached, kBound);
+      EXPECT_EQ(session_objects(), before + 2 * cached) << id(i) << " round " << round;
+    }
+  }
+  const tokens::KeyStoreStats stats = store.stats();
+  EXPECT_EQ(stats.misses, 2u * kSubscribers);  // every one resolved again in round 2
+  EXPECT_EQ(stats.hits, 0u);
+  EXPECT_EQ(stats.evictions, 2u * kSubscribers - kBound);
+  store.clear();
+  EXPECT_EQ(session_objects(), before);
+}
+
+// Unwraps on a miss use a session-object copy of the storage key where the token permits
+// (NSS softoken; a token-object use there decrypts its value under the database password):
+// one copy, made at the first miss, kept across misses, destroyed with the store. SoftHSM
+// refuses the copy (CKA_COPYABLE=FALSE): the token object, and no copy.
+TEST_P(KeyStoreTest, MissesUnwrapUnderOneCopyOfTheStorageKeyWhereTheTokenAllows) {
+  const bool copies = GetParam() == testsupport::TokenKind::nss;
+  std::vector<Bytes> values;
+  const auto id = [](int i) { return "sip:copy" + std::to_string(i) + "@ims.example.net"; };
+  for (int i = 0; i < 4; ++i) {
+    values.push_back(provision(IdentityKind::subscriber, id(i), tokens::KeyStoreMode::wrapped));
+  }
+  {
+    tokens::KeyStore store(*context_, *database_, 2);
+    EXPECT_EQ(storage_key_copies(), 0u);
+    for (int i = 0; i < 4; ++i) {
+      expect_is(store.resolve(IdentityKind::subscriber, id(i)), values[std::size_t(i)]);
+      EXPECT_EQ(storage_key_copies(), copies ? 1u : 0u) << id(i);
+    }
+    EXPECT_EQ(store.stats().misses, 4u);
+    EXPECT_EQ(store.stats().storage_copy, copies);
+  }
+  EXPECT_EQ(storage_key_copies(), 0u);  // destroyed with the store
 }
 
 TEST_P(KeyStoreTest, TokenModeFindsTheTokenObject) {

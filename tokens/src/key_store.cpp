@@ -141,10 +141,9 @@ std::shared_ptr<const StoredKey> KeyStore::unwrap(const IdentityRecord& record,
                                                   const ChildKeys& derive) {
   hsm::SessionPool& pool = token_.pool();
   const TokenProfile& profile = token_.profile();
-  const hsm::KeyRef storage = storage_key_ref();
   return pool.run_pinned([&](hsm::Session& session) {
     const std::uint64_t generation = pool.session_object_generation();
-    const CK_OBJECT_HANDLE storage_key = pool.resolve(session, storage);
+    const CK_OBJECT_HANDLE storage_key = this->storage_key(session);
     CK_OBJECT_HANDLE handle = CK_INVALID_HANDLE;
     try {
       handle = unwrap_aes_key(
@@ -163,6 +162,34 @@ std::shared_ptr<const StoredKey> KeyStore::unwrap(const IdentityRecord& record,
     return std::make_shared<const StoredKey>(&pool, CK_INVALID_HANDLE, false, generation,
                                              std::move(children));
   });
+}
+
+CK_OBJECT_HANDLE KeyStore::storage_key(hsm::Session& pinned) {
+  // As for M (master()): a token object's every use costs more than a session object's, on
+  // NSS softoken with a database password a PBKDF2 decrypt of its value (about 3 ms per
+  // cache miss without the copy). SoftHSM refuses (CKA_COPYABLE=FALSE): the token object.
+  hsm::SessionPool& pool = token_.pool();
+  const hsm::KeyRef ref = storage_key_ref();
+  if (storage_copy_ && storage_copy_->current()) return storage_copy_->handle();
+  if (storage_copy_refused_) return pool.resolve(pinned, ref);
+  const std::uint64_t generation = pool.session_object_generation();
+  const CK_OBJECT_HANDLE original = pool.resolve(pinned, ref);
+  hsm::AttributeTemplate changes;
+  changes.set_bool(CKA_TOKEN, false);  // every other attribute stays as the storage key has it
+  try {
+    // An earlier generation's copy is gone already: replacing it destroys nothing.
+    storage_copy_ = std::make_shared<const StoredKey>(
+        &pool, pinned.copy_object(original, std::move(changes)), true, generation);
+  } catch (const hsm::Error& error) {
+    if (error.recoverable()) throw;  // run_pinned recovers and runs the unwrap again
+    storage_copy_refused_ = true;    // e.g. CKR_ACTION_PROHIBITED for CKA_COPYABLE=FALSE
+    return original;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    stats_.storage_copy = true;
+  }
+  return storage_copy_->handle();
 }
 
 std::shared_ptr<const StoredKey> KeyStore::find_token_object(const IdentityRecord& record,

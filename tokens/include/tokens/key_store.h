@@ -13,8 +13,9 @@
 // depend only on the root key and the identity). They are session objects on the pinned
 // session, cached and evicted with the entry; a wrapped root key is destroyed right after.
 //
-// The master key (master()): a session-object copy where the token permits copying it, else
-// the token object (docs/ARCHITECTURE.md "Key store").
+// The master key (master()) and the storage key that unwraps on a miss: session-object
+// copies where the token permits copying them, else the token objects (docs/ARCHITECTURE.md
+// "Key store").
 #pragma once
 
 #include <array>
@@ -105,6 +106,9 @@ struct KeyStoreStats {
   // master() hands out a session-object copy of M (false: the token object, because the
   // token refused the copy, or before the first master()).
   bool master_copy = false;
+  // Unwraps use a session-object copy of the storage key (false: the token object, because
+  // the token refused the copy, or before the first unwrap).
+  bool storage_copy = false;
 };
 
 class KeyStore {
@@ -146,6 +150,8 @@ class KeyStore {
   std::shared_ptr<const StoredKey> find_token_object(const IdentityRecord& record,
                                                      const ChildKeys& derive);
   ChildKeys children_of(IdentityKind kind) const;
+  // On the pinned session (inside run_pinned): the storage key's handle for an unwrap.
+  CK_OBJECT_HANDLE storage_key(hsm::Session& pinned);
   // mutex_ held: drops what was cached for an earlier session-object generation into
   // `dropped` (released by the caller after the lock).
   void follow_generation_locked(std::vector<std::shared_ptr<const StoredKey>>& dropped);
@@ -163,6 +169,9 @@ class KeyStore {
   std::array<ChildKeys, 2> children_;  // by IdentityKind
   std::shared_ptr<const StoredKey> master_copy_;
   bool master_copy_refused_ = false;  // the token refused C_CopyObject of M: never asked again
+  // Touched only on the pinned session (run_pinned serialises): no lock.
+  std::shared_ptr<const StoredKey> storage_copy_;
+  bool storage_copy_refused_ = false;
 };
 
 }  // namespace tokens

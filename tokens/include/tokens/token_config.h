@@ -15,7 +15,7 @@
 //   quirks = "auto"                           KMS_TOKEN_QUIRKS   ("auto" | "softhsm2" | "nss" |
 //                                                                  "standard")
 //   key_store = "wrapped"                     KMS_KEY_STORE      ("wrapped" | "token")
-//   key_cache_size = 10000                    KMS_KEY_CACHE_SIZE
+//   key_cache_size = 4096                     KMS_KEY_CACHE_SIZE
 //   max_sessions = 8                          KMS_MAX_SESSIONS
 //   recycle_after_objects = 200000            KMS_RECYCLE_AFTER_OBJECTS (0: never; unset: the
 //                                             token quirks' default, tokens/token_quirks.h)
@@ -76,7 +76,8 @@ struct TokenConfig {
   std::string quirks = "auto";  // tokens/token_quirks.h; auto = detect from C_GetInfo
   std::string database = "kms.db";  // a database URL or an SQLite path
   KeyStoreMode key_store = KeyStoreMode::wrapped;
-  std::size_t key_cache_size = 10000;
+  // About 17 KiB per entry on SoftHSM, 10 KiB on NSS (docs/ARCHITECTURE.md "Key store").
+  std::size_t key_cache_size = 4096;
   std::size_t max_sessions = 8;
   // hsm::PoolConfig::recycle_after_objects; unset: recycle_threshold() of the token's quirks
   // (TokenContext::open decides, once the quirks are known).
