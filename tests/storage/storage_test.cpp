@@ -155,12 +155,12 @@ TEST_F(PostgresFailures, MigrateCheckRefusesAnOldSchemaUntilMigrated) {
 
   const std::vector<std::string> lines = storage::migrate_database(DatabaseUrl::parse(url));
   EXPECT_EQ(lines,
-            (std::vector<std::string>{"key_database: version 0 -> 1", "registry: version 0 -> 1"}));
+            (std::vector<std::string>{"key_database: version 0 -> 2", "registry: version 0 -> 1"}));
   EXPECT_NO_THROW(tokens::KeyDatabase(url + "&migrate=check"));
   EXPECT_NO_THROW(kms::open_conference_registry(url + "&migrate=check"));
   // Migrating again changes nothing.
   EXPECT_EQ(storage::migrate_database(DatabaseUrl::parse(url)),
-            (std::vector<std::string>{"key_database: version 1 -> 1", "registry: version 1 -> 1"}));
+            (std::vector<std::string>{"key_database: version 2 -> 2", "registry: version 1 -> 1"}));
 }
 
 TEST_F(PostgresFailures, ASchemaNewerThanThisBuildIsRefused) {
@@ -170,7 +170,7 @@ TEST_F(PostgresFailures, ASchemaNewerThanThisBuildIsRefused) {
                                       url.find('?') - std::string("postgresql:///").size());
   cluster->execute(name, "UPDATE kms_schema SET version = 7 WHERE component = 'key_database'");
   const std::string message = message_of([&] { tokens::KeyDatabase database(url); });
-  EXPECT_NE(message.find("key_database schema is at version 7, newer than this build's 1"),
+  EXPECT_NE(message.find("key_database schema is at version 7, newer than this build's 2"),
             std::string::npos)
       << message;
 }
