@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "cli_context.h"
 
@@ -18,6 +19,16 @@ void add_personalisation_commands(CLI::App& app, Context& context,
 void add_db_commands(CLI::App& app, Context& context, Action& action);
 // clone component / export / import: the key cloning ceremony.
 void add_clone_commands(CLI::App& app, Context& context, Action& action);
+// key-check [--record]: the token's key check values against the database's.
+void add_key_check_commands(CLI::App& app, Context& context, Action& action);
+// After init / clone made keys (`made`: the labels created or replaced): their key check
+// values recorded in the database, the kept keys' compared (tokens::record_key_checks).
+struct KeyCheckReport {
+  boost::json::array json;
+  std::string human;
+};
+KeyCheckReport record_made_keys(Context& context, const std::string& command,
+                                const std::vector<std::string>& made);
 // subscriber / bridge: add, import (one, or in bulk), list, show, revoke, rotate.
 void add_identity_commands(CLI::App& app, tokens::IdentityKind kind, Context& context,
                            Action& action);

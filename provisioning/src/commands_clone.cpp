@@ -10,7 +10,9 @@ namespace {
 
 namespace json = boost::json;
 
-void print_result(Context& context, const CloneResult& result, const std::string& what) {
+// The installed keys' check values into the database (kmsd's key check at start).
+void print_result(Context& context, const CloneResult& result, const std::string& command,
+                  const std::string& what) {
   json::array components;
   std::string human;
   for (std::size_t i = 0; i < result.component_kcvs.size(); ++i) {
@@ -29,6 +31,10 @@ void print_result(Context& context, const CloneResult& result, const std::string
     human += "replaced " + label + "\n";
   }
   if (!result.note.empty()) human += "note: " + result.note + "\n";
+  std::vector<std::string> installed;
+  for (const KeyCheckValue& key : result.keys) installed.push_back(key.label);
+  KeyCheckReport checks = record_made_keys(context, command, installed);
+  human += checks.human;
   human += what;
   context.print(json::object{{"token", context.token().token().label},
                              {"profile", context.token().profile().name},
@@ -36,7 +42,8 @@ void print_result(Context& context, const CloneResult& result, const std::string
                              {"cloning_key_kcv", result.cloning_key_kcv},
                              {"keys", std::move(keys)},
                              {"replaced", std::move(replaced)},
-                             {"note", result.note}},
+                             {"note", result.note},
+                             {"key_check", std::move(checks.json)}},
                 human);
 }
 
@@ -77,7 +84,8 @@ void add_clone_commands(CLI::App& app, Context& context, Action& action) {
                      "database)");
   on_run(exported, action, [&context, export_options] {
     const CloneResult result = clone_export(context.token(), *export_options);
-    print_result(context, result, "clone file written to " + export_options->out_path + "\n");
+    print_result(context, result, "kms-provision clone export",
+                 "clone file written to " + export_options->out_path + "\n");
     return kOk;
   });
 
@@ -95,7 +103,8 @@ void add_clone_commands(CLI::App& app, Context& context, Action& action) {
                      "database)");
   on_run(imported, action, [&context, import_options] {
     const CloneResult result = clone_import(context.token(), *import_options);
-    print_result(context, result, "installed the KMS keys of " + import_options->clone_file + "\n");
+    print_result(context, result, "kms-provision clone import",
+                 "installed the KMS keys of " + import_options->clone_file + "\n");
     return kOk;
   });
 }

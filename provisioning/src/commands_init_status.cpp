@@ -42,6 +42,13 @@ int run_init(Context& context, const InitCommandOptions& options) {
   for (const auto& label : result.present) human += "present  " + label + " (checked)\n";
   if (result.created.empty() && result.replaced.empty()) human += "already initialised\n";
   if (!result.note.empty()) human += "note: " + result.note + "\n";
+  // The new keys' check values into the database, for kmsd's key check at start.
+  std::vector<std::string> made = result.created;
+  made.insert(made.end(), result.replaced.begin(), result.replaced.end());
+  KeyCheckReport checks = record_made_keys(
+      context, options.force ? "kms-provision init --force" : "kms-provision init", made);
+  out["key_check"] = std::move(checks.json);
+  human += checks.human;
   context.print(out, human);
   return kOk;
 }

@@ -4,6 +4,7 @@
 
 #include "errors.h"
 #include "hsm/error.h"
+#include "tokens/key_check.h"
 #include "tokens/key_database.h"
 #include "tokens/profile.h"
 #include "tokens/token_config.h"
@@ -77,6 +78,8 @@ ExitCode exit_code_of_current_exception() noexcept {
     return kMissingMechanism;
   } catch (const tokens::NotInitialisedError&) {
     return kNotInitialised;
+  } catch (const tokens::KeyMismatchError&) {
+    return kKeyMismatch;
   } catch (const tokens::DuplicateIdentityError&) {
     return kAlreadyExists;
   } catch (const tokens::DatabaseError&) {

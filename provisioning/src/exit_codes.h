@@ -21,6 +21,7 @@ enum ExitCode : int {
   kPartialImport = 12,    // bulk import: some lines failed, the valid ones were imported
   kDatabaseError = 13,    // the database cannot be opened or written
   kTokenError = 14,       // any other PKCS#11 failure
+  kKeyMismatch = 15,      // the token's key check values differ from the database's
 };
 
 // Call inside a catch block: the exit code of the exception being handled.

@@ -52,6 +52,7 @@ int run(int argc, char** argv) {
   add_db_commands(app, context, action);
   add_personalisation_commands(app, context, action);
   add_clone_commands(app, context, action);
+  add_key_check_commands(app, context, action);
   add_identity_commands(app, tokens::IdentityKind::subscriber, context, action);
   add_identity_commands(app, tokens::IdentityKind::bridge, context, action);
 

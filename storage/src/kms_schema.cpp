@@ -38,6 +38,33 @@ CREATE TABLE kms_identities (
 );
 )sql";
 
+// Key database version 2: the key check values (KCVs) of the KMS keys the nodes' tokens must
+// hold, with who recorded each and when (tokens/key_check_store.h). kms-provision records
+// them when it makes or replaces the keys; kmsd compares its token with them at start.
+constexpr const char* kSqliteKeyCheckValues = R"sql(
+CREATE TABLE IF NOT EXISTS kms_key_check_values (
+  label       TEXT    PRIMARY KEY CHECK (label IN ('kms/master', 'kms/storage', 'kms/transport')),
+  kcv         TEXT    NOT NULL,
+  profile     TEXT    NOT NULL,
+  recorded_at INTEGER NOT NULL,
+  recorded_by TEXT    NOT NULL,
+  command     TEXT    NOT NULL,
+  token       TEXT    NOT NULL
+) WITHOUT ROWID;
+)sql";
+
+constexpr const char* kPostgresKeyCheckValues = R"sql(
+CREATE TABLE kms_key_check_values (
+  label       text   PRIMARY KEY CHECK (label IN ('kms/master', 'kms/storage', 'kms/transport')),
+  kcv         text   NOT NULL,
+  profile     text   NOT NULL,
+  recorded_at bigint NOT NULL,
+  recorded_by text   NOT NULL,
+  command     text   NOT NULL,
+  token       text   NOT NULL
+);
+)sql";
+
 constexpr const char* kSqliteRegistry = R"sql(
 CREATE TABLE IF NOT EXISTS conferences (
   conference_id BLOB PRIMARY KEY,
@@ -118,8 +145,9 @@ CREATE TABLE audit_anchor (
 }  // namespace
 
 const SchemaSteps& key_database_schema(Backend backend) {
-  static const SchemaSteps sqlite{"key_database", {kSqliteIdentities}};
-  static const SchemaSteps postgresql{"key_database", {kPostgresIdentities}};
+  static const SchemaSteps sqlite{"key_database", {kSqliteIdentities, kSqliteKeyCheckValues}};
+  static const SchemaSteps postgresql{"key_database",
+                                      {kPostgresIdentities, kPostgresKeyCheckValues}};
   return backend == Backend::sqlite ? sqlite : postgresql;
 }
 

@@ -1,10 +1,12 @@
 // Several kmsd nodes sharing one database behind a real HAProxy (TCP mode, TLS passed
 // through, health checks on /readyz): each step of the seed flow on another node, replays
-// and races across nodes, a revocation seen by every node, a node killed under load.
+// and races across nodes, a revocation seen by every node, a node killed under load, a node
+// whose token holds other keys refused at start, PostgreSQL restarted under load.
 #include <gtest/gtest.h>
 #include <signal.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -97,6 +99,10 @@ class ClusterTest : public ::testing::Test {
   }
 
   static std::string node_name(int n) { return "node" + std::to_string(n); }
+  // The nodes' database as a [database] url (SQLite: the environment's file).
+  static std::string shared_database() {
+    return database_url_.empty() ? environment_->dir() + "/kms.db" : database_url_;
+  }
 
   // kms-provision on the nodes' database.
   static testsupport::CommandResult provision(std::vector<std::string> args) {
@@ -420,6 +426,149 @@ TEST_F(ClusterTest, ANodeKilledUnderLoadLosesNoAcknowledgedAdmission) {
     if (on_postgres()) {
       EXPECT_NE(verified.out.find("anchor"), std::string::npos) << verified.out;
     }
+  }
+}
+
+// A fourth node whose token was initialised on its own (other keys than the three's) is
+// refused at start with the key check's error (exit 3), before it listens; the three go on.
+TEST_F(ClusterTest, ANodeWhoseTokenHoldsOtherKeysIsRefusedAtStart) {
+  auto stranger = KmsdEnvironment::create();
+  ConfigOverrides overrides;
+  overrides.database_url = shared_database();
+  overrides.server["node_name"] = "\"node4\"";
+  const std::string config = stranger->write_config("node4.toml", overrides);
+  const auto refused = testsupport::run_command(
+      {"timeout", "120", KMSD_BIN, "--config", config, "--listen", "127.0.0.1:0"},
+      stranger->token().environment());
+  EXPECT_EQ(refused.exit_code, 3) << refused.err;
+  EXPECT_NE(refused.err.find("this token holds another key than the database records"),
+            std::string::npos)
+      << refused.err;
+  EXPECT_NE(refused.err.find("kms/master"), std::string::npos) << refused.err;
+  EXPECT_EQ(refused.err.find("\"listening\""), std::string::npos) << refused.err;
+  // The nodes that hold the recorded keys match them (one of them recorded them, on
+  // PostgreSQL, where kms-provision init wrote into another database) and keep serving.
+  for (int n = 1; n <= kNodes; ++n) {
+    const std::string log = nodes_[n]->log();
+    EXPECT_TRUE(log.find("the token's KMS keys match the values recorded") != std::string::npos ||
+                log.find("this token's values are now recorded") != std::string::npos)
+        << node_name(n) << ": " << log;
+  }
+  seed_flow(ports_[1], ports_[2], ports_[3]);
+}
+
+// Issue 7: PostgreSQL restarted under load through the balancer. Every answer meanwhile is
+// a 503 (never a 500, no connection cut: no node crashes), the nodes reconnect by
+// themselves (the same processes serve afterwards), every admission a client saw succeed
+// is released to its bridge afterwards, and every node's audit chain verifies against its
+// anchor.
+TEST_F(ClusterTest, PostgresRestartedUnderLoadIsAnsweredWith503AndLosesNothingAcknowledged) {
+  if (!on_postgres()) GTEST_SKIP() << "PostgreSQL only (KMS_TEST_BACKEND=postgresql)";
+  constexpr int kClients = 4;
+  constexpr int kPerClient = 20;
+  std::map<int, pid_t> pids;
+  for (int n = 1; n <= kNodes; ++n) pids[n] = nodes_[n]->pid();
+  // Through the balancer when there is one, else round robin over the nodes.
+  std::atomic<int> next_node{0};
+  const auto entry = [&] {
+    return balancer_ ? balancer_->port() : ports_[1 + next_node.fetch_add(1) % kNodes];
+  };
+  struct Acknowledged {
+    kms::Bytes conference_id;
+    client::MediaKey bob_key;
+  };
+  std::mutex mutex;
+  std::vector<Acknowledged> acknowledged;
+  std::vector<std::string> unexpected;
+  std::atomic<int> answered{0};
+  std::atomic<int> unavailable{0};  // 503 answers
+  std::atomic<int> transport_failures{0};
+  std::atomic<bool> give_up{false};
+  auto client_loop = [&] {
+    for (int i = 0; i < kPerClient && !give_up; ++i) {
+      const client::Secret r_a = client::UeClient::make_nonce();
+      const client::Secret r_b = client::UeClient::make_nonce();
+      const kms::KeyRequest request = key_request(*environment_, kAlice, r_a, kBob, r_b);
+      while (!give_up) {  // retransmit the same request until it is answered (as a UE does)
+        kms::tools::HttpResult result;
+        try {
+          result = post_request(entry(), request);
+        } catch (const kms::tools::TransportError& error) {
+          // No node dies here: a connection cut is a failure (the request is retransmitted).
+          transport_failures.fetch_add(1);
+          std::lock_guard lock(mutex);
+          unexpected.push_back(std::string("transport: ") + error.what());
+          continue;
+        }
+        if (result.status == 503) {
+          unavailable.fetch_add(1);
+          const std::string code = error_code(result);
+          if (code != "overloaded") {
+            std::lock_guard lock(mutex);
+            unexpected.push_back("503 " + result.body);
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));  // pacing, not asserted
+          continue;
+        }
+        std::lock_guard lock(mutex);
+        if (result.status != 200) {
+          unexpected.push_back(std::to_string(result.status) + " " + result.body);
+          break;
+        }
+        const Opened opened = open(result, kBob, r_a, r_b);
+        acknowledged.push_back({opened.conference_id, opened.member_key});
+        break;
+      }
+      answered.fetch_add(1);
+    }
+  };
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) clients.emplace_back(client_loop);
+  const bool loaded = wait_until([&] { return answered.load() >= kClients * kPerClient / 4; });
+  const int before_outage = answered.load();
+  postgres_->stop();
+  // The outage is seen: every node answers 503 overloaded to a request sent to it directly.
+  bool all_refused = loaded;
+  for (int n = 1; n <= kNodes && all_refused; ++n) {
+    const auto refused =
+        post_request(ports_[n], key_request(*environment_, kAlice, client::UeClient::make_nonce(),
+                                            kBob, client::UeClient::make_nonce()));
+    EXPECT_EQ(refused.status, 503u) << node_name(n) << ": " << refused.body;
+    EXPECT_EQ(error_code(refused), "overloaded") << refused.body;
+    all_refused = refused.status == 503;
+  }
+  const bool outage_seen = wait_until([&] { return unavailable.load() >= kClients; });
+  postgres_->start();
+  if (!loaded || !outage_seen || !all_refused) give_up = true;
+  const bool finished =
+      wait_until([&] { return answered.load() == kClients * kPerClient; }, std::chrono::minutes(3));
+  if (!finished) give_up = true;
+  for (auto& thread : clients) thread.join();
+  ASSERT_TRUE(loaded) << "no load before the outage";
+  ASSERT_TRUE(outage_seen) << "the clients saw no 503 during the outage";
+  ASSERT_TRUE(finished) << "the nodes did not serve again after PostgreSQL came back";
+  EXPECT_LT(before_outage, kClients * kPerClient) << "the outage came after the load";
+
+  EXPECT_TRUE(unexpected.empty()) << unexpected.size()
+                                  << " unexpected answers, first: " << unexpected.front();
+  EXPECT_EQ(transport_failures.load(), 0);
+  // The same processes, reconnected by themselves.
+  for (int n = 1; n <= kNodes; ++n) {
+    EXPECT_TRUE(nodes_[n]->running()) << node_name(n) << "\n" << nodes_[n]->log();
+    EXPECT_EQ(nodes_[n]->pid(), pids[n]) << node_name(n) << " was restarted";
+  }
+  ASSERT_EQ(acknowledged.size(), static_cast<std::size_t>(kClients * kPerClient));
+  for (const auto& admission : acknowledged) {
+    auto keys = release(ports_[1 + next_node.fetch_add(1) % kNodes], admission.conference_id);
+    ASSERT_EQ(keys.size(), 2u);
+    EXPECT_TRUE(client::equal_constant_time(keys[kBob].key, admission.bob_key.key));
+  }
+  for (int n = 1; n <= kNodes; ++n) {
+    const auto verified = testsupport::run_command(
+        {KMS_AUDIT_BIN, "verify", environment_->audit_path(node_name(n) + ".toml"), "--anchor-db",
+         database_url_, "--node", node_name(n)});
+    EXPECT_EQ(verified.exit_code, 0) << node_name(n) << ": " << verified.out << verified.err;
+    EXPECT_NE(verified.out.find("anchor"), std::string::npos) << verified.out;
   }
 }
 

@@ -184,6 +184,50 @@ class CloneTest : public ::testing::TestWithParam<TokenKind> {
   std::string clone_file_;
 };
 
+// The ceremony records the keys' check values in the database the nodes share (kmsd's key
+// check at start): export records them, every import finds its token's equal, and
+// `key-check` on each node says so; a token whose keys were replaced afterwards differs.
+TEST_P(CloneTest, CloneRecordsTheKeyCheckValuesThatEveryImportedTokenMatches) {
+  std::vector<Node> shared;
+  for (Node& node : nodes_) shared.push_back(Node{std::move(node.token), nodes_[0].database});
+  auto result = export_keys(shared[0]);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const auto kcv = kcvs(shared[0]);
+  EXPECT_NE(result.out.find("key check recorded  kms/master " + kcv.at("kms/master")),
+            std::string::npos)
+      << result.out;
+  for (std::size_t i = 1; i < shared.size(); ++i) {
+    result = import_keys(shared[i]);
+    ASSERT_EQ(result.exit_code, 0) << result.err;
+    EXPECT_NE(result.out.find("key check matches   kms/storage " + kcv.at("kms/storage")),
+              std::string::npos)
+        << result.out;
+    const auto checked = cli(shared[i], {"key-check"});
+    EXPECT_EQ(checked.exit_code, 0) << checked.out << checked.err;
+    EXPECT_NE(checked.out.find("key kms/master " + kcv.at("kms/master") + " matches: recorded"),
+              std::string::npos)
+        << checked.out;
+    EXPECT_NE(checked.out.find("by kms-provision clone export"), std::string::npos) << checked.out;
+    // SoftHSM keeps the transport key's check blob, so its KCV is recorded and compared too.
+    const bool check_blob_stored = GetParam() == TokenKind::softhsm;
+    const std::string transport = check_blob_stored
+                                      ? "key kms/transport " + kcv.at("kms/transport") + " matches"
+                                      : "key kms/transport ------ no kcv";
+    EXPECT_NE(checked.out.find(transport), std::string::npos) << checked.out;
+  }
+  // Node 2's keys replaced on their own (against another database): it no longer matches.
+  Node elsewhere{std::move(shared[2].token), dir_->path() + "/elsewhere.db"};
+  ASSERT_EQ(cli(elsewhere, {"init", "--force"}).exit_code, 0);
+  elsewhere.database = nodes_[0].database;
+  const auto differs = cli(elsewhere, {"key-check"});
+  EXPECT_EQ(differs.exit_code, 15) << differs.out << differs.err;
+  EXPECT_NE(differs.out.find("kms/master " + kcvs(elsewhere).at("kms/master") + " DIFFERS"),
+            std::string::npos)
+      << differs.out;
+  shared[2].token = std::move(elsewhere.token);
+  for (std::size_t i = 0; i < shared.size(); ++i) nodes_[i].token = std::move(shared[i].token);
+}
+
 TEST_P(CloneTest, EveryTokenGetsTheSameKeys) {
   auto result = export_keys(nodes_[0]);
   ASSERT_EQ(result.exit_code, 0) << result.err;

@@ -17,7 +17,10 @@
 #include "storage/database_url.h"
 #include "storage/error.h"
 #include "storage/kms_schema.h"
+#include "storage/postgres.h"
+#include "storage/schema.h"
 #include "support/test_database.h"
+#include "tokens/key_check_store.h"
 #include "tokens/key_database.h"
 
 namespace {
@@ -145,7 +148,7 @@ TEST_F(PostgresFailures, MigrateCheckRefusesAnOldSchemaUntilMigrated) {
   const std::string url = cluster->create_database();
   const std::string message =
       message_of([&] { tokens::KeyDatabase database(url + "&migrate=check"); });
-  EXPECT_NE(message.find("key_database schema is at version 0, this build needs 1"),
+  EXPECT_NE(message.find("key_database schema is at version 0, this build needs 2"),
             std::string::npos)
       << message;
   EXPECT_NE(message.find("kms-provision db migrate"), std::string::npos) << message;
@@ -155,12 +158,41 @@ TEST_F(PostgresFailures, MigrateCheckRefusesAnOldSchemaUntilMigrated) {
 
   const std::vector<std::string> lines = storage::migrate_database(DatabaseUrl::parse(url));
   EXPECT_EQ(lines,
-            (std::vector<std::string>{"key_database: version 0 -> 1", "registry: version 0 -> 1"}));
+            (std::vector<std::string>{"key_database: version 0 -> 2", "registry: version 0 -> 1"}));
   EXPECT_NO_THROW(tokens::KeyDatabase(url + "&migrate=check"));
   EXPECT_NO_THROW(kms::open_conference_registry(url + "&migrate=check"));
   // Migrating again changes nothing.
   EXPECT_EQ(storage::migrate_database(DatabaseUrl::parse(url)),
-            (std::vector<std::string>{"key_database: version 1 -> 1", "registry: version 1 -> 1"}));
+            (std::vector<std::string>{"key_database: version 2 -> 2", "registry: version 1 -> 1"}));
+}
+
+// A database made before the key check (key database version 1, identities in it) gains
+// the key check table when opened (version 2), its identities kept.
+TEST_F(PostgresFailures, AKeyDatabaseAtVersion1IsUpgradedWithTheKeyCheckTable) {
+  const std::string url = cluster->create_database();
+  const std::string name = url.substr(std::string("postgresql:///").size(),
+                                      url.find('?') - std::string("postgresql:///").size());
+  {
+    storage::pg::Connection connection(DatabaseUrl::parse(url).conninfo, "", url);
+    const storage::SchemaSteps& current =
+        storage::key_database_schema(storage::Backend::postgresql);
+    ASSERT_EQ(current.version(), 2);
+    storage::migrate(connection, storage::SchemaSteps{"key_database", {current.steps[0]}});
+  }
+  cluster->execute(name,
+                   "INSERT INTO kms_identities VALUES ('subscriber', 'sip:old@ims.example.net', "
+                   "'active', 1, 'wrapped', NULL, 1, 1)");
+  tokens::KeyCheckStore store(url + "&migrate=auto");
+  EXPECT_TRUE(store.list().empty());
+  tokens::RecordedKeyCheck check{"kms/master", "abcdef",     "aes-ecb-sha256", 1,
+                                 "node1",      "kmsd start", "kms-node1"};
+  EXPECT_TRUE(store.record_if_absent(check).inserted);
+  check.kcv = "123456";
+  const auto second = store.record_if_absent(check);
+  EXPECT_FALSE(second.inserted);
+  EXPECT_EQ(second.value.kcv, "abcdef");                 // the first recorded stays
+  tokens::KeyDatabase database(url + "&migrate=check");  // at this build's version now
+  EXPECT_TRUE(database.find(tokens::IdentityKind::subscriber, "sip:old@ims.example.net"));
 }
 
 TEST_F(PostgresFailures, ASchemaNewerThanThisBuildIsRefused) {
@@ -170,7 +202,7 @@ TEST_F(PostgresFailures, ASchemaNewerThanThisBuildIsRefused) {
                                       url.find('?') - std::string("postgresql:///").size());
   cluster->execute(name, "UPDATE kms_schema SET version = 7 WHERE component = 'key_database'");
   const std::string message = message_of([&] { tokens::KeyDatabase database(url); });
-  EXPECT_NE(message.find("key_database schema is at version 7, newer than this build's 1"),
+  EXPECT_NE(message.find("key_database schema is at version 7, newer than this build's 2"),
             std::string::npos)
       << message;
 }

@@ -2,9 +2,12 @@
 
 #include <netinet/in.h>
 #include <pwd.h>
+#include <spawn.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +15,8 @@
 #include <stdexcept>
 
 #include "storage/postgres.h"
+
+extern char** environ;
 
 namespace testsupport {
 namespace {
@@ -104,7 +109,18 @@ PostgresCluster& PostgresCluster::shared() {
 void PostgresCluster::run(const std::string& command) const {
   const std::string as_owner =
       ::geteuid() == 0 ? "runuser -u postgres -- sh -c \"" + command + "\"" : command;
-  if (std::system(as_owner.c_str()) != 0) {
+  // Not std::system(): it blocks SIGCHLD in the calling thread while it waits, so the
+  // child's exit is queued for the process instead of being discarded, and wakes another
+  // thread's blocking socket read, which with SO_RCVTIMEO fails with EINTR (the HTTPS
+  // clients of a test running load while it stops or starts the server).
+  const char* argv[] = {"/bin/sh", "-c", as_owner.c_str(), nullptr};
+  pid_t pid = -1;
+  int status = -1;
+  if (posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char**>(argv), environ) == 0) {
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     throw std::runtime_error("failed: " + command + "\n" + read_file(folder_ + "/initdb.log") +
                              read_file(folder_ + "/server.log"));
   }

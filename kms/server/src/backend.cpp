@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "hsm/instrumentation.h"
+#include "start_key_check.h"
 #include "tokens/unix_time.h"
 
 namespace kms::server {
@@ -65,6 +66,8 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger)
   for (const std::string& warning : database_->warnings()) {
     logger_.error("database readable beyond the KMS user", {{"detail", warning}});
   }
+  // Before serving anything: a token with other keys than the deployment's refuses to start.
+  check_token_keys_at_start(*token_, config.token.database, config.server.node_name, logger_);
   keys_ = std::make_unique<tokens::KeyStore>(*token_, *database_, config.token.key_cache_size);
   RegistryOptions registry_options;
   registry_options.replay_capacity = config.protocol.replay_cache_size;

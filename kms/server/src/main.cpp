@@ -2,7 +2,8 @@
 //   kmsd --config kmsd.toml [--listen HOST:PORT] [--port-file FILE] [...]
 //   kmsd --check-config kmsd.toml
 //   kmsd --version
-// Exit status: 0 clean stop, 1 usage or invalid configuration, 2 could not start.
+// Exit status: 0 clean stop, 1 usage or invalid configuration, 2 could not start, 3 the
+// token holds other KMS keys than the database records (the start-time key check).
 // Under systemd (Type=notify): READY=1 once listening; log lines carry journald priorities.
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 #include "kms/server/service_notify.h"
 #include "kms/server/tls.h"
 #include "kms/version.h"
+#include "tokens/key_check.h"
 
 namespace {
 
@@ -28,6 +30,7 @@ using namespace kms::server;
 
 constexpr int kExitConfig = 1;  // also every usage error (unknown option, missing value)
 constexpr int kExitStart = 2;
+constexpr int kExitKeyMismatch = 3;
 
 // Written atomically (temp file + rename) so a reader never sees a partial number.
 void write_port_file(const std::string& path, std::uint16_t port) {
@@ -166,6 +169,15 @@ int main(int argc, char** argv) {
     server.run();
     logger.info("stopped");
     return 0;
+  } catch (const tokens::KeyMismatchError& error) {
+    for (const tokens::KeyCheckMismatch& m : error.mismatches()) {
+      logger.error("cannot start: this token holds another key than the database records",
+                   {{"key", m.label},
+                    {"token_kcv", m.token_kcv},
+                    {"recorded", tokens::describe(m.recorded)}});
+    }
+    logger.error("cannot start: key check failed", {{"error", error.what()}});
+    return kExitKeyMismatch;
   } catch (const hsm::Error& error) {
     if (error.kind() == hsm::ErrorKind::pkcs11) {
       logger.error("cannot start: token error", {{"rv", hsm::rv_name(error.rv())},

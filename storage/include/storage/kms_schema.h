@@ -2,7 +2,8 @@
 // beside the runner, so that `kms-provision db migrate` can bring every table up to date
 // without linking the code that uses them; the key database (tokens/) and the conference
 // registry (kms/core) each migrate their own component when they open.
-//   key_database: kms_identities (subscribers and bridges: status, key version, wrapped key)
+//   key_database: kms_identities (subscribers and bridges: status, key version, wrapped key),
+//                 kms_key_check_values (the KCVs every node's KMS keys must have)
 //   registry:     conferences, conference_members, used_envelopes (the replay record),
 //                 audit_anchor (each node's audit log head)
 #pragma once
