@@ -202,16 +202,7 @@ KmsBackend::~KmsBackend() {
   }
   purge_wake_.notify_all();
   if (purge_thread_.joinable()) purge_thread_.join();
-  // A clean stop leaves the file synced and the journal empty of what it holds.
-  try {
-    audit_->sync_now();
-    if (const std::optional<AuditHead> head = audit_->head()) {
-      registry_->prune_audit_journal(*audit_, head->seq);
-    }
-  } catch (const std::exception& error) {
-    logger_.warn("audit journal not pruned at stop (the next start does it)",
-                 {{"error", error.what()}});
-  }
+  flush_audit_journal();
   hsm::set_call_observer({});
 }
 
@@ -230,6 +221,21 @@ Backend KmsBackend::backend() {
   backend.oldest_token_call = [] { return hsm::oldest_call_in_flight(); };
   backend.token_sessions = token_->pool().config().max_sessions;
   return backend;
+}
+
+void KmsBackend::flush_audit_journal() {
+  // A clean stop leaves the file synced and the journal empty of what it holds.
+  try {
+    audit_->sync_now();
+    const std::optional<AuditHead> head = audit_->head();
+    if (head && head->seq > pruned_seq_) {
+      registry_->prune_audit_journal(*audit_, head->seq);
+      pruned_seq_ = head->seq;
+    }
+  } catch (const std::exception& error) {
+    logger_.warn("audit journal not pruned at stop (the next start does it)",
+                 {{"error", error.what()}});
+  }
 }
 
 void KmsBackend::purge_loop() {
