@@ -201,6 +201,36 @@ TEST_P(AuditJournalTest, AFileThatLostItsUnsyncedTailIsCompletedFromTheJournalAt
   EXPECT_EQ(log->last_seq(), 5u);
 }
 
+// A power loss can also leave a torn piece of an unsynced record at the file's end: it is
+// cut, the journal's rows appended, and the cut noted after them (the note must not take a
+// seq the journal holds).
+TEST_P(AuditJournalTest, ATornTailIsCutTheJournalRestoredAndTheCutNotedAfterIt) {
+  log->record({"kmsd_started", "ok", {}});
+  const auto synced_size = fs::file_size(path);
+  for (int n = 0; n < 2; ++n) admit(n);
+  close();
+  fs::resize_file(path, synced_size);
+  {
+    std::ofstream torn(path, std::ios::app | std::ios::binary);
+    torn << "{\"seq\":2,\"time\":\"2026-";
+  }
+
+  EXPECT_EQ(open(), 2u);
+  const std::vector<std::string> lines = lines_of(path);
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_NE(lines[1].find("sip:member0"), std::string::npos) << lines[1];
+  EXPECT_NE(lines[2].find("sip:member1"), std::string::npos) << lines[2];
+  EXPECT_NE(lines[3].find("\"event\":\"audit_recovered\""), std::string::npos) << lines[3];
+  EXPECT_NE(lines[3].find("\"torn_bytes_removed\":\"22\""), std::string::npos) << lines[3];
+  admit(2);
+  close();
+  const auto verified = kms_audit({path, "--anchor-db", database.url(), "--node", node});
+  EXPECT_EQ(verified.exit_code, 0) << verified.out << verified.err;
+  EXPECT_NE(verified.out.find("anchored seq 5 (" + database.url() + ") present and unchanged"),
+            std::string::npos)
+      << verified.out;
+}
+
 TEST_P(AuditJournalTest, VerifyCatchesATruncationBeyondTheJournalAndARewrittenJournaledRecord) {
   log->record({"kmsd_started", "ok", {}});
   for (int n = 0; n < 3; ++n) admit(n);
