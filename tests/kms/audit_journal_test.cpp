@@ -18,6 +18,9 @@
 #include "kms/audit/audit_verify.h"
 #include "kms/core/protocol.h"
 #include "kms/core/stored_conference_registry.h"
+#include "kms/errors.h"
+#include "storage/database_url.h"
+#include "storage/postgres.h"
 #include "support/test_database.h"
 
 namespace {
@@ -227,6 +230,48 @@ TEST_P(AuditJournalTest, ATornTailIsCutTheJournalRestoredAndTheCutNotedAfterIt) 
   const auto verified = kms_audit({path, "--anchor-db", database.url(), "--node", node});
   EXPECT_EQ(verified.exit_code, 0) << verified.out << verified.err;
   EXPECT_NE(verified.out.find("anchored seq 5 (" + database.url() + ") present and unchanged"),
+            std::string::npos)
+      << verified.out;
+}
+
+// A batch whose transaction fails after its records were written (here: the database
+// connection killed under it, PostgreSQL) admits nothing; its record stays in the file, as
+// before the journal, and the next batch journals it with its own, so the chain and the
+// journal stay contiguous and a lost tail is still restored.
+TEST_P(AuditJournalTest, AFailedBatchLeavesItsRecordsInTheFileAndTheNextBatchJournalsThem) {
+  if (GetParam() != testsupport::DatabaseBackend::postgresql) {
+    GTEST_SKIP() << "an SQLite transaction cannot be made to fail on demand after its writes";
+  }
+  log->record({"kmsd_started", "ok", {}});
+  const auto synced_size = fs::file_size(path);
+  const storage::DatabaseUrl url = storage::DatabaseUrl::parse(database.url());
+  EXPECT_THROW(
+      registry->admit(
+          request(0),
+          [&](AdmissionOutcome) {
+            log->append({"admission", "ok", {{"member", "sip:member0"}}});
+            storage::pg::Connection other(url.conninfo, "", url.display());
+            other.query(
+                "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE datname = "
+                "current_database() AND pid <> pg_backend_pid()");
+          },
+          log.get()),
+      kms::ProtocolError);
+  EXPECT_EQ(registry->group_commit_stats().audit_journals, 0u);
+  EXPECT_EQ(lines_of(path).size(), 2u) << "the failed batch's record is in the file";
+  admit(1);  // the pool replaces the dead connection
+  close();
+
+  fs::resize_file(path, synced_size);
+  EXPECT_EQ(open(), 2u) << "the failed batch's record and the next one's, from the journal";
+  const std::vector<std::string> lines = lines_of(path);
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_NE(lines[1].find("sip:member0"), std::string::npos) << lines[1];
+  EXPECT_NE(lines[2].find("sip:member1"), std::string::npos) << lines[2];
+  close();
+  const auto verified = kms_audit({path, "--anchor-db", database.url(), "--node", node});
+  EXPECT_EQ(verified.exit_code, 0) << verified.out << verified.err;
+  EXPECT_NE(verified.out.find("anchored seq 3 (" + database.url() + ") present and unchanged"),
             std::string::npos)
       << verified.out;
 }
