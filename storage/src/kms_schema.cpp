@@ -142,6 +142,33 @@ CREATE TABLE audit_anchor (
 );
 )sql";
 
+// Registry step 2: the audit journal (kms/include/kms/audit.h AuditJournal). A registry
+// batch stores the audit records it made, not yet synced in the node's audit file, in its
+// own transaction: one durable write per batch. Rows are per node and log (each node has
+// its own chain, as audit_anchor; `log` is the audit file's absolute path, so two logs
+// under one node name never mix) and deleted once the log's file has synced them.
+constexpr const char* kSqliteAuditJournal = R"sql(
+CREATE TABLE IF NOT EXISTS audit_journal (
+  node TEXT    NOT NULL,
+  log  TEXT    NOT NULL,
+  seq  INTEGER NOT NULL,
+  hash TEXT    NOT NULL,
+  line TEXT    NOT NULL,
+  PRIMARY KEY (node, log, seq)
+) WITHOUT ROWID;
+)sql";
+
+constexpr const char* kPostgresAuditJournal = R"sql(
+CREATE TABLE audit_journal (
+  node text   NOT NULL,
+  log  text   NOT NULL,
+  seq  bigint NOT NULL,
+  hash text   NOT NULL,
+  line text   NOT NULL,
+  PRIMARY KEY (node, log, seq)
+);
+)sql";
+
 }  // namespace
 
 const SchemaSteps& key_database_schema(Backend backend) {
@@ -152,8 +179,8 @@ const SchemaSteps& key_database_schema(Backend backend) {
 }
 
 const SchemaSteps& registry_schema(Backend backend) {
-  static const SchemaSteps sqlite{"registry", {kSqliteRegistry}};
-  static const SchemaSteps postgresql{"registry", {kPostgresRegistry}};
+  static const SchemaSteps sqlite{"registry", {kSqliteRegistry, kSqliteAuditJournal}};
+  static const SchemaSteps postgresql{"registry", {kPostgresRegistry, kPostgresAuditJournal}};
   return backend == Backend::sqlite ? sqlite : postgresql;
 }
 

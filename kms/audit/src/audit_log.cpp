@@ -146,16 +146,56 @@ AuditLog::AuditLog(std::string path, AuditLogOptions options)
   const LiveFile live = open_live_file(false);
   fd_ = live.fd;
   regular_file_ = live.regular;
+  journaling_ = options_.sync_interval.count() > 0 && regular_file_;
+  if (journaling_) journal_log_ = fs::absolute(path_).lexically_normal().string();
   try {
     if (regular_file_) resume();
   } catch (...) {
     ::close(fd_);
     throw;
   }
+  if (journaling_) sync_thread_ = std::thread([this] { background_sync_loop(); });
 }
 
 AuditLog::~AuditLog() {
-  if (fd_ >= 0) ::close(fd_);
+  if (sync_thread_.joinable()) {
+    {
+      std::lock_guard lock(thread_mutex_);
+      stopping_ = true;
+    }
+    thread_wake_.notify_all();
+    sync_thread_.join();
+  }
+  if (fd_ >= 0) {
+    // A clean stop leaves nothing for the journal to restore (best effort: a failure here
+    // leaves the rows, and the next start appends what is missing).
+    if (journaling_ && regular_file_ && !broken_ && synced_seq_ < seq_) (void)::fdatasync(fd_);
+    ::close(fd_);
+  }
+}
+
+void AuditLog::background_sync_loop() {
+  std::unique_lock lock(thread_mutex_);
+  while (!stopping_) {
+    thread_wake_.wait_for(lock, options_.sync_interval, [&] { return stopping_; });
+    if (stopping_) break;
+    lock.unlock();
+    {
+      bool due = false;
+      {
+        std::lock_guard write_lock(write_mutex_);
+        // Only for journaled records (to let their rows go): records no batch journaled
+        // (unauthenticated refusals) keep their own, best-effort schedule.
+        due = !broken_ && file_synced_.seq < journaled_.seq;
+      }
+      try {
+        if (due) sync_now();
+      } catch (const AuditUnavailable&) {
+        // The log is failed (mark_failed): batches are refused until it resumes.
+      }
+    }
+    lock.lock();
+  }
 }
 
 AuditLog::Tail AuditLog::read_tail() {
@@ -223,14 +263,19 @@ void AuditLog::resume() {
     seq_ = segment_base_.seq;
     head_ = segment_base_.hash;
   }
-  synced_seq_ = seq_;
-  synced_hash_ = head_;
-  if (header_pending_) {
+  {
     std::lock_guard sync_lock(sync_mutex_);
     std::lock_guard lock(write_mutex_);
-    write_header_locked();
+    note_synced_locked(seq_, head_);
+    journaled_ = file_synced_;
+    if (header_pending_) write_header_locked();
   }
   if (tail.torn_bytes > 0) {
+    if (journaling_) {  // the journal's rows come first (restore_from_journal writes it)
+      std::lock_guard lock(write_mutex_);
+      pending_torn_bytes_ = tail.torn_bytes;
+      return;
+    }
     record({"audit_recovered", "ok", {{"torn_bytes_removed", std::to_string(tail.torn_bytes)}}});
   }
 }
@@ -362,9 +407,19 @@ void AuditLog::sync_all_locked() {
     mark_failed(what);
     throw AuditUnavailable(what);
   }
-  synced_seq_ = seq_;
-  synced_hash_ = head_;
+  note_synced_locked(seq_, head_);
   ++stats_.syncs;
+}
+
+void AuditLog::note_synced_locked(std::uint64_t seq, const std::string& hash) {
+  synced_seq_ = seq;
+  synced_hash_ = hash;
+  file_synced_ = AuditHead{seq, hash};
+  while (!unsynced_.empty() && unsynced_.front().seq <= seq) unsynced_.pop_front();
+}
+
+void AuditLog::track_written_locked(std::uint64_t seq, const std::string& hash, std::string line) {
+  if (journaling_) unsynced_.push_back(AuditJournalLine{seq, hash, std::move(line)});
 }
 
 void AuditLog::adopt_live_file(int fd) {
@@ -395,18 +450,16 @@ void AuditLog::write_header_locked() {
   std::string line = format_record(seq, utc_rfc3339(now()), head_,
                                    segment_header_event(segment_, segment_base_, pending_reason_));
   const std::string hash = line_hash(line).claimed;
-  line.push_back('\n');
-  const std::size_t size = line.size();
-  write_line(std::move(line));
+  write_line(line + '\n');
+  segment_bytes_ += line.size() + 1;
+  track_written_locked(seq, hash, std::move(line));
   seq_ = seq;
   head_ = hash;
-  segment_bytes_ += size;
   ++stats_.records;
   if (::fdatasync(fd_) != 0) {
     throw AuditUnavailable("audit: fdatasync of " + path_ + " failed: " + errno_text(errno));
   }
-  synced_seq_ = seq;
-  synced_hash_ = hash;
+  note_synced_locked(seq, hash);
   ++stats_.syncs;
   fsync_directory(path_);
   header_pending_ = false;
@@ -582,6 +635,7 @@ void AuditLog::resume_after_failure() {
     head_ = tail.seq > 0 ? tail.hash : std::string(kGenesisHash);
     const off_t size = ::lseek(fd_, 0, SEEK_END);
     segment_bytes_ = size > 0 ? static_cast<std::uint64_t>(size) : 0;
+    if (journaling_) rewrite_journaled_locked();
     // A new segment's header lost with a torn write: written again before anything else.
     if (segment_ > 1 && seq_ == segment_base_.seq) header_pending_ = true;
     if (header_pending_) write_header_locked();
@@ -596,18 +650,16 @@ void AuditLog::resume_after_failure() {
   const std::uint64_t seq = seq_ + 1;
   std::string line = format_record(seq, utc_rfc3339(now()), head_, event);
   const std::string hash = line_hash(line).claimed;
-  line.push_back('\n');
-  const std::size_t size = line.size();
-  write_line(std::move(line));  // throws: still failed (a torn piece is cut next time)
-  segment_bytes_ += size;
+  write_line(line + '\n');  // throws: still failed (a torn piece is cut next time)
+  segment_bytes_ += line.size() + 1;
+  track_written_locked(seq, hash, std::move(line));
   seq_ = seq;
   head_ = hash;
   ++stats_.records;
   if (regular_file_ && ::fdatasync(fd_) != 0) {
     throw AuditUnavailable("audit: fdatasync of " + path_ + " failed: " + errno_text(errno));
   }
-  synced_seq_ = seq;
-  synced_hash_ = hash;
+  note_synced_locked(seq, hash);
   ++stats_.syncs;
   ++stats_.recoveries;
   broken_ = false;
@@ -624,18 +676,26 @@ std::uint64_t AuditLog::append_record(const AuditEvent& event) {
     throw AuditUnavailable("audit: log " + path_ + " failed (" + failure_ +
                            "); nothing is recorded until it resumes");
   }
+  if (pending_torn_bytes_ > 0) {  // journaled mode, restore_from_journal() not called
+    const std::uint64_t torn = std::exchange(pending_torn_bytes_, 0);
+    (void)write_event_locked(
+        {"audit_recovered", "ok", {{"torn_bytes_removed", std::to_string(torn)}}});
+  }
+  return write_event_locked(event);
+}
+
+std::uint64_t AuditLog::write_event_locked(const AuditEvent& event) {
   const std::uint64_t seq = seq_ + 1;
   std::string line = format_record(seq, utc_rfc3339(now()), head_, event);
   const std::string hash = line_hash(line).claimed;
-  line.push_back('\n');
-  const std::size_t size = line.size();
   try {
-    write_line(std::move(line));
+    write_line(line + '\n');
   } catch (const AuditUnavailable& error) {
     mark_failed(error.what());
     throw;
   }
-  segment_bytes_ += size;
+  segment_bytes_ += line.size() + 1;
+  track_written_locked(seq, hash, std::move(line));
   seq_ = seq;
   head_ = hash;
   ++stats_.records;
@@ -680,10 +740,131 @@ void AuditLog::sync_through(std::uint64_t seq) {
     mark_failed("audit: " + what);
     throw AuditUnavailable("audit: " + what);
   }
-  synced_seq_ = covered;
-  synced_hash_ = std::move(covered_hash);
   std::lock_guard lock(write_mutex_);
+  note_synced_locked(covered, covered_hash);
   ++stats_.syncs;
+}
+
+void AuditLog::sync_now() {
+  std::uint64_t through = 0;
+  {
+    std::lock_guard lock(write_mutex_);
+    through = seq_;
+  }
+  sync_through(through);
+}
+
+std::optional<AuditJournal> AuditLog::prepare_journal() {
+  if (!journaling_) return std::nullopt;
+  ensure_writable(true);
+  std::lock_guard lock(write_mutex_);
+  if (broken_) {  // an append failed: what was appended since is not durable
+    ++stats_.failures;
+    ++outage_refusals_;
+    throw AuditUnavailable("audit: log " + path_ + " failed (" + failure_ +
+                           "); records not durable");
+  }
+  AuditJournal journal;
+  journal.log = journal_log_;
+  const AuditHead& durable = journaled_.seq > file_synced_.seq ? journaled_ : file_synced_;
+  for (const AuditJournalLine& line : unsynced_) {
+    if (line.seq > durable.seq) journal.lines.push_back(line);
+  }
+  journal.head = journal.lines.empty()
+                     ? durable
+                     : AuditHead{journal.lines.back().seq, journal.lines.back().hash};
+  journal.synced_seq = file_synced_.seq;
+  return journal;
+}
+
+std::string AuditLog::journal_log() const { return journal_log_; }
+
+void AuditLog::journal_committed(const AuditJournal& journal) {
+  std::lock_guard lock(write_mutex_);
+  ++stats_.journals;
+  if (journal.head.seq > journaled_.seq && journal.head.seq <= seq_) journaled_ = journal.head;
+}
+
+// After a failed fdatasync the file may have lost records a batch journaled (the kernel
+// dropped their pages): they are written again from memory, exactly as journaled.
+void AuditLog::rewrite_journaled_locked() {
+  for (AuditJournalLine& line : unsynced_) {
+    if (line.seq <= seq_) continue;
+    if (line.seq > journaled_.seq) break;
+    if (line.seq != seq_ + 1) {
+      throw AuditUnavailable("audit: " + path_ + " ends at seq " + std::to_string(seq_) +
+                             " and the journaled records resume at seq " +
+                             std::to_string(line.seq));
+    }
+    write_line(line.line + '\n');
+    segment_bytes_ += line.line.size() + 1;
+    seq_ = line.seq;
+    head_ = line.hash;
+  }
+  // Records after the journaled ones that the file lost were never acknowledged.
+  while (!unsynced_.empty() && unsynced_.back().seq > seq_) unsynced_.pop_back();
+}
+
+std::uint64_t AuditLog::restore_from_journal(const std::vector<AuditJournalLine>& rows) {
+  std::uint64_t torn = 0;
+  {
+    std::lock_guard sync_lock(sync_mutex_);
+    std::lock_guard lock(write_mutex_);
+    if (broken_) {
+      throw AuditUnavailable("audit: log " + path_ + " failed (" + failure_ +
+                             "); the registry's journal is not restored");
+    }
+    std::uint64_t appended = 0;
+    for (const AuditJournalLine& row : rows) {
+      if (row.seq < seq_) continue;
+      const std::string where =
+          "audit: the registry's journal row seq " + std::to_string(row.seq) + " for " + path_;
+      if (row.seq == seq_) {
+        if (row.hash != head_) {
+          throw AuditUnavailable(where + " differs from the file's record " + std::to_string(seq_) +
+                                 ": run kms-audit verify --anchor-db");
+        }
+        continue;
+      }
+      if (row.seq != seq_ + 1) {
+        throw AuditUnavailable(where + " does not continue the file, which ends at seq " +
+                               std::to_string(seq_) + ": records are missing");
+      }
+      const LineHash hash = line_hash(row.line);
+      boost::system::error_code ec;
+      const boost::json::value value = boost::json::parse(row.line, ec);
+      const auto* object = (!ec && value.is_object()) ? &value.as_object() : nullptr;
+      const auto* seq = object ? object->if_contains("seq") : nullptr;
+      const auto* prev = object ? object->if_contains("prev") : nullptr;
+      if (!hash.ok() || hash.claimed != row.hash || !seq || !seq->is_int64() ||
+          static_cast<std::uint64_t>(seq->as_int64()) != row.seq || !prev || !prev->is_string() ||
+          prev->as_string() != head_) {
+        throw AuditUnavailable(where + " is not the record that continues its chain (altered?)");
+      }
+      write_line(row.line + '\n');
+      segment_bytes_ += row.line.size() + 1;
+      seq_ = row.seq;
+      head_ = row.hash;
+      ++appended;
+    }
+    if (appended > 0) {
+      if (regular_file_ && ::fdatasync(fd_) != 0) {
+        const std::string what = "audit: fdatasync of " + path_ + " failed: " + errno_text(errno);
+        mark_failed(what);
+        throw AuditUnavailable(what);
+      }
+      note_synced_locked(seq_, head_);
+      ++stats_.syncs;
+      stats_.restored += appended;
+    }
+    journaled_ = AuditHead{seq_, head_};
+    torn = std::exchange(pending_torn_bytes_, 0);
+  }
+  if (torn > 0) {  // the torn-tail note held back at open (it needs its own seq)
+    record({"audit_recovered", "ok", {{"torn_bytes_removed", std::to_string(torn)}}});
+  }
+  std::lock_guard sync_lock(sync_mutex_);
+  return synced_seq_;
 }
 
 std::optional<AuditHead> AuditLog::head() const {

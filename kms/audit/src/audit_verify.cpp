@@ -52,8 +52,16 @@ struct SegmentExpectation {
   bool header = false;
 };
 
+const AuditJournalLine* journal_row(const std::vector<AuditJournalLine>& journal,
+                                    std::uint64_t seq) {
+  const auto found = std::lower_bound(
+      journal.begin(), journal.end(), seq,
+      [](const AuditJournalLine& row, std::uint64_t wanted) { return row.seq < wanted; });
+  return found != journal.end() && found->seq == seq ? &*found : nullptr;
+}
+
 bool walk_lines(std::istream& in, VerifyResult& result, const std::optional<AuditHead>& anchor,
-                const SegmentExpectation* segment) {
+                const SegmentExpectation* segment, const std::vector<AuditJournalLine>& journal) {
   std::string line;
   std::uint64_t line_number = 0;
   while (std::getline(in, line)) {
@@ -92,6 +100,15 @@ bool walk_lines(std::istream& in, VerifyResult& result, const std::optional<Audi
       result.problem = problem;
       return false;
     }
+    // A record the registry journaled with a committed batch must be that record.
+    if (const AuditJournalLine* row = journal_row(journal, result.last_seq + 1);
+        row && row->hash != hash) {
+      result.ok = false;
+      result.broken_line = line_number;
+      result.problem = "record " + std::to_string(row->seq) + " is not the one the registry " +
+                       "journaled (hash " + row->hash + "): the log was rewritten";
+      return false;
+    }
     ++result.records;
     ++result.last_seq;
     result.head_hash = hash;
@@ -106,8 +123,40 @@ bool walk_lines(std::istream& in, VerifyResult& result, const std::optional<Audi
   return true;
 }
 
-void check_anchor_reached(VerifyResult& result, const std::optional<AuditHead>& anchor) {
+// The file may end before the anchor when the node stopped (kill -9, power loss) before its
+// file was synced: the registry's journal then holds the rest, which must continue the
+// file's chain up to the anchored record (kmsd appends it at its next start).
+void check_anchor_reached(VerifyResult& result, const std::optional<AuditHead>& anchor,
+                          const std::vector<AuditJournalLine>& journal) {
   if (result.ok && anchor && result.last_seq < anchor->seq) {
+    std::uint64_t seq = result.last_seq;
+    std::string head = result.head_hash;
+    std::string problem;
+    while (seq < anchor->seq) {
+      const AuditJournalLine* row = journal_row(journal, seq + 1);
+      if (!row) break;
+      std::string hash;
+      problem = check_line(row->line, seq + 1, head, hash);
+      if (problem.empty() && hash != row->hash) problem = "its hash column differs";
+      if (!problem.empty()) break;
+      ++seq;
+      head = hash;
+    }
+    if (problem.empty() && seq == anchor->seq && head == anchor->hash) {
+      result.journal_records = seq - result.last_seq;
+      return;
+    }
+    if (seq > result.last_seq || !problem.empty()) {
+      result.ok = false;
+      result.anchor_missing = true;
+      result.problem = anchor_problem(
+          *anchor, "the log ends at seq " + std::to_string(result.last_seq) +
+                       "; the registry's journal continues it to seq " + std::to_string(seq) +
+                       (problem.empty() ? std::string()
+                                        : ", then its row " + std::to_string(seq + 1) +
+                                              " is broken: " + problem));
+      return;
+    }
     result.ok = false;
     result.anchor_missing = true;
     result.problem =
@@ -121,14 +170,18 @@ std::string file_name(const std::string& path) {
 
 }  // namespace
 
-VerifyResult verify_chain(std::istream& in, const std::optional<AuditHead>& anchor) {
+VerifyResult verify_chain(std::istream& in, const std::optional<AuditHead>& anchor,
+                          const std::vector<AuditJournalLine>& journal) {
   VerifyResult result;
   result.head_hash = std::string(kGenesisHash);
-  if (walk_lines(in, result, anchor, nullptr)) check_anchor_reached(result, anchor);
+  if (walk_lines(in, result, anchor, nullptr, journal)) {
+    check_anchor_reached(result, anchor, journal);
+  }
   return result;
 }
 
-VerifyResult verify_file(const std::string& path, const std::optional<AuditHead>& anchor) {
+VerifyResult verify_file(const std::string& path, const std::optional<AuditHead>& anchor,
+                         const std::vector<AuditJournalLine>& journal) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     VerifyResult result;
@@ -138,7 +191,7 @@ VerifyResult verify_file(const std::string& path, const std::optional<AuditHead>
     result.problem = "cannot open " + path;
     return result;
   }
-  VerifyResult result = verify_chain(in, anchor);
+  VerifyResult result = verify_chain(in, anchor, journal);
   result.file = path;
   return result;
 }
@@ -167,7 +220,8 @@ std::vector<std::string> segment_files_in(const std::string& directory,
 VerifyResult verify_segments(const std::vector<std::string>& files,
                              const std::optional<AuditHead>& anchor,
                              const std::optional<std::string>& from_head,
-                             std::vector<SegmentReport>* report, std::vector<std::string>* empty) {
+                             std::vector<SegmentReport>* report, std::vector<std::string>* empty,
+                             const std::vector<AuditJournalLine>& journal) {
   VerifyResult result;
   result.head_hash = std::string(kGenesisHash);
   const auto fail = [&](const std::string& file, std::string problem, bool segments = true) {
@@ -255,7 +309,7 @@ VerifyResult verify_segments(const std::vector<std::string>& files,
     if (!in) return fail(segment.file, "cannot open " + segment.file, false);
     const SegmentExpectation expectation{segment.start.number, segment.start.header};
     const std::uint64_t before = result.last_seq;
-    if (!walk_lines(in, result, anchor, &expectation)) {
+    if (!walk_lines(in, result, anchor, &expectation, journal)) {
       result.file = segment.file;
       return result;
     }
@@ -272,7 +326,7 @@ VerifyResult verify_segments(const std::vector<std::string>& files,
                      std::to_string(first_seq) + "): include the segment that holds it";
     return result;
   }
-  check_anchor_reached(result, anchor);
+  check_anchor_reached(result, anchor, journal);
   if (!result.ok) result.file = segments.back().file;
   return result;
 }

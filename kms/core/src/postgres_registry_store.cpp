@@ -151,6 +151,27 @@ class PostgresBatch final : public RegistryBatch {
         pg::Params().add(node_).add(static_cast<std::int64_t>(head.seq)).add(head.hash).add(now));
   }
 
+  void store_audit_journal(const AuditJournal& journal) override {
+    if (journal.synced_seq > 0) {
+      lease_->query("DELETE FROM audit_journal WHERE node = $1 AND log = $2 AND seq <= $3",
+                    pg::Params()
+                        .add(node_)
+                        .add(journal.log)
+                        .add(static_cast<std::int64_t>(journal.synced_seq)));
+    }
+    for (const AuditJournalLine& line : journal.lines) {
+      lease_->query(
+          "INSERT INTO audit_journal (node, log, seq, hash, line) VALUES ($1, $2, $3, $4, $5) "
+          "ON CONFLICT (node, log, seq) DO NOTHING",
+          pg::Params()
+              .add(node_)
+              .add(journal.log)
+              .add(static_cast<std::int64_t>(line.seq))
+              .add(line.hash)
+              .add(line.line));
+    }
+  }
+
   void commit() override { transaction_.commit(); }
 
  private:
@@ -208,6 +229,25 @@ class PostgresRegistryStore final : public RegistryStore {
     pg::Pool::Lease lease = pool_.acquire();
     return static_cast<std::size_t>(
         lease->query("SELECT count(*) FROM used_envelopes").integer(0, 0));
+  }
+
+  std::vector<AuditJournalLine> read_audit_journal(const std::string& log) override {
+    pg::Pool::Lease lease = pool_.acquire();
+    const pg::Result rows = lease->query(
+        "SELECT seq, hash, line FROM audit_journal WHERE node = $1 AND log = $2 ORDER BY seq",
+        pg::Params().add(node_).add(log));
+    std::vector<AuditJournalLine> lines;
+    for (int i = 0; i < rows.rows(); ++i) {
+      lines.push_back(
+          {static_cast<std::uint64_t>(rows.integer(i, 0)), rows.text(i, 1), rows.text(i, 2)});
+    }
+    return lines;
+  }
+
+  void prune_audit_journal(const std::string& log, std::uint64_t through) override {
+    pg::Pool::Lease lease = pool_.acquire();
+    lease->query("DELETE FROM audit_journal WHERE node = $1 AND log = $2 AND seq <= $3",
+                 pg::Params().add(node_).add(log).add(static_cast<std::int64_t>(through)));
   }
 
   std::string describe() const override { return pool_.display(); }

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "kms/core/conference_registry.h"
 #include "kms/core/stored_conference_registry.h"
@@ -41,6 +42,10 @@ class RegistryBatch {
   virtual bool bind_bridge(const Bytes& conference_id, const std::string& bridge_id,
                            std::int64_t now) = 0;
   virtual void store_audit_anchor(const AuditHead& head, std::int64_t now) = 0;
+  // This node's audit journal (rows of journal.log): inserts the lines (a line already
+  // there, from a COMMIT whose outcome was lost, is the same line: kept) and deletes the
+  // rows the log's file has synced (seq <= journal.synced_seq).
+  virtual void store_audit_journal(const AuditJournal& journal) = 0;
   virtual void commit() = 0;
 };
 
@@ -57,6 +62,9 @@ class RegistryStore {
   };
   virtual Purged purge(std::int64_t conference_cutoff, std::int64_t envelope_cutoff) = 0;
   virtual std::size_t count_envelopes() = 0;
+  // This node's audit journal rows of one log, in seq order; deleting those up to `through`.
+  virtual std::vector<AuditJournalLine> read_audit_journal(const std::string& log) = 0;
+  virtual void prune_audit_journal(const std::string& log, std::uint64_t through) = 0;
   virtual std::string describe() const = 0;  // the path or URL, for messages
 };
 

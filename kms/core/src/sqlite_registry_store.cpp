@@ -54,10 +54,16 @@ std::optional<Conference> load(sql::Connection& db, const Bytes& conference_id) 
   return conference;
 }
 
+void prune_journal(sql::Connection& db, const std::string& node, const std::string& log,
+                   std::uint64_t through) {
+  sql::Query prune(db, "DELETE FROM audit_journal WHERE node = ?1 AND log = ?2 AND seq <= ?3");
+  prune.bind(1, node).bind(2, log).bind(3, static_cast<std::int64_t>(through)).run();
+}
+
 class SqliteBatch final : public RegistryBatch {
  public:
-  SqliteBatch(sql::Connection& db, std::unique_lock<std::mutex> lock)
-      : lock_(std::move(lock)), db_(db), transaction_(db) {}
+  SqliteBatch(sql::Connection& db, std::unique_lock<std::mutex> lock, std::string node)
+      : lock_(std::move(lock)), node_(std::move(node)), db_(db), transaction_(db) {}
 
   void begin_write() override { savepoint_.emplace(db_); }
   void keep_write() override {
@@ -144,10 +150,26 @@ class SqliteBatch final : public RegistryBatch {
     anchor.bind(1, static_cast<std::int64_t>(head.seq)).bind(2, head.hash).bind(3, now).run();
   }
 
+  void store_audit_journal(const AuditJournal& journal) override {
+    if (journal.synced_seq > 0) prune_journal(db_, node_, journal.log, journal.synced_seq);
+    for (const AuditJournalLine& line : journal.lines) {
+      sql::Query insert(db_,
+                        "INSERT INTO audit_journal (node, log, seq, hash, line) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (node, log, seq) DO NOTHING");
+      insert.bind(1, node_)
+          .bind(2, journal.log)
+          .bind(3, static_cast<std::int64_t>(line.seq))
+          .bind(4, line.hash)
+          .bind(5, line.line)
+          .run();
+    }
+  }
+
   void commit() override { transaction_.commit(); }
 
  private:
   std::unique_lock<std::mutex> lock_;  // first member: released last
+  std::string node_;
   sql::Connection& db_;
   sql::Transaction transaction_;
   std::optional<sql::Savepoint> savepoint_;
@@ -163,13 +185,13 @@ sql::OpenOptions open_options(const RegistryOptions& options) {
 class SqliteRegistryStore final : public RegistryStore {
  public:
   SqliteRegistryStore(const std::string& path, const RegistryOptions& options)
-      : db_(path, open_options(options)) {
+      : db_(path, open_options(options)), node_(options.node) {
     storage::migrate(db_, storage::registry_schema(storage::Backend::sqlite));
   }
 
   std::unique_ptr<RegistryBatch> begin_batch() override {
     std::unique_lock lock(mutex_);
-    return std::make_unique<SqliteBatch>(db_, std::move(lock));
+    return std::make_unique<SqliteBatch>(db_, std::move(lock), node_);
   }
 
   std::optional<Conference> find(const Bytes& conference_id) override {
@@ -201,10 +223,29 @@ class SqliteRegistryStore final : public RegistryStore {
     return count.step() ? static_cast<std::size_t>(count.integer(0)) : 0;
   }
 
+  std::vector<AuditJournalLine> read_audit_journal(const std::string& log) override {
+    std::lock_guard lock(mutex_);
+    sql::Query select(
+        db_, "SELECT seq, hash, line FROM audit_journal WHERE node = ?1 AND log = ?2 ORDER BY seq");
+    select.bind(1, node_).bind(2, log);
+    std::vector<AuditJournalLine> rows;
+    while (select.step()) {
+      rows.push_back(
+          {static_cast<std::uint64_t>(select.integer(0)), select.text(1), select.text(2)});
+    }
+    return rows;
+  }
+
+  void prune_audit_journal(const std::string& log, std::uint64_t through) override {
+    std::lock_guard lock(mutex_);
+    prune_journal(db_, node_, log, through);
+  }
+
   std::string describe() const override { return db_.path(); }
 
  private:
   sql::Connection db_;
+  std::string node_;
   std::mutex mutex_;
 };
 

@@ -133,14 +133,28 @@ void StoredConferenceRegistry::commit_batch(const std::vector<Write*>& batch) {
           sinks.push_back(write->audit);
         }
       }
-      for (AuditSink* sink : sinks) {  // the audit records durable before COMMIT
+      // The audit records durable with the COMMIT (journal) or before it (sync).
+      std::vector<std::pair<AuditSink*, AuditJournal>> journals;
+      std::uint64_t syncs = 0;
+      for (AuditSink* sink : sinks) {
+        if (std::optional<AuditJournal> journal = sink->prepare_journal()) {
+          transaction->store_audit_journal(*journal);
+          if (journal->head.seq > 0) transaction->store_audit_anchor(journal->head, now);
+          journals.emplace_back(sink, std::move(*journal));
+          continue;
+        }
         sink->sync();
+        ++syncs;
         if (const std::optional<AuditHead> head = sink->head()) {
           transaction->store_audit_anchor(*head, now);
         }
       }
       transaction->commit();
       replay_count_ = pending_replay_count_;
+      for (auto& [sink, journal] : journals) sink->journal_committed(journal);
+      std::lock_guard stats_lock(queue_mutex_);
+      stats_.audit_syncs += syncs;
+      stats_.audit_journals += journals.size();
       return 0;
     });
   } catch (...) {  // nothing of the batch is recorded
@@ -241,6 +255,28 @@ std::size_t StoredConferenceRegistry::replay_entries() {
   std::lock_guard lock(mutex_);
   replay_count_ = translated([&] { return store_->count_envelopes(); });
   return replay_count_;
+}
+
+std::size_t StoredConferenceRegistry::restore_audit_journal(AuditSink& audit) {
+  const std::string log = audit.journal_log();
+  if (log.empty()) return 0;  // a sink that journals nothing
+  std::lock_guard lock(mutex_);
+  const std::vector<AuditJournalLine> rows =
+      translated([&] { return store_->read_audit_journal(log); });
+  const std::optional<AuditHead> before = audit.head();
+  const std::uint64_t synced = audit.restore_from_journal(rows);
+  if (synced > 0) translated([&] { store_->prune_audit_journal(log, synced); });
+  return static_cast<std::size_t>(std::count_if(
+      rows.begin(), rows.end(),
+      [&](const AuditJournalLine& row) { return row.seq > (before ? before->seq : 0); }));
+}
+
+void StoredConferenceRegistry::prune_audit_journal(const AuditSink& audit,
+                                                   std::uint64_t synced_seq) {
+  const std::string log = audit.journal_log();
+  if (log.empty() || synced_seq == 0) return;
+  std::lock_guard lock(mutex_);
+  translated([&] { store_->prune_audit_journal(log, synced_seq); });
 }
 
 GroupCommitStats StoredConferenceRegistry::group_commit_stats() const {

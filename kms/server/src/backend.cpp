@@ -29,6 +29,7 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger)
   audit_options.retry_interval = config.audit.retry_interval;
   audit_options.rotate_bytes = config.audit.rotate_bytes;
   audit_options.rotate_age = config.audit.rotate_age;
+  audit_options.sync_interval = config.audit.sync_interval;
   audit_ = std::make_unique<audit::AuditLog>(config.audit.path.string(), audit_options);
   // One line per change of the log's state, never one per refused record.
   audit_->on_health_change([this](bool up, const std::string& detail) {
@@ -73,6 +74,13 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger)
   registry_options.replay_capacity = config.protocol.replay_cache_size;
   registry_options.node = config.server.node_name;  // this node's audit anchor
   registry_ = open_conference_registry(config.token.database, registry_options);
+  // Before anything is recorded: the records a crash kept from the file but a committed
+  // batch journaled are appended (they continue the chain, or kmsd does not start).
+  if (const std::size_t restored = registry_->restore_audit_journal(*audit_); restored > 0) {
+    logger_.warn(
+        "audit log completed from the registry's journal",
+        {{"records", std::to_string(restored)}, {"last_seq", std::to_string(audit_->last_seq())}});
+  }
   ServiceConfig service_config;
   service_config.freshness_window_seconds = config.protocol.freshness_window.count();
   service_config.conference_lifetime_seconds = config.protocol.conference_ttl.count();
@@ -157,6 +165,10 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger)
                   "Audit records that could not be written", audit.failures);
     single_metric(out, "kms_audit_syncs_total", "counter", "fdatasync calls on the audit log",
                   audit.syncs);
+    single_metric(out, "kms_audit_journals_total", "counter",
+                  "Registry batches whose audit records were made durable by their COMMIT "
+                  "(audit_journal) instead of an fdatasync of the file",
+                  audit.journals);
     single_metric(out, "kms_audit_last_seq", "gauge",
                   "Sequence number of the last audit record (compare with kms-audit verify)",
                   audit_->last_seq());
@@ -193,6 +205,7 @@ KmsBackend::~KmsBackend() {
   }
   purge_wake_.notify_all();
   if (purge_thread_.joinable()) purge_thread_.join();
+  flush_audit_journal();
   hsm::set_call_observer({});
 }
 
@@ -211,6 +224,21 @@ Backend KmsBackend::backend() {
   backend.oldest_token_call = [] { return hsm::oldest_call_in_flight(); };
   backend.token_sessions = token_->pool().config().max_sessions;
   return backend;
+}
+
+void KmsBackend::flush_audit_journal() {
+  // A clean stop leaves the file synced and the journal empty of what it holds.
+  try {
+    audit_->sync_now();
+    const std::optional<AuditHead> head = audit_->head();
+    if (head && head->seq > pruned_seq_) {
+      registry_->prune_audit_journal(*audit_, head->seq);
+      pruned_seq_ = head->seq;
+    }
+  } catch (const std::exception& error) {
+    logger_.warn("audit journal not pruned at stop (the next start does it)",
+                 {{"error", error.what()}});
+  }
 }
 
 void KmsBackend::purge_loop() {

@@ -256,13 +256,14 @@ LoadResult load_config(const fs::path& file) {
          100000000);
 
   const auto* audit = p.table("audit", {"path", "refusal_summary_interval_ms", "retry_interval_ms",
-                                        "rotate_bytes", "rotate_seconds"});
+                                        "rotate_bytes", "rotate_seconds", "sync_interval_ms"});
   p.path(audit, "audit", "path", config.audit.path);
   p.duration(audit, "audit", "refusal_summary_interval_ms", config.audit.refusal_summary_interval,
              100, 3600000);
   p.duration(audit, "audit", "retry_interval_ms", config.audit.retry_interval, 10, 600000);
   p.size(audit, "audit", "rotate_bytes", config.audit.rotate_bytes, 0, std::int64_t{1} << 40);
   p.duration(audit, "audit", "rotate_seconds", config.audit.rotate_age, 0, 366 * 86400);
+  p.duration(audit, "audit", "sync_interval_ms", config.audit.sync_interval, 0, 60000);
   if (!audit || !audit->get("path")) config.audit.path = base / config.audit.path;
 
   const auto* log = p.table("log", {"level", "format"});

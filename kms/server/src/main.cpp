@@ -167,6 +167,7 @@ int main(int argc, char** argv) {
     notify_service_manager("READY=1\nSTATUS=listening on " + config.server.listen_address + ":" +
                            std::to_string(port));
     server.run();
+    backend.flush_audit_journal();  // while the server still holds the signals
     logger.info("stopped");
     return 0;
   } catch (const tokens::KeyMismatchError& error) {

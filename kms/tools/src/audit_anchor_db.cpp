@@ -59,7 +59,70 @@ std::optional<AuditHead> read_postgres(const storage::DatabaseUrl& url, const st
   }
 }
 
+using JournalRows = std::map<std::string, std::vector<AuditJournalLine>>;
+
+JournalRows journal_sqlite(const std::string& path, const std::string& node) {
+  storage::sqlite::OpenOptions options;
+  options.read_only = true;
+  try {
+    storage::sqlite::Connection db(path, options);
+    {
+      storage::sqlite::Query table(
+          db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_journal'");
+      if (!table.step()) return {};  // a database from before the journal
+    }
+    storage::sqlite::Query query(
+        db, "SELECT log, seq, hash, line FROM audit_journal WHERE node = ?1 ORDER BY log, seq");
+    query.bind(1, node);
+    JournalRows rows;
+    while (query.step()) {
+      rows[query.text(0)].push_back(
+          {static_cast<std::uint64_t>(query.integer(1)), query.text(2), query.text(3)});
+    }
+    return rows;
+  } catch (const storage::Error& error) {
+    throw AnchorDbError("cannot read the audit journal from " + path + ": " + error.what());
+  }
+}
+
+JournalRows journal_postgres(const storage::DatabaseUrl& url, const std::string& node) {
+  std::string password = read_database_password(url);
+  std::unique_ptr<storage::pg::Connection> db;
+  try {
+    db = std::make_unique<storage::pg::Connection>(url.conninfo, password, url.display());
+  } catch (...) {
+    if (!password.empty()) explicit_bzero(password.data(), password.size());
+    throw;
+  }
+  if (!password.empty()) explicit_bzero(password.data(), password.size());
+  if (db->query("SELECT count(*) FROM information_schema.tables WHERE table_schema = "
+                "current_schema() AND table_name = 'audit_journal'")
+          .integer(0, 0) == 0) {
+    return {};  // a database from before the journal
+  }
+  const storage::pg::Result rows =
+      db->query("SELECT log, seq, hash, line FROM audit_journal WHERE node = $1 ORDER BY log, seq",
+                storage::pg::Params().add(node));
+  JournalRows lines;
+  for (int i = 0; i < rows.rows(); ++i) {
+    lines[rows.text(i, 0)].push_back(
+        {static_cast<std::uint64_t>(rows.integer(i, 1)), rows.text(i, 2), rows.text(i, 3)});
+  }
+  return lines;
+}
+
 }  // namespace
+
+std::map<std::string, std::vector<AuditJournalLine>> read_audit_journal(const std::string& database,
+                                                                        const std::string& node) {
+  try {
+    const storage::DatabaseUrl url = storage::DatabaseUrl::parse(database);
+    if (url.backend == storage::Backend::sqlite) return journal_sqlite(url.sqlite_path, node);
+    return journal_postgres(url, node);
+  } catch (const storage::Error& error) {
+    throw AnchorDbError(error.what());
+  }
+}
 
 std::optional<AuditHead> read_audit_anchor(const std::string& database, const std::string& node) {
   try {

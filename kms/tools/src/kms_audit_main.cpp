@@ -6,11 +6,15 @@
 //     exit 0 if the chain is intact (and holds the record anchored in DB), 1 at the first
 //     broken record, a segment missing, twice, renamed or not continuing the one before,
 //     or when the anchored record is missing or different, 2 unreadable (or a usage
-//     error: unknown option, missing argument)
+//     error: unknown option, missing argument). With DB the registry's audit journal is
+//     read too: a log that ends before the anchor (its node stopped before the file was
+//     synced) is intact if the journal continues it to the anchor (reported: kmsd appends
+//     those records at its next start), and a record the journal holds must be that record.
 #include <CLI/CLI.hpp>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <optional>
 
 #include "audit_anchor_db.h"
@@ -39,6 +43,35 @@ bool is_unsegmented_file(const std::string& path) {
   return !start || !start->header;
 }
 
+namespace fs = std::filesystem;
+
+// A path as kmsd names its log in the journal (absolute, lexically normal), and resolved.
+bool same_path(const fs::path& a, const fs::path& b) {
+  std::error_code ec;
+  return a == b || fs::weakly_canonical(a, ec) == fs::weakly_canonical(b, ec);
+}
+
+// The journal rows of the log being verified: the log named by a PATH given, else the one
+// log in a directory given (the live file's segments are beside it).
+std::vector<kms::AuditJournalLine> journal_of(
+    const std::map<std::string, std::vector<kms::AuditJournalLine>>& journals,
+    const std::vector<std::string>& paths) {
+  for (const bool by_directory : {false, true}) {
+    for (const std::string& path : paths) {
+      std::error_code ec;
+      const bool directory = fs::is_directory(path, ec);
+      if (directory != by_directory) continue;
+      const fs::path given = directory ? (fs::absolute(path) / "").lexically_normal().parent_path()
+                                       : fs::absolute(path).lexically_normal();
+      for (const auto& [log, rows] : journals) {
+        const fs::path named(log);
+        if (same_path(directory ? named.parent_path() : named, given)) return rows;
+      }
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -65,8 +98,10 @@ int main(int argc, char** argv) {
       ->required();
   verify->add_option("--anchor-db", anchor_db,
                      "kmsd's registry database: the log must still hold the record (seq and "
-                     "hash) anchored there by the last committed admission or release; "
-                     "detects deleted last records, which the chain alone cannot");
+                     "hash) anchored there by the last committed admission or release, or the "
+                     "database's audit journal must continue the log up to it (the node "
+                     "stopped before its file was synced); detects deleted last records, "
+                     "which the chain alone cannot");
   verify
       ->add_option("--config", config_file,
                    "kmsd's configuration file: --anchor-db is its database, found as kmsd and "
@@ -85,7 +120,8 @@ int main(int argc, char** argv) {
       ->add_option("--node", node,
                    "the node whose log this is, among nodes sharing one PostgreSQL database "
                    "(its [server] node_name; default: this host's name, as kmsd's). An SQLite "
-                   "database holds one anchor and ignores it")
+                   "database holds one anchor, which ignores it; its audit journal is per node "
+                   "as on PostgreSQL")
       ->capture_default_str()
       ->check([](const std::string& value) {
         return kms::valid_node_name(value) ? std::string()
@@ -109,9 +145,11 @@ int main(int argc, char** argv) {
   }
 
   std::optional<kms::AuditHead> anchor;
+  std::map<std::string, std::vector<kms::AuditJournalLine>> journals;
   if (!anchor_db.empty()) {
     try {
       anchor = kms::tools::read_audit_anchor(anchor_db, node);
+      journals = kms::tools::read_audit_journal(anchor_db, node);
     } catch (const kms::tools::AnchorDbError& error) {
       std::cerr << "kms-audit: " << error.what() << "\n";
       return kUsage;
@@ -136,15 +174,16 @@ int main(int argc, char** argv) {
     for (const auto& file : skipped) notes.push_back("skipped " + file + " (not an audit segment)");
   }
 
+  const std::vector<kms::AuditJournalLine> journal = journal_of(journals, paths);
   const bool single_file =
       files.size() == 1 && from_head.empty() && is_unsegmented_file(files.front());
   std::vector<kms::audit::SegmentReport> report;
   std::vector<std::string> empty;
   const kms::audit::VerifyResult result =
-      single_file ? kms::audit::verify_file(files.front(), anchor)
+      single_file ? kms::audit::verify_file(files.front(), anchor, journal)
                   : kms::audit::verify_segments(
                         files, anchor, from_head.empty() ? std::nullopt : std::optional(from_head),
-                        &report, &empty);
+                        &report, &empty, journal);
   for (const auto& file : empty) notes.push_back("skipped " + file + " (empty)");
   if (result.ok) {
     if (!quiet) {
@@ -162,7 +201,13 @@ int main(int argc, char** argv) {
                   << ", " << result.records << " records, last seq " << result.last_seq << ", head "
                   << result.head_hash << "\n";
       }
-      if (anchor) {
+      if (anchor && result.journal_records > 0) {
+        std::cout << "ok: anchored seq " << anchor->seq << " (" << anchor_db
+                  << ") is in the registry's audit journal: the log lags it by "
+                  << result.journal_records << " record" << (result.journal_records == 1 ? "" : "s")
+                  << " (seq " << result.last_seq + 1 << ".." << anchor->seq
+                  << "), which continue its chain; kmsd appends them at its next start\n";
+      } else if (anchor) {
         std::cout << "ok: anchored seq " << anchor->seq << " (" << anchor_db
                   << ") present and unchanged\n";
       } else if (!anchor_db.empty()) {

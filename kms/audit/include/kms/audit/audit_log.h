@@ -10,14 +10,23 @@
 // "<path>.NNNNNN" and a new live file starts with a header record that continues the chain;
 // reopen() (kmsd: SIGHUP) starts a new segment at the path when the file there is not the
 // one being written (logrotate moved it away).
+// Journaled (sync_interval > 0, kmsd's default): a registry batch takes the records not yet
+// durable with prepare_journal() and stores them in its own COMMIT (table audit_journal),
+// the one durable write of the batch; a background thread fdatasyncs the file every
+// sync_interval, and the next batch deletes the journal rows the file has made durable. At
+// start restore_from_journal() appends the rows a crash kept from the file.
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <vector>
 
 #include "kms/audit.h"
 
@@ -30,6 +39,8 @@ struct AuditLogStats {
   std::uint64_t recoveries = 0;         // times the log resumed after a failure
   std::uint64_t rotations = 0;          // segments started by this process (rotation or reopen)
   std::uint64_t rotation_failures = 0;  // rotations that could not rename the live file
+  std::uint64_t journals = 0;           // journals a committed registry batch stored
+  std::uint64_t restored = 0;           // records appended from the registry's journal at start
   std::uint64_t segment = 1;            // the live file's segment number
   bool down = false;                    // failed and not resumed yet
 };
@@ -49,6 +60,11 @@ struct AuditLogOptions {
   std::chrono::seconds rotate_age{0};
   // The clock of rotate_age and of the records' "time" (tests set a fake one).
   std::function<std::chrono::system_clock::time_point()> clock;
+  // Journaled mode (0: off, every registry batch waits for an fdatasync of the file before
+  // its COMMIT): a registry batch's records are durable with its COMMIT (prepare_journal),
+  // and a background thread fdatasyncs the file this often when it holds journaled records
+  // not yet synced (so that their rows can go). record() still syncs at once.
+  std::chrono::milliseconds sync_interval{0};
 };
 
 // What reopen() did.
@@ -80,6 +96,18 @@ class AuditLog : public AuditSink {
   // The last durable record (what a sync covered), not the last appended one: an anchor
   // must never name a record a crash could still lose.
   std::optional<AuditHead> head() const override;
+  // Journaled mode only (nullopt otherwise): see kms::AuditSink. Never waits for an
+  // fdatasync in progress.
+  std::optional<AuditJournal> prepare_journal() override;
+  std::string journal_log() const override;  // the absolute path (empty: not journaling)
+  void journal_committed(const AuditJournal& journal) override;
+  // Appends the rows beyond the file's last record, each checked to continue the chain (seq,
+  // prev, its own hash), then fdatasyncs; a row the file already holds at its last seq must
+  // carry the file's hash. Call before anything else is recorded. Throws AuditUnavailable.
+  std::uint64_t restore_from_journal(const std::vector<AuditJournalLine>& rows) override;
+  // Makes every record written so far durable now (the background thread's job; tests and
+  // a clean stop call it). Throws AuditUnavailable.
+  void sync_now();
 
   // Whether the log takes records now; a failed log first tries to resume (within the retry
   // interval). For readiness probes: a refused probe does not count as a failure.
@@ -139,7 +167,16 @@ class AuditLog : public AuditSink {
   // locks it (one writer per log). Throws AuditUnavailable.
   LiveFile open_live_file(bool create_exclusive) const;
   std::uint64_t append_record(const AuditEvent& event);  // returns its seq
-  void write_line(std::string line);                     // caller holds write_mutex_
+  // Formats, writes and tracks one record; returns its seq. Caller holds write_mutex_.
+  std::uint64_t write_event_locked(const AuditEvent& event);
+  void write_line(std::string line);  // caller holds write_mutex_
+  // A record written (line without newline): kept for the journal until synced.
+  void track_written_locked(std::uint64_t seq, const std::string& hash, std::string line);
+  // Every record through `seq` is durable in the file. Caller holds both mutexes.
+  void note_synced_locked(std::uint64_t seq, const std::string& hash);
+  // Journaled mode, resuming after a failure: writes the journaled records the file lost.
+  void rewrite_journaled_locked();
+  void background_sync_loop();
   void sync_through(std::uint64_t seq);
   void mark_failed(const std::string& what);  // caller holds write_mutex_
   // Throws AuditUnavailable while the log is failed and cannot resume yet.
@@ -181,6 +218,22 @@ class AuditLog : public AuditSink {
   mutable std::mutex sync_mutex_;
   std::uint64_t synced_seq_ = 0;
   std::string synced_hash_;  // hash of record synced_seq_
+
+  // Journaled mode (guarded by write_mutex_): the records written and not yet synced (seq
+  // order), the last record a committed batch journaled, a copy of synced_seq_/synced_hash_
+  // readable without waiting for an fdatasync, and a torn-tail note held back at open until
+  // the journal is restored (it would take a seq the journal's rows may hold).
+  bool journaling_ = false;  // sync_interval > 0 and a regular file
+  std::string journal_log_;
+  std::deque<AuditJournalLine> unsynced_;
+  AuditHead journaled_{0, std::string()};
+  AuditHead file_synced_{0, std::string()};
+  std::uint64_t pending_torn_bytes_ = 0;
+
+  std::mutex thread_mutex_;
+  std::condition_variable thread_wake_;
+  bool stopping_ = false;
+  std::thread sync_thread_;
 };
 
 }  // namespace kms::audit

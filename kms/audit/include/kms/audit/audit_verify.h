@@ -2,7 +2,11 @@
 // each record's hash matching its content and its "prev" the previous record's hash.
 // The chain alone can't see its last records deleted (a cut at a line boundary is still a
 // valid chain); with an anchor (the head the registry database stored in its last COMMIT)
-// the file must still hold the anchored record, with the anchored hash.
+// the file must still hold the anchored record, with the anchored hash. With the registry's
+// audit journal (its rows for this log's node, in seq order) every record the file shares
+// with the journal must be the journaled one, and a file that ends before the anchor (its
+// node stopped before the file was synced; kmsd appends the rest at its next start) is
+// intact if the journal's rows continue its chain up to the anchored record.
 // verify_segments() does the same over the segments of a rotated log (audit_segment.h):
 // ordered by their segment numbers, each header continuing the previous segment's last
 // record, no number missing or twice, a rotated segment's name matching its number.
@@ -26,14 +30,18 @@ struct VerifyResult {
   std::string head_hash;          // hash of the last good record (kGenesisHash if none)
   std::uint64_t last_seq = 0;
   bool anchor_missing = false;  // the chain is intact but lacks the anchored record
+  // The records after the file's last one, up to the anchor, found in the journal.
+  std::uint64_t journal_records = 0;
   // verify_segments only:
   std::string file;              // the file of broken_line, or the file a problem names
   bool segments_broken = false;  // a segment missing, twice, renamed, or not continuing
   bool unreadable = false;       // a file could not be read (problem says which)
 };
 
-VerifyResult verify_chain(std::istream& in, const std::optional<AuditHead>& anchor = {});
-VerifyResult verify_file(const std::string& path, const std::optional<AuditHead>& anchor = {});
+VerifyResult verify_chain(std::istream& in, const std::optional<AuditHead>& anchor = {},
+                          const std::vector<AuditJournalLine>& journal = {});
+VerifyResult verify_file(const std::string& path, const std::optional<AuditHead>& anchor = {},
+                         const std::vector<AuditJournalLine>& journal = {});
 
 // One verified segment, for the report (and an archive's manifest).
 struct SegmentReport {
@@ -57,6 +65,7 @@ VerifyResult verify_segments(const std::vector<std::string>& files,
                              const std::optional<AuditHead>& anchor = {},
                              const std::optional<std::string>& from_head = {},
                              std::vector<SegmentReport>* report = nullptr,
-                             std::vector<std::string>* empty = nullptr);
+                             std::vector<std::string>* empty = nullptr,
+                             const std::vector<AuditJournalLine>& journal = {});
 
 }  // namespace kms::audit

@@ -56,6 +56,14 @@ class RefusalSummarizer : public AuditSink {
   void append(const AuditEvent& event) override { target_.append(event); }
   void sync() override { target_.sync(); }
   std::optional<AuditHead> head() const override { return target_.head(); }
+  std::optional<AuditJournal> prepare_journal() override { return target_.prepare_journal(); }
+  std::string journal_log() const override { return target_.journal_log(); }
+  void journal_committed(const AuditJournal& journal) override {
+    target_.journal_committed(journal);
+  }
+  std::uint64_t restore_from_journal(const std::vector<AuditJournalLine>& rows) override {
+    return target_.restore_from_journal(rows);
+  }
   // Never throws.
   void unauthenticated_refusal(const AuditEvent& event, const std::string& peer) override;
 

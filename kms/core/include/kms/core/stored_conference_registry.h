@@ -9,12 +9,15 @@
 // finds no commit in progress becomes the leader and commits the queue (at most max_batch
 // writes) in one transaction: each write in its own SAVEPOINT, in arrival order (a write
 // sees every earlier one, so a retransmission or replay within a batch is recognised), a
-// write that fails (its checks or its audit append) rolled back alone, then one sync() per
-// audit sink, one COMMIT, and every caller of the batch woken with its own result. If the
-// audit sync or the COMMIT fails, every write of the batch that had not already failed on
-// its own fails with that error and nothing of the batch is recorded (a write refused
-// because of an earlier one in such a batch, e.g. a replay, stays refused: refusing is
-// always safe). A caller alone commits at once (a batch of one); nobody waits for more.
+// write that fails (its checks or its audit append) rolled back alone, then per audit sink
+// either its journal (the records it has not made durable yet, AuditSink::prepare_journal)
+// stored in the same transaction, or, for a sink that does not journal, one sync(); one
+// COMMIT, and every caller of the batch woken with its own result. With journaling sinks
+// the COMMIT is the batch's one durable write. If the audit sync or the COMMIT fails, every write
+// of the batch that had not already failed on its own fails with that error and nothing of the
+// batch is recorded (a write refused because of an earlier one in such a batch, e.g. a replay,
+// stays refused: refusing is always safe). A caller alone commits at once (a batch of one); nobody
+// waits for more.
 //
 // Several nodes (PostgreSQL): each write locks its conference row first, so admissions and
 // bindings of one conference are serialised across nodes; the primary keys of conferences
@@ -51,7 +54,8 @@ struct RegistryOptions {
   // (one fsync per commit). false: synchronous=NORMAL, survives a process crash but the last
   // admissions may be lost on power loss (then their envelopes could be replayed within
   // their window). PostgreSQL commits durably as the server's synchronous_commit says (on
-  // by default: the commit record is flushed before COMMIT returns).
+  // by default: the commit record is flushed before COMMIT returns). A journaling audit
+  // sink's records of a batch are exactly as durable as its COMMIT.
   bool sync_every_commit = true;
   // admit() and bind_for_release() also purge expired conferences when this long has
   // passed since the last purge (0: only explicit purge_expired() calls).
@@ -67,6 +71,8 @@ struct GroupCommitStats {
   std::uint64_t batches = 0;  // transactions committed or attempted
   std::uint64_t writes = 0;   // admissions and bindings in them
   std::size_t largest_batch = 0;
+  std::uint64_t audit_syncs = 0;     // AuditSink::sync() calls before a COMMIT
+  std::uint64_t audit_journals = 0;  // audit journals stored in a COMMIT instead
 };
 
 class RegistryStore;
@@ -97,6 +103,17 @@ class StoredConferenceRegistry : public ConferenceRegistry {
 
   // Group commit counters, and the writes waiting for a leader (for metrics and tests).
   GroupCommitStats group_commit_stats() const;
+
+  // At start, before anything is recorded: hands this node's audit journal rows of the
+  // sink's log (AuditSink::journal_log(); nothing for a sink that journals nothing) to the sink
+  // (AuditSink::restore_from_journal: it appends those its file lacks), then deletes the
+  // rows its file has made durable. Returns how many rows were beyond the sink's durable
+  // head before (0: nothing to restore). Throws AuditUnavailable (the rows do not continue
+  // the file) or ProtocolError (database).
+  std::size_t restore_audit_journal(AuditSink& audit);
+  // A clean stop: the sink's file is synced by the caller; deletes its journal rows up to
+  // `synced_seq`.
+  void prune_audit_journal(const AuditSink& audit, std::uint64_t synced_seq);
   std::size_t queued_writes() const;
 
  private:

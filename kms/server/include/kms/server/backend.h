@@ -36,6 +36,10 @@ class KmsBackend {
   // The server's routes and token-stall probe, on the parts opened here.
   Backend backend();
   tokens::TokenContext& token() { return *token_; }
+  // A clean stop, once the server has drained: syncs the audit file and deletes the
+  // registry's journal rows it now holds (so a restart has nothing to restore). Never
+  // throws; the destructor does it too if it was not called.
+  void flush_audit_journal();
 
  private:
   std::vector<Route> routes();  // the route table: routes.cpp
@@ -58,6 +62,7 @@ class KmsBackend {
   std::condition_variable purge_wake_;
   bool stopping_ = false;
   std::thread purge_thread_;
+  std::uint64_t pruned_seq_ = 0;  // journal rows deleted up to here
 };
 
 }  // namespace kms::server

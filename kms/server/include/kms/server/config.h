@@ -79,6 +79,10 @@ struct AuditSettings {
   // this old (0: never; kms/audit/audit_segment.h).
   std::size_t rotate_bytes = 0;
   std::chrono::seconds rotate_age{0};
+  // One durable write per registry batch: the batch's audit records are durable with its
+  // COMMIT (the registry's audit_journal) and the file is fdatasync'ed this often, off the
+  // request path (0: every batch waits for an fdatasync of the file before its COMMIT).
+  std::chrono::milliseconds sync_interval{200};
 };
 
 struct LogSettings {
