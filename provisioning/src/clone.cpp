@@ -187,22 +187,10 @@ CloneResult install(hsm::Session& session, const tokens::TokenProfile& profile,
 // wrap). It is destroyed when the export ends; the token objects are unwrapped from the
 // clone file like in every other token.
 hsm::AttributeTemplate ceremony_copy(const std::string& label) {
-  const bool master = label == tokens::kMasterKeyLabel;
-  hsm::AttributeTemplate t;
-  t.set_ulong(CKA_CLASS, CKO_SECRET_KEY)
-      .set_ulong(CKA_KEY_TYPE, CKK_AES)
-      .set_bool(CKA_TOKEN, false)
-      .set_bool(CKA_PRIVATE, true)
-      .set_bool(CKA_SENSITIVE, true)
-      .set_bool(CKA_EXTRACTABLE, true)
-      .set_bool(CKA_ENCRYPT, false)
-      .set_bool(CKA_DECRYPT, false)
-      .set_bool(CKA_DERIVE, master)
-      .set_bool(CKA_WRAP, !master)
-      .set_bool(CKA_UNWRAP, !master)
-      .set_bool(CKA_SIGN, false)
-      .set_bool(CKA_VERIFY, false);
-  return t;
+  namespace templates = tokens::templates;
+  return templates::extractable_session_aes_key(label == tokens::kMasterKeyLabel
+                                                    ? templates::TransitUse::derive
+                                                    : templates::TransitUse::wrap_unwrap);
 }
 
 }  // namespace

@@ -106,6 +106,41 @@ TEST_P(TokenCalls, UnknownSubscribersAndStaleKeyVersionsMakeNoTokenCall) {
   EXPECT_EQ(counter.total(), 0) << "a token call for a request refused by the database";
 }
 
+// A replay of an envelope admitted through this registry is refused before any token call
+// (kms/core/recent_envelopes.h); the identical request again is a retransmission and is
+// answered as before.
+TEST_P(TokenCalls, AReplayOfAnAdmittedEnvelopeMakesNoTokenCall) {
+  const UeClient a = ue(a_id, k_a), b = ue(b_id, k_b);
+  invite(a, b);  // warm-up
+  const kms::KeyRequest first = request(a, UeClient::make_nonce(), b, UeClient::make_nonce());
+  const kms::KeyResponse admitted = bed->key_requests().handle(first, context());
+  // The same E_A beside a new E_B: another request, an envelope already used.
+  kms::KeyRequest replay = request(a, UeClient::make_nonce(), b, UeClient::make_nonce());
+  replay.chair_envelope = first.chair_envelope;
+  {
+    CallCounter counter;
+    EXPECT_EQ(error_of([&] { bed->key_requests().handle(replay, context()); }),
+              kms::ErrorCode::replay);
+    EXPECT_EQ(counter.total(), 0) << "a token call for a replayed envelope";
+  }
+  // The same E_B beside a new E_A: refused the same way.
+  replay = request(a, UeClient::make_nonce(), b, UeClient::make_nonce());
+  replay.responder_envelope = first.responder_envelope;
+  {
+    CallCounter counter;
+    EXPECT_EQ(error_of([&] { bed->key_requests().handle(replay, context()); }),
+              kms::ErrorCode::replay);
+    EXPECT_EQ(counter.total(), 0) << "a token call for a replayed envelope";
+  }
+  // The first request again, byte for byte: a retransmission, the same answer.
+  CallCounter counter;
+  const kms::KeyResponse again = bed->key_requests().handle(first, context());
+  EXPECT_GT(counter.total(), 0);
+  EXPECT_EQ(again.conference_id, admitted.conference_id);
+  EXPECT_EQ(again.chair_response, admitted.chair_response);
+  EXPECT_EQ(again.responder_response, admitted.responder_response);
+}
+
 INSTANTIATE_TEST_SUITE_P(Tokens, TokenCalls,
                          ::testing::Values(testsupport::TokenKind::softhsm,
                                            testsupport::TokenKind::nss),

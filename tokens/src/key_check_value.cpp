@@ -26,19 +26,8 @@ hsm::Bytes first_bytes(hsm::ByteView bytes) {
 // A session AES key of known value shaped as a root key (what the storage key's
 // CKA_WRAP_TEMPLATE accepts), extractable so that it can be wrapped.
 hsm::AttributeTemplate check_key_template(hsm::ByteView value) {
-  hsm::AttributeTemplate t;
-  t.set_ulong(CKA_CLASS, CKO_SECRET_KEY)
-      .set_ulong(CKA_KEY_TYPE, CKK_AES)
-      .set_bool(CKA_TOKEN, false)
-      .set_bool(CKA_PRIVATE, true)
-      .set_bool(CKA_SENSITIVE, true)
-      .set_bool(CKA_EXTRACTABLE, true)
-      .set_bool(CKA_ENCRYPT, false)
-      .set_bool(CKA_DECRYPT, false)
-      .set_bool(CKA_DERIVE, true)
-      .set_bool(CKA_WRAP, false)
-      .set_bool(CKA_UNWRAP, false)
-      .set_bytes(CKA_VALUE, value);
+  hsm::AttributeTemplate t = templates::extractable_session_aes_key(templates::TransitUse::derive);
+  t.set_bytes(CKA_VALUE, value);
   return t;
 }
 

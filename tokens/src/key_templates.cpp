@@ -197,6 +197,25 @@ hsm::AttributeTemplate media_key() {
   return t;
 }
 
+hsm::AttributeTemplate extractable_session_aes_key(TransitUse use) {
+  const bool derive = use == TransitUse::derive;
+  hsm::AttributeTemplate t;
+  t.set_ulong(CKA_CLASS, CKO_SECRET_KEY)
+      .set_ulong(CKA_KEY_TYPE, CKK_AES)
+      .set_bool(CKA_TOKEN, false)
+      .set_bool(CKA_PRIVATE, true)
+      .set_bool(CKA_SENSITIVE, true)
+      .set_bool(CKA_EXTRACTABLE, true)
+      .set_bool(CKA_ENCRYPT, false)
+      .set_bool(CKA_DECRYPT, false)
+      .set_bool(CKA_DERIVE, derive)
+      .set_bool(CKA_WRAP, !derive)
+      .set_bool(CKA_UNWRAP, !derive)
+      .set_bool(CKA_SIGN, false)
+      .set_bool(CKA_VERIFY, false);
+  return t;
+}
+
 }  // namespace templates
 
 CK_OBJECT_HANDLE generate_aes_key(hsm::Session& session, hsm::AttributeTemplate attributes) {

@@ -145,6 +145,19 @@ KeyResponse TokenKeyRequestService::process(const KeyRequest& request,
   check_fresh(chair.timestamp, now, config_.freshness_window_seconds, "chair");
   check_fresh(responder.timestamp, now, config_.freshness_window_seconds, "responder");
 
+  // A replay of an envelope this node admitted lately is refused here, before any token call
+  // (the registry's memory; docs/ARCHITECTURE.md "Cheap refusals"). Not authenticated yet:
+  // audited as such, at a bounded cost.
+  const Bytes request_digest = protocol::request_digest(request);
+  const Bytes chair_digest = protocol::envelope_digest(request.chair_envelope);
+  const Bytes responder_digest = protocol::envelope_digest(request.responder_envelope);
+  for (const Bytes* digest : {&chair_digest, &responder_digest}) {
+    if (const std::optional<Bytes> used_by = registry_.recent_envelope_use(*digest);
+        used_by && *used_by != request_digest) {
+      throw ProtocolError(ErrorCode::replay, "envelope already used in another request");
+    }
+  }
+
   const Bytes chair_aad = protocol::envelope_aad(chair, request.chair_id, request.responder_id);
   const Bytes responder_aad =
       protocol::envelope_aad(responder, request.chair_id, request.responder_id);
@@ -229,13 +242,11 @@ KeyResponse TokenKeyRequestService::process(const KeyRequest& request,
   admission.responder_key_id = computed.responder_key_id;
   admission.profile = profile.wire_id();
   admission.suite = suite;
-  admission.request_digest = protocol::request_digest(request);
+  admission.request_digest = request_digest;
   admission.envelopes[0] = {
-      protocol::envelope_digest(request.chair_envelope),
-      static_cast<std::int64_t>(chair.timestamp) + config_.freshness_window_seconds};
-  admission.envelopes[1] = {
-      protocol::envelope_digest(request.responder_envelope),
-      static_cast<std::int64_t>(responder.timestamp) + config_.freshness_window_seconds};
+      chair_digest, static_cast<std::int64_t>(chair.timestamp) + config_.freshness_window_seconds};
+  admission.envelopes[1] = {responder_digest, static_cast<std::int64_t>(responder.timestamp) +
+                                                  config_.freshness_window_seconds};
   admission.now = now;
   admission.conference_expires_at = now + config_.conference_lifetime_seconds;
 

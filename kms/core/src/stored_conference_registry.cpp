@@ -41,7 +41,10 @@ auto translated(Body&& body) -> decltype(body()) {
 
 StoredConferenceRegistry::StoredConferenceRegistry(std::unique_ptr<RegistryStore> store,
                                                    RegistryOptions options)
-    : store_(std::move(store)), options_(std::move(options)), description_(store_->describe()) {
+    : store_(std::move(store)),
+      recent_(options.recent_envelopes),
+      options_(std::move(options)),
+      description_(store_->describe()) {
   replay_count_ = translated([&] { return store_->count_envelopes(); });
 }
 
@@ -54,6 +57,7 @@ AdmissionOutcome StoredConferenceRegistry::admit(const Admission& admission,
   Write write;
   write.apply = [&](RegistryBatch& batch) {
     outcome = apply_admission(batch, admission, before_commit, write);
+    write.admitted = outcome == AdmissionOutcome::admitted ? &admission : nullptr;
   };
   write.audit = audit;
   write.now = admission.now;
@@ -151,6 +155,12 @@ void StoredConferenceRegistry::commit_batch(const std::vector<Write*>& batch) {
       }
       transaction->commit();
       replay_count_ = pending_replay_count_;
+      for (const Write* write : batch) {
+        if (write->error || !write->admitted) continue;
+        for (const EnvelopeUse& use : write->admitted->envelopes) {
+          recent_.remember(use.digest, write->admitted->request_digest);
+        }
+      }
       for (auto& [sink, journal] : journals) sink->journal_committed(journal);
       std::lock_guard stats_lock(queue_mutex_);
       stats_.audit_syncs += syncs;
@@ -208,6 +218,11 @@ AdmissionOutcome StoredConferenceRegistry::apply_admission(RegistryBatch& batch,
   write.hook_called = true;
   before_commit(AdmissionOutcome::admitted);
   return AdmissionOutcome::admitted;
+}
+
+std::optional<Bytes> StoredConferenceRegistry::recent_envelope_use(
+    const Bytes& envelope_digest) const {
+  return recent_.used_by(envelope_digest);
 }
 
 std::optional<Conference> StoredConferenceRegistry::find(const Bytes& conference_id) {

@@ -29,6 +29,15 @@ std::size_t threads_or_default(std::size_t configured) {
   return std::max<std::size_t>(2, std::thread::hardware_concurrency());
 }
 
+// Workers spend much of a request waiting (for a group commit to become durable, for the
+// token), not computing: four per hardware thread. Measured (docs/BENCHMARKS.md, "Worker
+// threads"): on 2 CPUs, 8 workers gave 1.5x (SoftHSM) and 2.2x (NSS) the throughput of 2,
+// and 16 no more than 8.
+std::size_t workers_or_default(std::size_t configured) {
+  if (configured > 0) return configured;
+  return 4 * threads_or_default(0);
+}
+
 AdmissionSettings admission_settings(const Config& config, std::size_t token_sessions) {
   const Limits& limits = config.limits;
   if (token_sessions == 0) token_sessions = config.token.max_sessions;
@@ -105,7 +114,7 @@ struct Server::Impl {
         signals(ioc),
         retry_timer(acceptor.get_executor()),
         drain_timer(ioc),
-        workers(threads_or_default(c.server.worker_threads)) {}
+        workers(workers_or_default(c.server.worker_threads)) {}
 
   void do_accept();
   void on_signal(const beast::error_code& ec, int signal);

@@ -21,7 +21,6 @@
 #include <vector>
 
 #include "key_files.h"
-#include "kms/hex.h"
 #include "kms/client/bridge_client.h"
 #include "kms/client/ue_client.h"
 #include "kms/hex.h"
@@ -220,6 +219,10 @@ class Load {
     KeyRequest request = of.request;
     const client::Secret other_nonce = client::UeClient::make_nonce();
     if (of.invalid_kind == "bad_tag") {
+      // A fresh E_A: the invitation's own may be admitted first, and a request carrying an
+      // admitted envelope is a replay before any decryption (PROTOCOL.md, step 5).
+      request.chair_envelope = of.conference->chair->chair_envelope(
+          of.conference->chair_nonce, request.responder_id, options_.suite);
       request.responder_envelope.back() ^= 0x01;  // the last byte is the GCM tag's
       job.expected = "envelope_authentication_failed";
     } else if (of.invalid_kind == "stale") {

@@ -84,6 +84,13 @@ hsm::AttributeTemplate bridge_wrap_key();    // BW: AES, CKA_WRAP only
 // other use), session object.
 hsm::AttributeTemplate media_key();
 
+// An extractable AES session key that exists only to be wrapped by a KMS key or to wrap
+// one, then destroyed: the key check values' check key (CKA_DERIVE, with its CKA_VALUE added
+// by the caller) and the cloning ceremony's copies of the KMS keys (CKA_DERIVE for M,
+// CKA_WRAP + CKA_UNWRAP for the others). No other usage flag.
+enum class TransitUse { derive, wrap_unwrap };
+hsm::AttributeTemplate extractable_session_aes_key(TransitUse use);
+
 }  // namespace templates
 
 // Generates an AES-256 key (CKM_AES_KEY_GEN, CKA_VALUE_LEN 32) with `attributes`.

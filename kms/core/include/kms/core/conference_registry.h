@@ -97,6 +97,14 @@ class ConferenceRegistry {
   // Deletes conferences (and their members) expired before now - retention, and replay
   // entries whose window has passed. Returns the number of conferences deleted.
   virtual std::size_t purge_expired(std::int64_t now) = 0;
+
+  // The request digest that used this envelope, if the registry remembers it without a
+  // database read (kms/core/recent_envelopes.h): a replay refused before any token work.
+  // nullopt proves nothing; admit() decides.
+  virtual std::optional<Bytes> recent_envelope_use(const Bytes& envelope_digest) const {
+    (void)envelope_digest;
+    return std::nullopt;
+  }
 };
 
 }  // namespace kms

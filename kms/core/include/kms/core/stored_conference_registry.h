@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "kms/core/conference_registry.h"
+#include "kms/core/recent_envelopes.h"
 
 namespace kms {
 
@@ -65,6 +66,9 @@ struct RegistryOptions {
   std::size_t max_batch = 64;
   // PostgreSQL: this node's name for its audit anchor row (several nodes, several logs).
   std::string node = "kmsd";
+  // Envelopes admitted lately, remembered in memory so that a replay of one is refused
+  // before any token work (about 200 bytes each; 0: none).
+  std::size_t recent_envelopes = 65'536;
 };
 
 struct GroupCommitStats {
@@ -92,6 +96,7 @@ class StoredConferenceRegistry : public ConferenceRegistry {
                               std::int64_t now, const ReleaseHook& before_commit,
                               AuditSink* audit = nullptr) override;
   std::size_t purge_expired(std::int64_t now) override;
+  std::optional<Bytes> recent_envelope_use(const Bytes& envelope_digest) const override;
 
   // Live replay entries (counts the table; also resets the capacity count to it).
   std::size_t replay_entries();
@@ -123,6 +128,7 @@ class StoredConferenceRegistry : public ConferenceRegistry {
     AuditSink* audit = nullptr;                 // synced before COMMIT if apply succeeded
     std::int64_t now = 0;                       // the caller's clock (periodic purge)
     bool hook_called = false;                   // its audit records appended: never re-applied
+    const Admission* admitted = nullptr;        // its envelopes, remembered after COMMIT
     std::exception_ptr error;                   // set when this write is not recorded
     bool done = false;                          // guarded by queue_mutex_
   };
@@ -134,6 +140,7 @@ class StoredConferenceRegistry : public ConferenceRegistry {
   std::size_t purge_locked(std::int64_t now);
 
   std::unique_ptr<RegistryStore> store_;
+  RecentEnvelopes recent_;
   RegistryOptions options_;
   std::string description_;
   std::mutex mutex_;                          // purges and the capacity count
