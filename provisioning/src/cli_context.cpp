@@ -3,6 +3,8 @@
 #include <ctime>
 #include <iostream>
 
+#include "tokens/unix_time.h"
+
 namespace provisioning {
 
 namespace json = boost::json;
@@ -78,23 +80,14 @@ std::string one_line(std::string text) {
   return text;
 }
 
-std::string timestamp(std::int64_t seconds) {
-  const std::time_t t = static_cast<std::time_t>(seconds);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buffer[32];
-  std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buffer;
-}
-
 json::object record_json(const tokens::IdentityRecord& record) {
   return json::object{{"identity", record.identity},
                       {"kind", std::string(tokens::kind_name(record.kind))},
                       {"status", std::string(tokens::status_name(record.status))},
                       {"key_version", record.key_version},
                       {"store", std::string(tokens::key_store_mode_name(record.mode))},
-                      {"created_at", timestamp(record.created_at)},
-                      {"updated_at", timestamp(record.updated_at)}};
+                      {"created_at", tokens::utc_timestamp(record.created_at)},
+                      {"updated_at", tokens::utc_timestamp(record.updated_at)}};
 }
 
 }  // namespace provisioning

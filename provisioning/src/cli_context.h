@@ -53,7 +53,6 @@ inline void on_run(CLI::App* command, Action& action, Action run) {
 }
 
 std::string one_line(std::string text);
-std::string timestamp(std::int64_t seconds);
 boost::json::object record_json(const tokens::IdentityRecord& record);
 
 }  // namespace provisioning

@@ -7,6 +7,7 @@
 #include "encoding.h"
 #include "errors.h"
 #include "exit_codes.h"
+#include "tokens/unix_time.h"
 
 namespace provisioning {
 namespace {
@@ -118,7 +119,7 @@ int run_list(Context& context, IdentityKind kind, const ListOptions& options) {
     human += record.identity + "  " + std::string(tokens::status_name(record.status)) + "  v" +
              std::to_string(record.key_version) + "  " +
              std::string(tokens::key_store_mode_name(record.mode)) + "  " +
-             timestamp(record.updated_at) + "\n";
+             tokens::utc_timestamp(record.updated_at) + "\n";
   }
   context.print(array, human);
   return kOk;
@@ -131,8 +132,8 @@ int run_show(Context& context, IdentityKind kind, const std::string& identity) {
                     "\nstatus      " + std::string(tokens::status_name(record.status)) +
                     "\nkey version " + std::to_string(record.key_version) + "\nstore       " +
                     std::string(tokens::key_store_mode_name(record.mode)) + "\ncreated     " +
-                    timestamp(record.created_at) + "\nupdated     " + timestamp(record.updated_at) +
-                    "\n");
+                    tokens::utc_timestamp(record.created_at) + "\nupdated     " +
+                    tokens::utc_timestamp(record.updated_at) + "\n");
   return kOk;
 }
 

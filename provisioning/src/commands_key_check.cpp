@@ -9,6 +9,7 @@
 #include "exit_codes.h"
 #include "tokens/key_check.h"
 #include "tokens/key_check_store.h"
+#include "tokens/unix_time.h"
 
 namespace provisioning {
 namespace {
@@ -26,12 +27,13 @@ json::object result_json(const tokens::KeyCheckResult& result) {
                    {"outcome", std::string(tokens::outcome_name(result.outcome))},
                    {"kcv", result.kcv}};
   if (result.previous) {
-    out["recorded"] = json::object{{"kcv", result.previous->kcv},
-                                   {"profile", result.previous->profile},
-                                   {"recorded_at", timestamp(result.previous->recorded_at)},
-                                   {"recorded_by", result.previous->recorded_by},
-                                   {"command", result.previous->command},
-                                   {"token", result.previous->token}};
+    out["recorded"] =
+        json::object{{"kcv", result.previous->kcv},
+                     {"profile", result.previous->profile},
+                     {"recorded_at", tokens::utc_timestamp(result.previous->recorded_at)},
+                     {"recorded_by", result.previous->recorded_by},
+                     {"command", result.previous->command},
+                     {"token", result.previous->token}};
   }
   if (!result.detail.empty()) out["detail"] = result.detail;
   return out;

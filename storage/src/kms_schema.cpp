@@ -202,9 +202,8 @@ std::vector<std::string> migrate_database(const DatabaseUrl& url) {
     }
     return lines;
   }
-  std::string password = read_database_password(url);
-  pg::Connection connection(url.conninfo, password, url.display());
-  if (!password.empty()) explicit_bzero(password.data(), password.size());
+  const std::unique_ptr<pg::Connection> owned = pg::connect(url);
+  pg::Connection& connection = *owned;
   for (const SchemaSteps* schema :
        {&key_database_schema(url.backend), &registry_schema(url.backend)}) {
     const int before = schema_version(connection, schema->component);

@@ -281,4 +281,16 @@ Pool::Lease::~Lease() {
   if (pool_ && connection_) pool_->give_back(std::move(connection_));
 }
 
+std::unique_ptr<Connection> connect(const DatabaseUrl& url) {
+  std::string password = read_database_password(url);
+  try {
+    auto connection = std::make_unique<Connection>(url.conninfo, password, url.display());
+    wipe(password);
+    return connection;
+  } catch (...) {
+    wipe(password);
+    throw;
+  }
+}
+
 }  // namespace storage::pg

@@ -9,6 +9,7 @@
 #include "storage/postgres.h"
 #include "storage/sqlite.h"
 #include "tokens/key_database.h"
+#include "tokens/unix_time.h"
 
 namespace tokens {
 namespace {
@@ -28,21 +29,12 @@ auto translated(Body&& body) -> decltype(body()) {
   }
 }
 
-std::string utc(std::int64_t seconds) {
-  const std::time_t t = static_cast<std::time_t>(seconds);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buffer[32];
-  std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buffer;
-}
-
 }  // namespace
 
 std::string describe(const RecordedKeyCheck& recorded) {
   return recorded.label + " " + recorded.kcv + " (profile " + recorded.profile + ", recorded " +
-         utc(recorded.recorded_at) + " by " + recorded.command + " on " + recorded.recorded_by +
-         ", token " + recorded.token + ")";
+         utc_timestamp(recorded.recorded_at) + " by " + recorded.command + " on " +
+         recorded.recorded_by + ", token " + recorded.token + ")";
 }
 
 class KeyCheckStore::Backend {
@@ -134,15 +126,7 @@ class SqliteBackend final : public KeyCheckStore::Backend {
 
 class PostgresBackend final : public KeyCheckStore::Backend {
  public:
-  explicit PostgresBackend(const storage::DatabaseUrl& url) {
-    std::string password = storage::read_database_password(url);
-    try {
-      owned_ = std::make_unique<storage::pg::Connection>(url.conninfo, password, url.display());
-    } catch (...) {
-      if (!password.empty()) explicit_bzero(password.data(), password.size());
-      throw;
-    }
-    if (!password.empty()) explicit_bzero(password.data(), password.size());
+  explicit PostgresBackend(const storage::DatabaseUrl& url) : owned_(storage::pg::connect(url)) {
     storage::prepare_schema(*owned_, storage::key_database_schema(storage::Backend::postgresql),
                             url.migration);
   }

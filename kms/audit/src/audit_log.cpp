@@ -848,13 +848,7 @@ std::uint64_t AuditLog::restore_from_journal(const std::vector<AuditJournalLine>
       ++appended;
     }
     if (appended > 0) {
-      if (regular_file_ && ::fdatasync(fd_) != 0) {
-        const std::string what = "audit: fdatasync of " + path_ + " failed: " + errno_text(errno);
-        mark_failed(what);
-        throw AuditUnavailable(what);
-      }
-      note_synced_locked(seq_, head_);
-      ++stats_.syncs;
+      sync_all_locked();
       stats_.restored += appended;
     }
     journaled_ = AuditHead{seq_, head_};

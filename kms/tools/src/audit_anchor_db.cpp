@@ -36,15 +36,7 @@ std::optional<AuditHead> read_sqlite(const std::string& path) {
 }
 
 std::optional<AuditHead> read_postgres(const storage::DatabaseUrl& url, const std::string& node) {
-  std::string password = read_database_password(url);
-  std::unique_ptr<storage::pg::Connection> db;
-  try {
-    db = std::make_unique<storage::pg::Connection>(url.conninfo, password, url.display());
-  } catch (...) {
-    if (!password.empty()) explicit_bzero(password.data(), password.size());
-    throw;
-  }
-  if (!password.empty()) explicit_bzero(password.data(), password.size());
+  const std::unique_ptr<storage::pg::Connection> db = storage::pg::connect(url);
   try {
     const storage::pg::Result row = db->query("SELECT seq, hash FROM audit_anchor WHERE node = $1",
                                               storage::pg::Params().add(node));
@@ -86,15 +78,7 @@ JournalRows journal_sqlite(const std::string& path, const std::string& node) {
 }
 
 JournalRows journal_postgres(const storage::DatabaseUrl& url, const std::string& node) {
-  std::string password = read_database_password(url);
-  std::unique_ptr<storage::pg::Connection> db;
-  try {
-    db = std::make_unique<storage::pg::Connection>(url.conninfo, password, url.display());
-  } catch (...) {
-    if (!password.empty()) explicit_bzero(password.data(), password.size());
-    throw;
-  }
-  if (!password.empty()) explicit_bzero(password.data(), password.size());
+  const std::unique_ptr<storage::pg::Connection> db = storage::pg::connect(url);
   if (db->query("SELECT count(*) FROM information_schema.tables WHERE table_schema = "
                 "current_schema() AND table_name = 'audit_journal'")
           .integer(0, 0) == 0) {

@@ -116,6 +116,10 @@ class Savepoint {
   bool done_ = false;
 };
 
+// A connection to the database `url` names: the password read from the URL's file or the
+// environment (read_database_password) and wiped once libpq has it, or has failed.
+std::unique_ptr<Connection> connect(const DatabaseUrl& url);
+
 class Pool {
  public:
   // Opens one connection at once (so a bad URL, an unreachable server or a wrong password
