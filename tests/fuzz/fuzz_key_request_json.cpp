@@ -7,9 +7,11 @@
 #include <cstdlib>
 #include <string_view>
 
+#include "kms/core/base64url.h"
 #include "kms/core/envelope_codec.h"
 #include "kms/core/protocol.h"
 #include "kms/server/wire.h"
+#include "tokens/identity.h"
 
 namespace {
 
@@ -18,8 +20,8 @@ void require(bool condition) {
 }
 
 void envelopes_before_the_token(const kms::KeyRequest& request) {
-  if (!kms::protocol::valid_identity(request.chair_id) ||
-      !kms::protocol::valid_identity(request.responder_id)) {
+  if (!tokens::is_ims_identity(request.chair_id) ||
+      !tokens::is_ims_identity(request.responder_id)) {
     return;  // invalid_identity: the service refuses here
   }
   for (const auto* envelope : {&request.chair_envelope, &request.responder_envelope}) {
@@ -66,8 +68,10 @@ void error_body(std::string_view body) {
 }
 
 void base64url(std::string_view text) {
-  if (auto decoded = kms::wire::base64url_decode(text)) {
-    require(kms::wire::base64url_encode(*decoded) == text);
+  try {  // strict decoding: what decodes is canonical and encodes back to the same text
+    const kms::Bytes decoded = kms::base64url_decode(text, "fuzz");
+    require(kms::base64url_encode(decoded) == text);
+  } catch (const kms::ProtocolError&) {
   }
 }
 
