@@ -236,7 +236,10 @@ B=sip:bob@ims.example.net
 # SIGHUP: RELOADING=1, READY=1 again; SIGTERM: STOPPING=1, exit 0.
 kill -HUP "$kmsd_pid"
 wait_for "RELOADING=1" grep -q '^RELOADING=1 MONOTONIC_USEC=[0-9]*$' "$work/notify.log"
-wait_for "READY=1 after the reload" test "$(grep -c '^READY=1' "$work/notify.log")" -ge 2
+# The count is taken on each try (a "$(grep -c ...)" argument would be taken once, before the
+# second READY=1 may have arrived).
+ready_count_at_least() { (($(grep -c '^READY=1' "$work/notify.log") >= $1)); }
+wait_for "READY=1 after the reload" ready_count_at_least 2
 kill -TERM "$kmsd_pid"
 status=0
 wait "$kmsd_pid" || status=$?
