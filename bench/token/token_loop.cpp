@@ -115,12 +115,13 @@ struct Template {
 
 enum Use : unsigned { kEncrypt = 1, kDecrypt = 2, kDerive = 4, kWrap = 8 };
 
-Template secret_key(CK_KEY_TYPE type, unsigned uses, bool token_object, bool extractable) {
+Template secret_key(CK_KEY_TYPE type, unsigned uses, bool token_object, bool extractable,
+                    bool private_object = true) {
   Template t;
   t.number(CKA_CLASS, CKO_SECRET_KEY)
       .number(CKA_KEY_TYPE, type)
       .flag(CKA_TOKEN, token_object)
-      .flag(CKA_PRIVATE, true)
+      .flag(CKA_PRIVATE, private_object)
       .flag(CKA_SENSITIVE, true)
       .flag(CKA_EXTRACTABLE, extractable)
       .flag(CKA_ENCRYPT, (uses & kEncrypt) != 0)
@@ -135,6 +136,14 @@ Template secret_key(CK_KEY_TYPE type, unsigned uses, bool token_object, bool ext
 
 Template derived(CK_KEY_TYPE type, unsigned uses, bool extractable) {
   Template t = secret_key(type, uses, false, extractable);
+  t.number(CKA_VALUE_LEN, 32);
+  return t;
+}
+
+// kmsd's working keys (KE, KR, W, the media keys: tokens::templates, "working_key"): session
+// objects with CKA_PRIVATE=FALSE. The naive loop keeps the private ones of derived().
+Template working(CK_KEY_TYPE type, unsigned uses, bool extractable) {
+  Template t = secret_key(type, uses, false, extractable, false);
   t.number(CKA_VALUE_LEN, 32);
   return t;
 }
@@ -267,14 +276,15 @@ void kmsd_sequence(CK_SESSION_HANDLE session, Keys& keys) {
   // request"): 2 x (C_DecryptInit + C_Decrypt) with the cached KE, then per party derive the
   // media key from M and W from the cached KR, wrap, destroy both: 14 calls, no
   // C_GetSessionInfo (the pool trusts a session given back less than 1 s ago). M is the
-  // token object, as on SoftHSM (NSS: kmsd uses a session-object copy).
+  // token object, as on SoftHSM (NSS: kmsd uses a session-object copy). KE, KR, W and the
+  // media keys are public session objects, as kmsd's.
   open(session, keys.envelope_key_a, keys.kmsd_sealed_a);
   open(session, keys.envelope_key_b, keys.kmsd_sealed_b);
   for (CK_OBJECT_HANDLE response : {keys.response_key_a, keys.response_key_b}) {
     const CK_OBJECT_HANDLE media = derive(session, keys.sp800, keys.master, "media", kMediaContext,
-                                          derived(CKK_GENERIC_SECRET, 0, true));
+                                          working(CKK_GENERIC_SECRET, 0, true));
     const CK_OBJECT_HANDLE wrapping = derive(session, keys.sp800, response, "response-wrap",
-                                             kWrapContext, derived(CKK_AES, kWrap, false));
+                                             kWrapContext, working(CKK_AES, kWrap, false));
     wrap(session, keys.wrap_mechanism, wrapping, media);
     destroy(session, wrapping);
     destroy(session, media);
@@ -306,13 +316,13 @@ Keys make_keys(CK_SESSION_HANDLE session, CK_SLOT_ID slot, const Options& option
     destroy(session, sealer);
   }
   keys.envelope_key_a = derive(session, keys.sp800, keys.root_a, "envelope", kContextA,
-                               derived(CKK_AES, kDecrypt, false));
+                               working(CKK_AES, kDecrypt, false));
   keys.envelope_key_b = derive(session, keys.sp800, keys.root_b, "envelope", kContextB,
-                               derived(CKK_AES, kDecrypt, false));
+                               working(CKK_AES, kDecrypt, false));
   keys.response_key_a = derive(session, keys.sp800, keys.root_a, "response", kContextA,
-                               derived(CKK_AES, kDerive, false));
+                               working(CKK_AES, kDerive, false));
   keys.response_key_b = derive(session, keys.sp800, keys.root_b, "response", kContextB,
-                               derived(CKK_AES, kDerive, false));
+                               working(CKK_AES, kDerive, false));
   return keys;
 }
 

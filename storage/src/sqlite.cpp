@@ -47,6 +47,21 @@ void Connection::exec(const char* sql) {
 
 std::int64_t Connection::changes() const { return sqlite3_changes(db_); }
 
+void Connection::on_wal_commit(std::function<void(int wal_pages)> hook) {
+  wal_hook_ = std::move(hook);
+  if (!wal_hook_) {
+    sqlite3_wal_autocheckpoint(db_, 1000);  // SQLite's default threshold again
+    return;
+  }
+  sqlite3_wal_hook(
+      db_,
+      [](void* self, sqlite3*, const char*, int pages) {
+        static_cast<Connection*>(self)->wal_hook_(pages);
+        return SQLITE_OK;
+      },
+      this);
+}
+
 void Connection::fail(std::string_view what) const {
   const int code = sqlite3_extended_errcode(db_);
   const std::string message =

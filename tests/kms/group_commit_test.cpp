@@ -417,6 +417,29 @@ TEST_P(GroupCommitTest, MaxBatchBoundsTheGroup) {
   EXPECT_EQ(members_of(1).size(), batch.size());
 }
 
+// SQLite: the registry's own thread checkpoints the WAL (no COMMIT does it on a request's
+// time); every admission is still there after a reopen. PostgreSQL has no WAL of ours.
+TEST_P(GroupCommitTest, TheSqliteWalIsCheckpointedByTheRegistrysThreadNotByACommit) {
+  kms::RegistryOptions options;
+  options.checkpoint_interval_ms = 10;
+  registry.reset();
+  registry = kms::open_conference_registry(path, options);
+  for (int n = 0; n < 50; ++n) EXPECT_EQ(admit(request(n, n)), "admitted");
+  if (GetParam() == testsupport::DatabaseBackend::postgresql) {
+    EXPECT_EQ(registry->checkpoint_stats().checkpoints, 0u);
+    return;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (registry->checkpoint_stats().checkpoints == 0) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "no checkpoint";
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(registry->checkpoint_stats().failures, 0u);
+  EXPECT_GT(registry->checkpoint_stats().wal_pages, 0);
+  reopen();
+  for (int n = 0; n < 50; ++n) EXPECT_EQ(members_of(n), (std::vector<std::string>{member_name(n)}));
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, GroupCommitTest, KMS_DATABASE_BACKENDS);
 
 }  // namespace

@@ -201,6 +201,9 @@ struct Expected {
   bool token, extractable, encrypt, decrypt, derive, wrap, unwrap;
   CK_KEY_TYPE key_type;
   bool modifiable = false;  // long-term and root keys are fixed; per-request children not
+  // Long-term and root keys are private; the working keys of a key request (KE, KR, W, BW,
+  // media keys) are public session objects (tokens/src/key_templates.cpp "working_key").
+  bool private_object = true;
 };
 
 TEST_P(TokenTest, EveryKeyClassIsSensitiveWithOnePurpose) {
@@ -217,7 +220,7 @@ TEST_P(TokenTest, EveryKeyClassIsSensitiveWithOnePurpose) {
     auto check = [&](CK_OBJECT_HANDLE key, const Expected& e) {
       SCOPED_TRACE(e.name);
       EXPECT_TRUE(session.get_bool(key, CKA_SENSITIVE));
-      EXPECT_TRUE(session.get_bool(key, CKA_PRIVATE));
+      EXPECT_EQ(session.get_bool(key, CKA_PRIVATE), e.private_object);
       EXPECT_EQ(session.get_bool(key, CKA_TOKEN), e.token);
       EXPECT_EQ(session.get_bool(key, CKA_EXTRACTABLE), e.extractable);
       EXPECT_EQ(session.get_bool(key, CKA_ENCRYPT), e.encrypt);
@@ -276,12 +279,12 @@ TEST_P(TokenTest, EveryKeyClassIsSensitiveWithOnePurpose) {
       hsm::ObjectGuard child(
           session, tokens::derive(session, profile, root.get(), label, context, c.make()));
       check(child.get(), {c.name, nullptr, false, c.extractable, false, c.decrypt, c.derive, c.wrap,
-                          false, c.key_type, true});
+                          false, c.key_type, true, false});
     }
     hsm::ObjectGuard media(session, tokens::derive(session, profile, master.get(), label, context,
                                                    tokens::templates::media_key()));
     check(media.get(), {"media", nullptr, false, true, false, false, false, false, false,
-                        CKK_GENERIC_SECRET, true});
+                        CKK_GENERIC_SECRET, true, false});
     return 0;
   });
 }

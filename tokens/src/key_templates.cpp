@@ -186,15 +186,29 @@ hsm::AttributeTemplate root_key_in_transit(const TokenProfile& profile) {
   return t;
 }
 
-hsm::AttributeTemplate envelope_key() { return secret_key(CKK_AES, kDecrypt, false, false); }
-hsm::AttributeTemplate response_key() { return secret_key(CKK_AES, kDerive, false, false); }
-hsm::AttributeTemplate response_wrap_key() { return secret_key(CKK_AES, kWrap, false, false); }
-hsm::AttributeTemplate bridge_wrap_key() { return secret_key(CKK_AES, kWrap, false, false); }
+// The keys a key request works with (KE, KR, W, BW, the media keys): session objects with
+// CKA_PRIVATE=FALSE. Session objects are visible to kmsd's own sessions only, all of them
+// logged in for kmsd's whole life, so CKA_PRIVATE restricts nobody; what it costs is
+// SoftHSM's: a private object's value is kept encrypted under the token's in-memory key and
+// decrypted on every use (kmsd's call sequence: 1.7x the requests/s on SoftHSM 2.6.1
+// without it). Sensitivity and extractability are unchanged (docs/ARCHITECTURE.md "Key
+// hierarchy"). Long-term keys and root keys stay private.
+namespace {
+hsm::AttributeTemplate working_key(CK_KEY_TYPE key_type, unsigned purposes, bool extractable) {
+  hsm::AttributeTemplate t = secret_key(key_type, purposes, false, extractable);
+  t.set_bool(CKA_PRIVATE, false);
+  return t;
+}
+}  // namespace
+
+hsm::AttributeTemplate envelope_key() { return working_key(CKK_AES, kDecrypt, false); }
+hsm::AttributeTemplate response_key() { return working_key(CKK_AES, kDerive, false); }
+hsm::AttributeTemplate response_wrap_key() { return working_key(CKK_AES, kWrap, false); }
+hsm::AttributeTemplate bridge_wrap_key() { return working_key(CKK_AES, kWrap, false); }
 
 hsm::AttributeTemplate media_key() {
   // A generic secret has no cipher use at all; the one thing it can do is be wrapped.
-  hsm::AttributeTemplate t = secret_key(CKK_GENERIC_SECRET, 0, false, true);
-  return t;
+  return working_key(CKK_GENERIC_SECRET, 0, true);
 }
 
 hsm::AttributeTemplate extractable_session_aes_key(TransitUse use) {

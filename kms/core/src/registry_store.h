@@ -66,6 +66,7 @@ class RegistryStore {
   virtual std::vector<AuditJournalLine> read_audit_journal(const std::string& log) = 0;
   virtual void prune_audit_journal(const std::string& log, std::uint64_t through) = 0;
   virtual std::string describe() const = 0;  // the path or URL, for messages
+  virtual RegistryCheckpointStats checkpoint_stats() const { return {}; }
 };
 
 std::unique_ptr<RegistryStore> open_sqlite_registry_store(const std::string& path,

@@ -1,5 +1,6 @@
 // The registry's tables in an SQLite file. One connection, serialised by a mutex that a batch
 // holds from BEGIN IMMEDIATE to COMMIT (SQLite has one writer at a time anyway).
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -9,6 +10,7 @@
 #include "storage/error.h"
 #include "storage/kms_schema.h"
 #include "storage/sqlite.h"
+#include "storage/wal_checkpointer.h"
 #include "tokens/key_database.h"
 
 namespace kms {
@@ -187,7 +189,21 @@ class SqliteRegistryStore final : public RegistryStore {
   SqliteRegistryStore(const std::string& path, const RegistryOptions& options)
       : db_(path, open_options(options)), node_(options.node) {
     storage::migrate(db_, storage::registry_schema(storage::Backend::sqlite));
+    if (options.checkpoint_interval_ms > 0) {
+      sql::CheckpointerOptions checkpoints;
+      checkpoints.interval = std::chrono::milliseconds(options.checkpoint_interval_ms);
+      checkpointer_.emplace(path, open_options(options), checkpoints);
+      // Once the WAL starts over, its file is cut back to this size (it stays at its
+      // largest otherwise).
+      db_.exec("PRAGMA journal_size_limit=67108864");
+      db_.on_wal_commit([this](int wal_pages) { checkpointer_->committed(wal_pages); });
+    }
   }
+  ~SqliteRegistryStore() override {
+    if (checkpointer_) db_.on_wal_commit({});  // before the checkpointer goes
+  }
+  SqliteRegistryStore(const SqliteRegistryStore&) = delete;
+  SqliteRegistryStore& operator=(const SqliteRegistryStore&) = delete;
 
   std::unique_ptr<RegistryBatch> begin_batch() override {
     std::unique_lock lock(mutex_);
@@ -243,10 +259,17 @@ class SqliteRegistryStore final : public RegistryStore {
 
   std::string describe() const override { return db_.path(); }
 
+  RegistryCheckpointStats checkpoint_stats() const override {
+    if (!checkpointer_) return {};
+    const sql::CheckpointStats stats = checkpointer_->stats();
+    return {stats.checkpoints, stats.failures, stats.last_wal_pages};
+  }
+
  private:
   sql::Connection db_;
   std::string node_;
   std::mutex mutex_;
+  std::optional<sql::WalCheckpointer> checkpointer_;  // after db_: destroyed before it
 };
 
 }  // namespace

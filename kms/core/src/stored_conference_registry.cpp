@@ -299,6 +299,10 @@ GroupCommitStats StoredConferenceRegistry::group_commit_stats() const {
   return stats_;
 }
 
+RegistryCheckpointStats StoredConferenceRegistry::checkpoint_stats() const {
+  return store_->checkpoint_stats();
+}
+
 std::size_t StoredConferenceRegistry::queued_writes() const {
   std::lock_guard lock(queue_mutex_);
   return queue_.size();

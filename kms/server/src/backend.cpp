@@ -158,6 +158,16 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger)
                   "Admissions and bridge bindings written in those transactions", commits.writes);
     single_metric(out, "kms_group_commit_largest_batch", "gauge",
                   "Most writes one group commit has carried since start", commits.largest_batch);
+    const RegistryCheckpointStats checkpoints = registry_->checkpoint_stats();
+    single_metric(out, "kms_registry_checkpoints_total", "counter",
+                  "SQLite WAL checkpoints run by the registry's checkpoint thread",
+                  checkpoints.checkpoints);
+    single_metric(out, "kms_registry_checkpoint_failures_total", "counter",
+                  "SQLite WAL checkpoints refused (retried at the next interval)",
+                  checkpoints.failures);
+    single_metric(out, "kms_registry_wal_pages", "gauge",
+                  "Pages in the SQLite registry's WAL at its last checkpoint",
+                  checkpoints.wal_pages);
     const audit::AuditLogStats audit = audit_->stats();
     single_metric(out, "kms_audit_records_total", "counter",
                   "Audit records written by this process", audit.records);

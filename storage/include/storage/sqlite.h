@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -42,6 +43,11 @@ class Connection {
   std::int64_t changes() const;
   // Throws storage::Error classified from the connection's last error code.
   [[noreturn]] void fail(std::string_view what) const;
+  // Called after each commit with the pages the WAL then holds. Installing it turns SQLite's
+  // automatic checkpoint off for this connection (the COMMIT that crosses 1,000 pages would
+  // copy them into the database file and fsync it, on the committing thread): a
+  // WalCheckpointer does that work instead. An empty function removes the hook.
+  void on_wal_commit(std::function<void(int wal_pages)> hook);
 
  private:
   friend class Query;
@@ -49,6 +55,7 @@ class Connection {
   std::string path_;
   sqlite3* db_ = nullptr;
   std::map<std::string, sqlite3_stmt*, std::less<>> statements_;
+  std::function<void(int)> wal_hook_;
 };
 
 // One use of a cached statement: bind, step, read columns; reset at scope exit.

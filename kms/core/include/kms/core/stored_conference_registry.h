@@ -69,6 +69,18 @@ struct RegistryOptions {
   // Envelopes admitted lately, remembered in memory so that a replay of one is refused
   // before any token work (about 200 bytes each; 0: none).
   std::size_t recent_envelopes = 65'536;
+  // SQLite: a thread of the registry's own checkpoints the WAL at least this often, so no
+  // COMMIT copies pages into the database file on a request's time (storage/wal_checkpointer.h;
+  // 0: SQLite's automatic checkpoint in the committing thread, as SQLite does by default).
+  int checkpoint_interval_ms = 1000;
+};
+
+// The SQLite registry's WAL checkpoints (all zero for PostgreSQL, or with the automatic
+// checkpoint of SQLite).
+struct RegistryCheckpointStats {
+  std::uint64_t checkpoints = 0;
+  std::uint64_t failures = 0;
+  std::int64_t wal_pages = 0;  // the WAL's pages at the last checkpoint
 };
 
 struct GroupCommitStats {
@@ -108,6 +120,7 @@ class StoredConferenceRegistry : public ConferenceRegistry {
 
   // Group commit counters, and the writes waiting for a leader (for metrics and tests).
   GroupCommitStats group_commit_stats() const;
+  RegistryCheckpointStats checkpoint_stats() const;
 
   // At start, before anything is recorded: hands this node's audit journal rows of the
   // sink's log (AuditSink::journal_log(); nothing for a sink that journals nothing) to the sink
