@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -36,6 +37,20 @@ std::int64_t row_count(sql::Connection& db) {
   return count.step() ? count.integer(0) : -1;
 }
 
+sql::OpenOptions full_sync() {
+  sql::OpenOptions options;
+  options.sync_full = true;
+  return options;
+}
+
+// A new database in `dir` with the test's table, opened for writing.
+std::unique_ptr<sql::Connection> new_database(const std::string& path,
+                                              const sql::OpenOptions& options = full_sync()) {
+  auto db = std::make_unique<sql::Connection>(path, options);
+  db->exec("CREATE TABLE rows (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)");
+  return db;
+}
+
 template <typename Condition>
 bool eventually(Condition condition) {
   for (int i = 0; i < 500; ++i) {
@@ -48,10 +63,9 @@ bool eventually(Condition condition) {
 TEST(WalCheckpointer, TheWriterNoLongerCheckpointsAndTheThreadCopiesEverythingBack) {
   testsupport::TempDir dir("kms-wal");
   const std::string path = dir.path() + "/db.sqlite";
-  sql::OpenOptions options;
-  options.sync_full = true;
-  sql::Connection writer(path, options);
-  writer.exec("CREATE TABLE rows (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)");
+  const sql::OpenOptions options = full_sync();
+  const auto db = new_database(path);
+  sql::Connection& writer = *db;
 
   std::atomic<int> wal_pages{0};
   writer.on_wal_commit([&](int pages) { wal_pages = pages; });
@@ -86,8 +100,8 @@ TEST(WalCheckpointer, TheWriterNoLongerCheckpointsAndTheThreadCopiesEverythingBa
 TEST(WalCheckpointer, ACommitThatFillsTheWalWakesTheThreadBeforeItsInterval) {
   testsupport::TempDir dir("kms-wal");
   const std::string path = dir.path() + "/db.sqlite";
-  sql::Connection writer(path);
-  writer.exec("CREATE TABLE rows (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)");
+  const auto db = new_database(path, {});
+  sql::Connection& writer = *db;
   sql::CheckpointerOptions checkpoint_options;
   checkpoint_options.interval = std::chrono::hours(1);  // only the wake-up can trigger it
   checkpoint_options.wake_at_pages = 1000;
@@ -105,10 +119,9 @@ TEST(WalCheckpointer, RowsCommittedWhileItRunsSurviveAReopen) {
   testsupport::TempDir dir("kms-wal");
   const std::string path = dir.path() + "/db.sqlite";
   {
-    sql::OpenOptions options;
-    options.sync_full = true;
-    sql::Connection writer(path, options);
-    writer.exec("CREATE TABLE rows (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)");
+    const sql::OpenOptions options = full_sync();
+    const auto db = new_database(path);
+    sql::Connection& writer = *db;
     sql::CheckpointerOptions checkpoint_options;
     checkpoint_options.interval = std::chrono::milliseconds(1);
     checkpoint_options.wake_at_pages = 1;
