@@ -54,7 +54,8 @@ void WalCheckpointer::checkpoint() {
                                            &wal_pages, &copied);
   std::lock_guard lock(mutex_);
   if (rc != SQLITE_OK) {
-    ++stats_.failures;
+    const int primary = rc & 0xff;
+    ++(primary == SQLITE_BUSY || primary == SQLITE_LOCKED ? stats_.busy : stats_.failures);
     pending_ = true;  // try again at the next interval
     return;
   }

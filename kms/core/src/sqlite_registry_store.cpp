@@ -262,7 +262,7 @@ class SqliteRegistryStore final : public RegistryStore {
   RegistryCheckpointStats checkpoint_stats() const override {
     if (!checkpointer_) return {};
     const sql::CheckpointStats stats = checkpointer_->stats();
-    return {stats.checkpoints, stats.failures, stats.last_wal_pages};
+    return {stats.checkpoints, stats.busy, stats.failures, stats.last_wal_pages};
   }
 
  private:

@@ -162,8 +162,11 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger)
     single_metric(out, "kms_registry_checkpoints_total", "counter",
                   "SQLite WAL checkpoints run by the registry's checkpoint thread",
                   checkpoints.checkpoints);
+    single_metric(out, "kms_registry_checkpoints_busy_total", "counter",
+                  "SQLite WAL checkpoints skipped while a writer held a WAL lock (retried)",
+                  checkpoints.busy);
     single_metric(out, "kms_registry_checkpoint_failures_total", "counter",
-                  "SQLite WAL checkpoints refused (retried at the next interval)",
+                  "SQLite WAL checkpoints that failed otherwise (retried at the next interval)",
                   checkpoints.failures);
     single_metric(out, "kms_registry_wal_pages", "gauge",
                   "Pages in the SQLite registry's WAL at its last checkpoint",

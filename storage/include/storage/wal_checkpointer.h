@@ -27,8 +27,11 @@ struct CheckpointerOptions {
 };
 
 struct CheckpointStats {
-  std::uint64_t checkpoints = 0;     // checkpoints run on a WAL that held pages
-  std::uint64_t failures = 0;        // checkpoints SQLite refused (e.g. SQLITE_BUSY)
+  std::uint64_t checkpoints = 0;  // checkpoints run on a WAL that held pages
+  // Checkpoints skipped because a writer or another checkpoint held a WAL lock at that
+  // moment (SQLITE_BUSY: PASSIVE mode never waits); retried at the next interval.
+  std::uint64_t busy = 0;
+  std::uint64_t failures = 0;        // checkpoints that failed otherwise (an I/O error, ...)
   std::int64_t last_wal_pages = 0;   // the WAL's pages at the last checkpoint
   std::int64_t last_pages_left = 0;  // of those, not copied back (a reader still needed them)
 };

@@ -79,6 +79,7 @@ struct RegistryOptions {
 // checkpoint of SQLite).
 struct RegistryCheckpointStats {
   std::uint64_t checkpoints = 0;
+  std::uint64_t busy = 0;  // skipped while a writer held a WAL lock (retried)
   std::uint64_t failures = 0;
   std::int64_t wal_pages = 0;  // the WAL's pages at the last checkpoint
 };
