@@ -1,7 +1,9 @@
 /* LD_PRELOAD counter of fsync(2) and fdatasync(2) for scripts/bench: each call adds one to
  * a 64-bit counter in the file named by KMS_FSYNC_COUNTER_FILE (mapped shared, so the
- * bench reads the counts while the process runs: two little-endian u64, fsync then
- * fdatasync), then calls the real function. Without the variable it only forwards. */
+ * bench reads the counts while the process runs), calls the real function and adds how
+ * long it took. Five little-endian u64: fsync calls, fdatasync calls, microseconds in
+ * both, calls that took over 5 ms, calls that took over 20 ms (the disk's tail, which
+ * every durable admission waits for). Without the variable it only forwards. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -9,8 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
+enum { kFsync, kFdatasync, kMicroseconds, kOver5ms, kOver20ms, kCounters };
 static uint64_t* counters;
 
 __attribute__((constructor)) static void map_counters(void) {
@@ -18,15 +22,27 @@ __attribute__((constructor)) static void map_counters(void) {
   if (path == NULL) return;
   int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return;
-  if (ftruncate(fd, 2 * sizeof(uint64_t)) == 0) {
-    void* mapped = mmap(NULL, 2 * sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (ftruncate(fd, kCounters * sizeof(uint64_t)) == 0) {
+    void* mapped =
+        mmap(NULL, kCounters * sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (mapped != MAP_FAILED) counters = mapped;
   }
   close(fd);
 }
 
-static void count(int which) {
-  if (counters != NULL) __atomic_fetch_add(&counters[which], 1, __ATOMIC_RELAXED);
+static uint64_t now_us(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
+
+static void count(int which, uint64_t started_us) {
+  if (counters == NULL) return;
+  const uint64_t took = now_us() - started_us;
+  __atomic_fetch_add(&counters[which], 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&counters[kMicroseconds], took, __ATOMIC_RELAXED);
+  if (took > 5000) __atomic_fetch_add(&counters[kOver5ms], 1, __ATOMIC_RELAXED);
+  if (took > 20000) __atomic_fetch_add(&counters[kOver20ms], 1, __ATOMIC_RELAXED);
 }
 
 int fsync(int fd) {
@@ -35,8 +51,10 @@ int fsync(int fd) {
     void* symbol = dlsym(RTLD_NEXT, "fsync");
     memcpy(&real, &symbol, sizeof real); /* ISO C: no direct object-to-function cast */
   }
-  count(0);
-  return real(fd);
+  const uint64_t started = now_us();
+  const int result = real(fd);
+  count(kFsync, started);
+  return result;
 }
 
 int fdatasync(int fd) {
@@ -45,6 +63,8 @@ int fdatasync(int fd) {
     void* symbol = dlsym(RTLD_NEXT, "fdatasync");
     memcpy(&real, &symbol, sizeof real); /* ISO C: no direct object-to-function cast */
   }
-  count(1);
-  return real(fd);
+  const uint64_t started = now_us();
+  const int result = real(fd);
+  count(kFdatasync, started);
+  return result;
 }

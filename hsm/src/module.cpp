@@ -1,16 +1,31 @@
 #include "hsm/module.h"
 
+#include <dlfcn.h>
+#include <fcntl.h>
 #include <p11-kit/p11-kit.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 
 #include "call.h"
 #include "hsm/error.h"
 
 namespace hsm {
+namespace {
+
+// Generation numbers of every instance in the process come from here: unique across
+// instances (load_instance()), so comparing generations compares instances too.
+std::atomic<std::uint64_t> g_last_generation{0};
+std::uint64_t next_generation() noexcept { return g_last_generation.fetch_add(1) + 1; }
+
+}  // namespace
 
 // One library's initialisation, shared by every Module loaded for it in this process.
 struct Module::Shared {
@@ -18,7 +33,7 @@ struct Module::Shared {
   std::string library_path;
   std::optional<std::string> init_reserved;  // kept alive: pReserved points into it
   std::shared_mutex lifecycle;
-  std::atomic<std::uint64_t> generation{0};
+  std::atomic<std::uint64_t> generation{next_generation()};
   std::atomic<std::uint64_t> objects_created{0};
   bool initialized = false;  // guarded by lifecycle (exclusive)
   bool owned = true;         // false: someone else initialised it; do not finalise at exit
@@ -154,6 +169,82 @@ std::shared_ptr<Module> Module::load(const ModuleConfig& config) {
   return module;
 }
 
+std::shared_ptr<Module> Module::load_instance(const ModuleConfig& config) {
+  // The library's own file: a path, or what p11-kit has configured under that name.
+  std::string original = config.module;
+  ModuleConfig instance = config;
+  if (!is_path(config.module)) {
+    std::optional<std::string> reserved = config.init_reserved;
+    CK_FUNCTION_LIST* named = load_by_name(config.module, reserved);
+    original = take_p11kit_string(p11_kit_module_get_filename(named));
+    p11_kit_module_release(named);
+    instance.init_reserved = reserved;
+  }
+  const auto fail = [&](const std::string& what) {
+    return Error(ErrorKind::module_load, "Module::load_instance",
+                 "a separate instance of " + original + ": " + what);
+  };
+  const int source = ::open(original.c_str(), O_RDONLY | O_CLOEXEC);
+  if (source < 0) throw fail(std::string("open: ") + std::strerror(errno));
+  const int copy = ::memfd_create("kms-pkcs11-instance", MFD_CLOEXEC);
+  if (copy < 0) {
+    const int error = errno;
+    ::close(source);
+    throw fail(std::string("memfd_create: ") + std::strerror(error));
+  }
+  char buffer[1 << 16];
+  for (;;) {
+    const ssize_t got = ::read(source, buffer, sizeof buffer);
+    if (got == 0) break;
+    if (got < 0 && errno == EINTR) continue;
+    ssize_t written = got < 0 ? -1 : 0;
+    while (written >= 0 && written < got) {
+      const ssize_t n = ::write(copy, buffer + written, static_cast<std::size_t>(got - written));
+      if (n < 0 && errno == EINTR) continue;
+      written = n < 0 ? -1 : written + n;
+    }
+    if (got < 0 || written < 0) {
+      const int error = errno;
+      ::close(source);
+      ::close(copy);
+      throw fail(std::string("copying the library: ") + std::strerror(error));
+    }
+  }
+  ::close(source);
+  // Loaded with dlopen, not through p11-kit: p11-kit unloads an unmanaged module only once
+  // every module it loaded is released, so retired instances would stay mapped for ever.
+  const std::string name = "/proc/self/fd/" + std::to_string(copy);
+  void* handle = ::dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) {
+    const char* why = ::dlerror();
+    ::close(copy);
+    throw fail(std::string("dlopen: ") + (why ? why : "unknown error"));
+  }
+  CK_FUNCTION_LIST* functions = nullptr;
+  const auto get_function_list =
+      reinterpret_cast<CK_C_GetFunctionList>(::dlsym(handle, "C_GetFunctionList"));
+  if (get_function_list == nullptr || get_function_list(&functions) != CKR_OK ||
+      functions == nullptr) {
+    ::dlclose(handle);
+    ::close(copy);
+    throw fail("C_GetFunctionList failed");
+  }
+  std::shared_ptr<Module> module(new Module());
+  module->config_ = config;
+  module->config_.init_reserved = instance.init_reserved;
+  module->library_path_ = original;
+  module->functions_ = functions;
+  module->dl_handle_ = handle;  // from here the destructor unloads it and closes the copy
+  module->instance_fd_ = copy;
+  auto shared = std::make_shared<Shared>();
+  shared->functions = functions;
+  shared->library_path = original;
+  shared->init_reserved = instance.init_reserved;
+  shared->initialize();  // nobody shares this instance: no registry entry
+  module->shared_ = std::move(shared);
+  return module;
+}
+
 Module::~Module() {
   if (functions_ == nullptr) return;
   {
@@ -162,7 +253,12 @@ Module::~Module() {
     shared_.reset();  // the last Module finalises the library here
     if (last) g_registry.erase(functions_);
   }
-  p11_kit_module_release(functions_);
+  if (dl_handle_ != nullptr) {
+    ::dlclose(dl_handle_);  // load_instance(): unmaps this instance
+  } else {
+    p11_kit_module_release(functions_);
+  }
+  if (instance_fd_ >= 0) ::close(instance_fd_);
 }
 
 CK_INFO Module::info() const {
@@ -246,7 +342,8 @@ std::uint64_t Module::reinitialize_if(std::uint64_t seen_generation) {
   // Every session handle of the old generation is dead from here on, even if
   // C_Initialize fails (then the next call fails with CKR_CRYPTOKI_NOT_INITIALIZED and
   // recovery tries again).
-  const std::uint64_t next = shared_->generation.fetch_add(1) + 1;
+  const std::uint64_t next = next_generation();
+  shared_->generation.store(next);
   shared_->finalize();
   shared_->owned = true;
   shared_->initialize();

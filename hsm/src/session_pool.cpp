@@ -1,5 +1,8 @@
 #include "hsm/session_pool.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <utility>
 
@@ -8,6 +11,15 @@ namespace {
 
 // Leases and pinned operations this thread holds, of any pool (SessionPool::ThreadScope).
 thread_local int t_pool_scopes = 0;
+
+// Session-object generations are unique numbers (compared for equality only): one can be
+// promised to a fresh instance before the pool switches to it (on_fresh_instance()).
+std::atomic<std::uint64_t> g_last_object_generation{0};
+std::uint64_t next_object_generation() noexcept {
+  return g_last_object_generation.fetch_add(1) + 1;
+}
+
+constexpr int kBackgroundRecycleNice = 10;
 
 }  // namespace
 
@@ -20,13 +32,14 @@ SessionPool::SessionPool(std::shared_ptr<Module> module, CK_SLOT_ID slot, Secure
     : module_(std::move(module)), slot_(slot), pin_(std::move(user_pin)), config_(config) {
   if (config_.max_sessions == 0) config_.max_sessions = 1;
   apply_session_limit();
-  next_recycle_at_ = module_->objects_created() + config_.recycle_after_objects;
+  next_recycle_at_ = this->module()->objects_created() + config_.recycle_after_objects;
   std::lock_guard lock(pinned_mutex_);
   reopen_pinned_locked();
 }
 
 void SessionPool::apply_session_limit() {
-  const CK_TOKEN_INFO info = module_->token_info(slot_);
+  const CK_TOKEN_INFO info = module()->token_info(slot_);
+  token_info_ = info;
   const auto limited = [](CK_ULONG value) {
     return value != CK_EFFECTIVELY_INFINITE && value != CK_UNAVAILABLE_INFORMATION;
   };
@@ -54,6 +67,7 @@ void SessionPool::apply_session_limit() {
 SessionPool::~SessionPool() {
   // Sessions close through their destructors. No C_Logout: on SoftHSM it would destroy
   // every private session object of the process.
+  finish_retiring();
   std::lock_guard lock(mutex_);
   idle_.clear();
 }
@@ -86,6 +100,9 @@ SessionPool::Lease SessionPool::acquire() {
   for (bool refused = false;;) {
     std::unique_ptr<Session> session;
     bool fresh = false;
+    // The instance this lease belongs to: it cannot change before the lease is given back
+    // (a recycle with a fresh instance switches only after the drain).
+    std::shared_ptr<Module> module;
     {
       std::unique_lock lock(mutex_);
       if (refused) {
@@ -131,9 +148,10 @@ SessionPool::Lease SessionPool::acquire() {
         }
       }
     }
+    module = current_module();
     try {
       for (int attempt = 0;; ++attempt) {
-        const std::uint64_t generation = module_->generation();
+        const std::uint64_t generation = module->generation();
         try {
           if (session && session->generation() != generation) {
             session.reset();  // from before a re-initialisation: dead, nothing to close
@@ -143,7 +161,7 @@ SessionPool::Lease SessionPool::acquire() {
             count(&PoolStats::sessions_replaced);
             ensure_pinned();  // whatever dropped this session may have dropped the rest
           }
-          if (!session) session = open_session();
+          if (!session) session = open_session(module, slot_.load());
           // After a re-initialisation a new session sees only public objects until the
           // pinned session has logged in again (login is per application): never hand one
           // out before.
@@ -185,14 +203,15 @@ SessionPool::Lease SessionPool::acquire() {
   }
 }
 
-std::unique_ptr<Session> SessionPool::open_session() {
-  auto session = std::make_unique<Session>(module_, slot_, !config_.read_only);
+std::unique_ptr<Session> SessionPool::open_session(std::shared_ptr<Module> module,
+                                                   CK_SLOT_ID slot) {
+  auto session = std::make_unique<Session>(std::move(module), slot, !config_.read_only);
   count(&PoolStats::sessions_opened);
   return session;
 }
 
 void SessionPool::give_back(std::unique_ptr<Session> session, bool discard) noexcept {
-  const bool keep = !discard && session->generation() == module_->generation();
+  const bool keep = !discard && session->generation() == current_module()->generation();
   if (!keep) session.reset();  // C_CloseSession, outside the pool lock
   const auto now = std::chrono::steady_clock::now();
   std::lock_guard lock(mutex_);
@@ -309,7 +328,7 @@ void SessionPool::relogin() {
   } else {
     pinned_->login(CKU_USER, pin_);  // logs in every session of this application
     // A logout (SoftHSM) destroys the application's private session objects.
-    object_generation_.fetch_add(1);
+    object_generation_.store(next_object_generation());
   }
   count(&PoolStats::relogins);
 }
@@ -328,21 +347,21 @@ void SessionPool::ensure_pinned() {
   const CK_STATE state = pinned_->state();
   if (state == CKS_RO_PUBLIC_SESSION || state == CKS_RW_PUBLIC_SESSION) {
     pinned_->login(CKU_USER, pin_);
-    object_generation_.fetch_add(1);
+    object_generation_.store(next_object_generation());
     count(&PoolStats::relogins);
   }
 }
 
 bool SessionPool::pinned_stale_locked() const {
-  return !pinned_ || pinned_->generation() != module_->generation();
+  return !pinned_ || pinned_->generation() != current_module()->generation();
 }
 
 void SessionPool::reopen_pinned_locked() {
-  auto session = std::make_unique<Session>(module_, slot_, !config_.read_only);
+  auto session = std::make_unique<Session>(current_module(), slot_.load(), !config_.read_only);
   session->login(CKU_USER, pin_);
   const std::uint64_t generation = session->generation();
   pinned_ = std::move(session);  // the old one's session objects are gone or going
-  object_generation_.fetch_add(1);
+  object_generation_.store(next_object_generation());
   login_generation_.store(generation);
   mark_up();
   count(&PoolStats::sessions_opened);
@@ -350,7 +369,8 @@ void SessionPool::reopen_pinned_locked() {
 
 void SessionPool::reinitialize_module(std::uint64_t seen_generation) {
   std::lock_guard recovery(recovery_mutex_);
-  const bool due = module_->generation() == seen_generation;
+  const std::shared_ptr<Module> module = current_module();  // fixed while recovery_mutex_ is held
+  const bool due = module->generation() == seen_generation;
   if (due) {
     std::lock_guard breaker(breaker_mutex_);
     if (breaker_open_ && std::chrono::steady_clock::now() < next_reinit_) {
@@ -361,8 +381,8 @@ void SessionPool::reinitialize_module(std::uint64_t seen_generation) {
   }
   try {
     if (due) {
-      next_recycle_at_ = module_->objects_created() + config_.recycle_after_objects;
-      module_->reinitialize_if(seen_generation);
+      next_recycle_at_ = module->objects_created() + config_.recycle_after_objects;
+      module->reinitialize_if(seen_generation);
       count(&PoolStats::reinitializations);
     }
     // Every session and handle of the old generation is dead. Another pool on the same
@@ -460,27 +480,81 @@ void SessionPool::count(std::uint64_t PoolStats::*counter) {
 
 void SessionPool::recycle_if_due() noexcept {
   if (config_.recycle_after_objects == 0 || ThreadScope::inside()) return;
-  if (module_->objects_created() < next_recycle_at_.load()) return;
+  if (current_module()->objects_created() < next_recycle_at_.load()) return;
+  bool background = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (recycling_ || preparing_ || background_recycle_) return;
+    background = config_.fresh_instance && !fresh_instance_failed_;
+    background_recycle_ = background;
+  }
+  if (background) return start_background_recycle();
   try {
     recycle();
   } catch (...) {  // the module is left as a failed recovery leaves it: the next call recovers
   }
 }
 
+void SessionPool::start_background_recycle() noexcept {
+  // The whole recycle with a fresh instance on a thread of its own: the request that
+  // crossed the threshold does not wait for the new instance to load, nor the old to go.
+  const auto run = [this] {
+    // At a lower priority (nice 10 for this thread: Linux nices threads one by one): the
+    // new instance's loading and filling and the old one's C_Finalize use the CPU that
+    // requests leave idle, instead of competing with them. The drain and the switch are
+    // short and happen while new operations wait anyway.
+    (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kBackgroundRecycleNice);
+    try {
+      Retired old;
+      if (!recycle_with_fresh_instance(old)) recycle_in_place();
+      // `old` goes here: the old instance's sessions closed, C_Finalize, unloaded.
+    } catch (...) {  // as a failed recovery: the next operation recovers
+    }
+    std::lock_guard lock(mutex_);
+    background_recycle_ = false;
+  };
+  std::lock_guard lock(retire_mutex_);
+  if (retirer_.joinable()) retirer_.join();  // an earlier retirement: done by now
+  try {
+    retirer_ = std::thread(run);
+  } catch (...) {
+    std::lock_guard state(mutex_);
+    background_recycle_ = false;
+  }
+}
+
 bool SessionPool::recycle() {
+  bool fresh = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (recycling_ || preparing_) return false;  // another thread is at it
+    fresh = config_.fresh_instance && !fresh_instance_failed_;
+  }
+  if (fresh) {
+    Retired old;
+    if (const std::optional<bool> done = recycle_with_fresh_instance(old)) {
+      retire(std::move(old));
+      return *done;
+    }
+  }
+  return recycle_in_place();
+}
+
+bool SessionPool::recycle_in_place() {
   using Clock = std::chrono::steady_clock;
   const auto started = Clock::now();
   {
     std::unique_lock lock(mutex_);
-    if (recycling_) return false;  // another thread is at it
-    recycling_ = true;             // from here acquire() waits
+    if (recycling_ || preparing_) return false;  // another thread is at it
+    recycling_ = true;                           // from here acquire() waits
     const bool drained = drained_.wait_for(lock, config_.recycle_drain_timeout,
                                            [this] { return open_ == idle_.size(); });
     if (!drained) {
       recycling_ = false;
       ++stats_.recycles_abandoned;
       // Try again after a quarter of the threshold more objects.
-      next_recycle_at_ = module_->objects_created() + config_.recycle_after_objects / 4 + 1;
+      next_recycle_at_ =
+          current_module()->objects_created() + config_.recycle_after_objects / 4 + 1;
       available_.notify_all();
       return false;
     }
@@ -495,8 +569,9 @@ bool SessionPool::recycle() {
     std::lock_guard pinned(pinned_mutex_);  // waits for a pinned operation in flight
     // Counted before C_Finalize: objects created meanwhile by another pool of the module die
     // with this initialisation too.
-    next_recycle_at_ = module_->objects_created() + config_.recycle_after_objects;
-    module_->reinitialize_if(module_->generation());  // waits for other pools' calls
+    const std::shared_ptr<Module> module = current_module();
+    next_recycle_at_ = module->objects_created() + config_.recycle_after_objects;
+    module->reinitialize_if(module->generation());  // waits for other pools' calls
     drop_idle_sessions();
     {
       std::lock_guard lock(mutex_);
@@ -525,6 +600,142 @@ bool SessionPool::recycle() {
   return true;
 }
 
+std::optional<bool> SessionPool::recycle_with_fresh_instance(Retired& old) {
+  using Clock = std::chrono::steady_clock;
+  {
+    std::lock_guard lock(mutex_);
+    if (recycling_ || preparing_) return false;
+    preparing_ = true;  // another recycle() returns false from here
+  }
+  // 1. The new instance, logged in, while operations go on in the old one.
+  std::shared_ptr<Module> fresh;
+  std::unique_ptr<Session> fresh_pinned;
+  CK_SLOT_ID fresh_slot = 0;
+  try {
+    fresh = config_.fresh_instance();
+    fresh_slot = slot_of_our_token(*fresh);
+    fresh_pinned = std::make_unique<Session>(fresh, fresh_slot, !config_.read_only);
+    fresh_pinned->login(CKU_USER, pin_);
+  } catch (const Error&) {
+    fresh_pinned.reset();
+    fresh.reset();  // nothing was created in it: finalised at once
+    std::lock_guard lock(mutex_);
+    preparing_ = false;
+    fresh_instance_failed_ = true;
+    ++stats_.fresh_instance_failures;
+    return std::nullopt;
+  }
+  count(&PoolStats::sessions_opened);
+  // The caches fill the new instance now, off the request path (e.g. the key store
+  // unwraps its hot keys there), stamped with the generation the switch will set.
+  const std::uint64_t fresh_generation = next_object_generation();
+  {
+    std::lock_guard lock(preparer_mutex_);
+    if (preparer_) {
+      try {
+        preparer_(*fresh_pinned, fresh_generation);
+      } catch (...) {  // what it made is lost with nothing else: caches fill on use instead
+      }
+    }
+  }
+
+  // 2. The drain: new operations wait while those in flight finish on the old instance, so
+  // no operation mixes handles of two instances.
+  const auto pause_started = Clock::now();
+  {
+    std::unique_lock lock(mutex_);
+    recycling_ = true;
+    const bool drained = drained_.wait_for(lock, config_.recycle_drain_timeout,
+                                           [this] { return open_ == idle_.size(); });
+    if (!drained) {
+      recycling_ = false;
+      preparing_ = false;
+      ++stats_.recycles_abandoned;
+      next_recycle_at_ =
+          current_module()->objects_created() + config_.recycle_after_objects / 4 + 1;
+      available_.notify_all();
+      old = Retired{std::move(fresh), std::move(fresh_pinned), {}};  // never used: discarded
+      return false;
+    }
+  }
+
+  // 3. The switch (lock order: recovery_mutex_, pinned_mutex_, mutex_).
+  std::chrono::microseconds pause{};
+  std::vector<RecycleObserver> observers;
+  {
+    std::lock_guard recovery(recovery_mutex_);
+    std::lock_guard pinned(pinned_mutex_);  // waits for a pinned operation in flight
+    std::lock_guard lock(mutex_);
+    const std::uint64_t generation = fresh_pinned->generation();
+    next_recycle_at_ = fresh->objects_created() + config_.recycle_after_objects;
+    {
+      std::lock_guard module_lock(module_mutex_);
+      old.module = std::exchange(module_, std::move(fresh));
+    }
+    slot_.store(fresh_slot);
+    old.pinned = std::exchange(pinned_, std::move(fresh_pinned));
+    for (IdleSession& idle : idle_) old.sessions.push_back(std::move(idle.session));
+    open_ -= idle_.size();
+    idle_.clear();
+    handles_.clear();
+    object_generation_.store(fresh_generation);
+    login_generation_.store(generation);
+    recycling_ = false;
+    preparing_ = false;
+    pause = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - pause_started);
+    ++stats_.recycles;
+    stats_.longest_recycle_pause_us =
+        std::max<std::uint64_t>(stats_.longest_recycle_pause_us, pause.count());
+    observers = recycle_observers_;
+    available_.notify_all();
+  }
+  mark_up();  // a logged-in instance: the token is usable
+  // 4. The caller closes the old instance's sessions and finalises it, off the request path.
+  for (const auto& observer : observers) observer(pause);
+  return true;
+}
+
+CK_SLOT_ID SessionPool::slot_of_our_token(const Module& fresh) const {
+  const auto same = [](const auto& a, const auto& b) {
+    return std::equal(std::begin(a), std::end(a), std::begin(b));
+  };
+  for (const TokenDescription& token : fresh.tokens()) {
+    if (same(token.info.label, token_info_.label) &&
+        same(token.info.serialNumber, token_info_.serialNumber) &&
+        same(token.info.manufacturerID, token_info_.manufacturerID) &&
+        same(token.info.model, token_info_.model)) {
+      return token.slot;
+    }
+  }
+  throw Error(ErrorKind::not_found, "SessionPool::recycle",
+              "the fresh instance of the module shows no token with this pool's label and serial");
+}
+
+void SessionPool::retire(Retired old) noexcept {
+  std::lock_guard lock(retire_mutex_);
+  if (retirer_.joinable()) retirer_.join();  // the last one: done long ago
+  auto finalise = [old = std::move(old)]() mutable {
+    old.sessions.clear();  // C_CloseSession on the old instance
+    old.pinned.reset();    // with it the old instance's session objects
+    old.module.reset();    // the last Module of the instance: C_Finalize, unload
+  };
+  try {
+    retirer_ = std::thread(std::move(finalise));
+  } catch (...) {
+    // No thread: the instance went with the thread's copy of `finalise`, here.
+  }
+}
+
+void SessionPool::on_fresh_instance(FreshInstanceObserver observer) {
+  std::lock_guard lock(preparer_mutex_);  // waits for a call in progress
+  preparer_ = std::move(observer);
+}
+
+void SessionPool::finish_retiring() {
+  std::lock_guard lock(retire_mutex_);
+  if (retirer_.joinable()) retirer_.join();
+}
+
 void SessionPool::on_recycle(RecycleObserver observer) {
   std::lock_guard lock(mutex_);
   recycle_observers_.push_back(std::move(observer));
@@ -532,6 +743,11 @@ void SessionPool::on_recycle(RecycleObserver observer) {
 
 // ---------------------------------------------------------------------------------------
 // State
+
+std::shared_ptr<Module> SessionPool::current_module() const {
+  std::lock_guard lock(module_mutex_);
+  return module_;
+}
 
 std::uint64_t SessionPool::session_object_generation() const noexcept {
   return object_generation_.load();
@@ -543,7 +759,7 @@ PoolStats SessionPool::stats() const {
   result.open_sessions = open_ + 1;
   result.in_use = open_ - idle_.size();
   result.token_down = token_down_.load();
-  result.objects_created = module_->objects_created();
+  result.objects_created = current_module()->objects_created();
   result.recycling = recycling_;
   return result;
 }

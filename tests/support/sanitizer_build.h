@@ -16,7 +16,17 @@
 #endif
 #endif
 
-#ifdef KMS_TEST_ASAN
+// TSan replaces malloc too (its counters are read the same way).
+#if defined(__SANITIZE_THREAD__)
+#define KMS_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define KMS_TEST_TSAN 1
+#endif
+#endif
+
+#if defined(KMS_TEST_ASAN) || defined(KMS_TEST_TSAN)
+#define KMS_TEST_SANITIZER_ALLOCATOR 1
 #include <sanitizer/allocator_interface.h>
 #endif
 
@@ -30,7 +40,7 @@ inline constexpr bool kAddressSanitizer = false;
 
 // Heap bytes allocated and not freed in this process (every library's, the token's too).
 inline std::size_t heap_in_use_bytes() {
-#ifdef KMS_TEST_ASAN
+#ifdef KMS_TEST_SANITIZER_ALLOCATOR
   return __sanitizer_get_current_allocated_bytes();
 #else
   return mallinfo2().uordblks;

@@ -277,6 +277,49 @@ TEST_P(KeyStoreTest, TokenModeFindsTheTokenObject) {
   });
 }
 
+// A recycle with a fresh instance (SoftHSM's default): the store fills the new instance
+// before the pool switches to it, so the cached subscribers' keys are there at once (no
+// miss), correct, and destroyed in that instance when the store lets them go.
+TEST_P(KeyStoreTest, ARecycleWithAFreshInstanceKeepsTheCachedKeys) {
+  if (!context_->pool().config().fresh_instance) {
+    GTEST_SKIP() << "this token is not recycled with a fresh instance (it does not leak)";
+  }
+  const auto id = [](int i) { return "sip:warm" + std::to_string(i) + "@ims.example.net"; };
+  std::vector<Bytes> values;
+  for (int i = 0; i < 3; ++i) {
+    values.push_back(provision(IdentityKind::subscriber, id(i), tokens::KeyStoreMode::wrapped));
+  }
+  tokens::KeyStore store(*context_, *database_, 16);
+  const tokens::TokenProfile& profile = context_->profile();
+  store.keep_children(IdentityKind::subscriber, [&profile](hsm::Session& session,
+                                                           CK_OBJECT_HANDLE root,
+                                                           std::string_view identity) {
+    hsm::ObjectGuard child(session, tokens::derive(session, profile, root, testkdf::label("one"),
+                                                   testkdf::to_bytes(std::string(identity)),
+                                                   tokens::templates::response_key()));
+    return std::vector<CK_OBJECT_HANDLE>{child.release()};
+  });
+  for (int i = 0; i < 3; ++i) store.resolve(IdentityKind::subscriber, id(i));
+  const auto instance = context_->pool().module();
+  ASSERT_TRUE(context_->pool().recycle());
+  ASSERT_NE(context_->pool().module(), instance) << "a fresh instance serves now";
+  EXPECT_EQ(session_objects(), 3u) << "the new instance holds the three children, nothing else";
+
+  for (int i = 0; i < 3; ++i) {
+    const auto key = store.resolve(IdentityKind::subscriber, id(i));
+    EXPECT_TRUE(testkdf::key_holds(*context_, key.child(0),
+                                   testkdf::kdf(profile.id, values[std::size_t(i)],
+                                                testkdf::label("one"), testkdf::to_bytes(id(i)))))
+        << id(i);
+  }
+  const tokens::KeyStoreStats stats = store.stats();
+  EXPECT_EQ(stats.prewarmed, 3u);
+  EXPECT_EQ(stats.misses, 3u) << "only the first resolves missed";
+  EXPECT_EQ(stats.hits, 3u);
+  store.clear();
+  EXPECT_EQ(session_objects(), 0u);
+}
+
 // Session objects die with the session that created them: after all sessions are closed
 // behind the pool's back, the next operation recovers and the store unwraps again.
 TEST_P(KeyStoreTest, LostSessionObjectsAreUnwrappedAgain) {

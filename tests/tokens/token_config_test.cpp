@@ -16,7 +16,7 @@ void clear_environment() {
        {"KMS_PKCS11_MODULE", "KMS_PKCS11_INIT_RESERVED", "KMS_TOKEN_URI", "KMS_PIN_FILE",
         "KMS_PIN_ENV", "KMS_TOKEN_PROFILE", "KMS_DATABASE", "KMS_KEY_STORE", "KMS_KEY_CACHE_SIZE",
         "KMS_MAX_SESSIONS", "KMS_TOKEN_QUIRKS", "KMS_READ_ONLY_SESSIONS",
-        "KMS_RECYCLE_AFTER_OBJECTS"}) {
+        "KMS_RECYCLE_AFTER_OBJECTS", "KMS_RECYCLE"}) {
     unsetenv(name);
   }
 }
@@ -155,6 +155,29 @@ TEST(TokenConfig, RecycleAfterObjects) {
                tokens::ConfigError);
   setenv("KMS_RECYCLE_AFTER_OBJECTS", "many", 1);
   EXPECT_THROW(tokens::token_config_from_environment(), tokens::ConfigError);
+  clear_environment();
+}
+
+// [token] recycle / KMS_RECYCLE: how a leaking token's module is recycled.
+TEST(TokenConfig, RecycleMode) {
+  clear_environment();
+  tokens::TokenConfig config = tokens::token_config_from_environment();
+  EXPECT_EQ(config.recycle, tokens::RecycleMode::fresh_instance);
+  setenv("KMS_RECYCLE", "in_place", 1);
+  config = tokens::token_config_from_environment();
+  EXPECT_EQ(config.recycle, tokens::RecycleMode::in_place);
+  tokens::apply_config_text(config, "[token]\nrecycle = \"fresh_instance\"\n");
+  EXPECT_EQ(config.recycle, tokens::RecycleMode::fresh_instance);
+  try {
+    tokens::apply_config_text(config, "[token]\nrecycle = \"sometimes\"\n");
+    FAIL() << "an unknown recycle mode was accepted";
+  } catch (const tokens::ConfigError& error) {
+    EXPECT_NE(std::string(error.what()).find("recycle"), std::string::npos) << error.what();
+  }
+  setenv("KMS_RECYCLE", "never", 1);
+  EXPECT_THROW(tokens::token_config_from_environment(), tokens::ConfigError);
+  EXPECT_EQ(tokens::recycle_mode_name(tokens::RecycleMode::in_place), "in_place");
+  EXPECT_EQ(tokens::parse_recycle_mode("fresh_instance"), tokens::RecycleMode::fresh_instance);
   clear_environment();
 }
 

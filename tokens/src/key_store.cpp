@@ -12,6 +12,12 @@ std::string cache_key(IdentityKind kind, std::string_view identity) {
   return std::string(kind_name(kind)) + '\n' + std::string(identity);
 }
 
+IdentityKind kind_of_cache_key(std::string_view key) {
+  return key.substr(0, key.find('\n')) == kind_name(IdentityKind::bridge)
+             ? IdentityKind::bridge
+             : IdentityKind::subscriber;
+}
+
 }  // namespace
 
 LookupError::LookupError(Reason reason, IdentityKind kind, std::string identity)
@@ -52,9 +58,79 @@ KeyStore::KeyStore(TokenContext& token, KeyDatabase& database, std::size_t cache
     : token_(token),
       database_(database),
       capacity_(cache_size == 0 ? 1 : cache_size),
-      generation_(token.pool().session_object_generation()) {}
+      generation_(token.pool().session_object_generation()) {
+  token_.pool().on_fresh_instance([this](hsm::Session& pinned, std::uint64_t generation) {
+    prepare_fresh_instance(pinned, generation);
+  });
+}
 
-KeyStore::~KeyStore() { clear(); }
+KeyStore::~KeyStore() {
+  token_.pool().on_fresh_instance({});  // waits for a prepare_fresh_instance() in progress
+  clear();
+}
+
+void KeyStore::prepare_fresh_instance(hsm::Session& pinned, std::uint64_t generation) {
+  struct Wanted {
+    std::string cache_key;
+    IdentityKind kind;
+    std::string identity;
+    std::uint32_t version;
+  };
+  std::vector<Wanted> wanted;
+  {
+    std::lock_guard lock(mutex_);
+    wanted.reserve(entries_.size());
+    for (const std::string& key : lru_) {
+      const Entry& entry = entries_.at(key);
+      wanted.push_back(
+          {key, kind_of_cache_key(key), key.substr(key.find('\n') + 1), entry.version});
+    }
+  }
+  hsm::SessionPool& pool = token_.pool();
+  const TokenProfile& profile = token_.profile();
+  std::vector<Prepared> made;
+  made.reserve(wanted.size());
+  try {
+    // The storage key as a token object of the fresh instance (a copy would be one more
+    // object; SoftHSM, the token that recycles, refuses copies anyway).
+    const hsm::KeyRef ref = storage_key_ref();
+    hsm::AttributeTemplate match;
+    match.set_ulong(CKA_CLASS, ref.object_class)
+        .set_bool(CKA_TOKEN, true)
+        .set_string(CKA_LABEL, ref.label);
+    const std::optional<CK_OBJECT_HANDLE> storage = pinned.find_one(std::move(match));
+    if (!storage) return;
+    for (const Wanted& want : wanted) {
+      const std::optional<IdentityRecord> record = database_.find(want.kind, want.identity);
+      // Revoked, rotated or in token mode since: left to the next resolve().
+      if (!record || record->status == KeyStatus::revoked || record->key_version != want.version ||
+          record->mode != KeyStoreMode::wrapped) {
+        continue;
+      }
+      const CK_OBJECT_HANDLE handle = unwrap_aes_key(
+          pinned, profile, *storage, record->wrapped_key,
+          templates::root_key(profile, record->kind, record->identity, record->key_version, false));
+      const ChildKeys derive = children_of(want.kind);
+      if (!derive) {
+        made.push_back({want.cache_key, want.version,
+                        std::make_shared<const StoredKey>(&pool, handle, true, generation)});
+        continue;
+      }
+      const hsm::ObjectGuard root(pinned, handle);
+      std::vector<CK_OBJECT_HANDLE> children = derive(pinned, root.get(), record->identity);
+      made.push_back({want.cache_key, want.version,
+                      std::make_shared<const StoredKey>(&pool, CK_INVALID_HANDLE, false, generation,
+                                                        std::move(children))});
+    }
+  } catch (const std::exception&) {
+    // A token or database error: what was made so far is kept; the rest fills on use.
+  }
+  std::vector<Prepared> dropped;  // an earlier, never adopted preparation
+  std::lock_guard lock(mutex_);
+  dropped.swap(prepared_);
+  prepared_ = std::move(made);
+  prepared_generation_ = generation;
+}
 
 ResolvedKey KeyStore::resolve(IdentityKind kind, std::string_view identity) {
   std::optional<IdentityRecord> record = database_.find(kind, identity);
@@ -89,6 +165,22 @@ void KeyStore::follow_generation_locked(std::vector<std::shared_ptr<const Stored
   lru_.clear();
   dropped.push_back(std::move(master_copy_));
   generation_ = generation;
+  // A fresh instance the store filled before the pool switched to it.
+  if (generation != prepared_generation_) return;
+  for (Prepared& prepared : prepared_) {
+    if (entries_.size() >= capacity_) break;
+    if (entries_.count(prepared.cache_key) != 0) continue;
+    lru_.push_back(prepared.cache_key);  // most recent first, as prepared
+    entries_.emplace(prepared.cache_key,
+                     Entry{prepared.version, std::move(prepared.key), std::prev(lru_.end())});
+    ++stats_.prewarmed;
+  }
+  // Beyond capacity: released by the caller, outside the lock (a destroy takes the pinned
+  // session).
+  for (Prepared& prepared : prepared_) {
+    if (prepared.key) dropped.push_back(std::move(prepared.key));
+  }
+  prepared_.clear();
 }
 
 std::shared_ptr<const StoredKey> KeyStore::cached(const std::string& key, std::uint32_t version) {

@@ -69,6 +69,11 @@ void apply_environment(TokenConfig& config) {
   if (auto v = env("KMS_RECYCLE_AFTER_OBJECTS")) {
     config.recycle_after_objects = parse_size(*v, "KMS_RECYCLE_AFTER_OBJECTS");
   }
+  if (auto v = env("KMS_RECYCLE")) {
+    auto mode = parse_recycle_mode(*v);
+    if (!mode) throw ConfigError("KMS_RECYCLE: \"" + *v + "\" is not fresh_instance or in_place");
+    config.recycle = *mode;
+  }
   if (auto v = env("KMS_READ_ONLY_SESSIONS")) {
     if (*v != "true" && *v != "false") {
       throw ConfigError("KMS_READ_ONLY_SESSIONS: \"" + *v + "\" is not true or false");
@@ -119,6 +124,11 @@ void apply_token_table(TokenConfig& config, const toml::table& token, std::strin
       config.max_sessions = require_size(node, where);
     } else if (key == "recycle_after_objects") {
       config.recycle_after_objects = require_size(node, where);
+    } else if (key == "recycle") {
+      const std::string value = require_string(node, where);
+      auto mode = parse_recycle_mode(value);
+      if (!mode) throw ConfigError(where + ": \"" + value + "\" is not fresh_instance or in_place");
+      config.recycle = *mode;
     } else if (key == "read_only_sessions") {
       const auto* value = node.as_boolean();
       if (value == nullptr) throw ConfigError(where + " must be true or false");
@@ -187,6 +197,16 @@ std::string_view key_store_mode_name(KeyStoreMode mode) {
 std::optional<KeyStoreMode> parse_key_store_mode(std::string_view name) {
   if (name == "wrapped") return KeyStoreMode::wrapped;
   if (name == "token") return KeyStoreMode::token;
+  return std::nullopt;
+}
+
+std::string_view recycle_mode_name(RecycleMode mode) {
+  return mode == RecycleMode::in_place ? "in_place" : "fresh_instance";
+}
+
+std::optional<RecycleMode> parse_recycle_mode(std::string_view name) {
+  if (name == "fresh_instance") return RecycleMode::fresh_instance;
+  if (name == "in_place") return RecycleMode::in_place;
   return std::nullopt;
 }
 

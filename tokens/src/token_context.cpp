@@ -22,18 +22,26 @@ std::unique_ptr<TokenContext> TokenContext::open(const TokenConfig& config) {
   std::unique_ptr<TokenContext> context(new TokenContext());
   if (!pin_warning.empty()) context->warnings_.push_back(std::move(pin_warning));
   context->config_ = config;
-  context->module_ = hsm::Module::load(config.module_config());
-  context->token_ = uri.select(*context->module_);
-  const std::vector<CK_MECHANISM_TYPE> mechanisms =
-      context->module_->mechanisms(context->token_.slot);
+  // Held by the pool only: a recycle with a fresh instance must be able to finalise it.
+  std::shared_ptr<hsm::Module> module = hsm::Module::load(config.module_config());
+  context->token_ = uri.select(*module);
+  const std::vector<CK_MECHANISM_TYPE> mechanisms = module->mechanisms(context->token_.slot);
   context->profile_ = select_profile(mechanisms, config.profile);
   context->profile_.quirks = config.quirks == "auto"
-                                 ? detect_quirks(context->module_->info(), context->token_.info)
+                                 ? detect_quirks(module->info(), context->token_.info)
                                  : quirks_by_name(config.quirks);
   hsm::PoolConfig pool_config = config.pool_config();
   pool_config.recycle_after_objects =
       recycle_threshold(context->profile_.quirks, config.recycle_after_objects);
-  context->pool_ = std::make_unique<hsm::SessionPool>(context->module_, context->token_.slot,
+  // A second instance of the library only for the token known to need and bear it
+  // (SoftHSM): another vendor's library may hold connections or licences per instance.
+  if (pool_config.recycle_after_objects > 0 && config.recycle == RecycleMode::fresh_instance &&
+      context->profile_.quirks.leaks_destroyed_session_objects) {
+    pool_config.fresh_instance = [module_config = config.module_config()] {
+      return hsm::Module::load_instance(module_config);
+    };
+  }
+  context->pool_ = std::make_unique<hsm::SessionPool>(std::move(module), context->token_.slot,
                                                       std::move(pin), pool_config);
   for (const std::string& warning : context->pool_->warnings()) {
     context->warnings_.push_back(warning);

@@ -6,6 +6,11 @@
 // finalises, and reinitialize() acts for all of them (they share the generation). Loading
 // the same library again with different init_reserved while it is live fails with
 // ErrorKind::invalid_argument, because the library keeps its first arguments.
+//
+// load_instance() is the exception: a private copy of the library, initialised on its own
+// and shared with nobody, so that a new instance can serve while an old one is finalised
+// (SessionPool's overlapping recycle). Generation numbers are unique in the process, across
+// instances, so a session of one instance never passes for a session of another.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +46,13 @@ struct TokenDescription {
 class Module {
  public:
   static std::shared_ptr<Module> load(const ModuleConfig& config);
+  // A separate instance of the library: its .so copied into an anonymous file
+  // (memfd_create) and loaded from there, so the dynamic loader maps it anew with its own
+  // globals; C_Initialize'd on its own, with its own sessions, session objects and login.
+  // Its C_Finalize (when the last Module of it dies) leaves every other instance alone.
+  // library_path() still names the original. Throws ErrorKind::module_load when the copy
+  // cannot be made or loaded (e.g. no memfd_create, or a policy that forbids mapping it).
+  static std::shared_ptr<Module> load_instance(const ModuleConfig& config);
   ~Module();
   Module(const Module&) = delete;
   Module& operator=(const Module&) = delete;
@@ -59,8 +71,8 @@ class Module {
   // C_Finalize + C_Initialize, after CKR_DEVICE_ERROR / CKR_TOKEN_NOT_PRESENT. Every
   // session of this module is gone afterwards. Returns the new generation number.
   std::uint64_t reinitialize();
-  // Incremented by every reinitialize(); session-object handles from an earlier
-  // generation are dead.
+  // Changed by every reinitialize() (to a number no instance in the process had before);
+  // session handles and session-object handles from an earlier generation are dead.
   std::uint64_t generation() const noexcept;
   // reinitialize() unless another thread already did since seen_generation was read:
   // many threads hitting one device error re-initialise once. Returns the generation.
@@ -89,6 +101,10 @@ class Module {
   std::string library_path_;
   CK_FUNCTION_LIST* functions_ = nullptr;  // p11-kit module handle (unmanaged)
   std::shared_ptr<Shared> shared_;
+  // load_instance(): the anonymous copy, open while the instance is loaded, so no other
+  // instance can be loaded under the same /proc/self/fd name meanwhile.
+  int instance_fd_ = -1;
+  void* dl_handle_ = nullptr;  // load_instance(): its dlopen handle
 };
 
 // "CKM_AES_GCM" for CKM_AES_GCM; also the 3.0 names used here.

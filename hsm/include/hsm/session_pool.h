@@ -22,11 +22,18 @@
 // must not outlive the pool, and are given back by the thread that acquired them.
 //
 // Recycling (recycle(), recycle_after_objects): a planned re-initialisation for a token that
-// never frees destroyed session objects (SoftHSM 2.6.1). New operations wait (up to
-// acquire_timeout) while the operations in flight finish, then C_Finalize + C_Initialize,
-// the pinned session is reopened and logged in; session objects die, so
-// session_object_generation() changes and caches rebuild on next use. No operation fails
-// because of it. The policy (how many objects) is the caller's: the pool only counts.
+// never frees destroyed session objects (SoftHSM 2.6.1). No operation fails because of it,
+// and session objects die with it, so session_object_generation() changes and caches
+// rebuild on next use. The policy (how many objects) is the caller's: the pool only counts.
+// Two ways, by PoolConfig::fresh_instance:
+//   - with a fresh instance (the factory is set): a new instance of the library is loaded,
+//     initialised and its pinned session logged in while operations go on; then new
+//     operations wait only while those in flight finish (the drain), the pool switches to
+//     the new instance, and the old one is closed and finalised on a thread of its own.
+//   - in place: new operations wait (up to acquire_timeout) while the operations in flight
+//     finish, then C_Finalize + C_Initialize, the pinned session is reopened and logged in.
+// module() and slot() change with a recycle with a fresh instance: they are written only
+// after the drain, with recovery_mutex_, pinned_mutex_ and mutex_ held.
 #pragma once
 
 #include <atomic>
@@ -39,6 +46,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -91,6 +99,11 @@ struct PoolConfig {
   // operation holds a session that long), nothing is recycled, the waiting operations go
   // on, and the next attempt comes after another quarter of recycle_after_objects.
   std::chrono::milliseconds recycle_drain_timeout{1000};
+  // Recycle with a fresh instance of the library made by this factory (e.g.
+  // Module::load_instance) instead of in place; see the top of this file. If it throws
+  // hsm::Error, that recycle and every later one is done in place
+  // (PoolStats::fresh_instance_failures).
+  std::function<std::shared_ptr<Module>()> fresh_instance;
 };
 
 struct PoolStats {
@@ -107,9 +120,13 @@ struct PoolStats {
   std::uint64_t reinit_suppressed = 0;   // attempts refused by the circuit breaker (backoff)
   std::uint64_t recycles = 0;            // planned re-initialisations (recycle())
   std::uint64_t recycles_abandoned = 0;  // operations in flight did not finish in time
-  std::uint64_t objects_created = 0;     // by the module's sessions, since it was loaded
-  // The longest time operations were held back by one recycle (drain + re-initialisation
-  // + login), in microseconds: what a request may wait because of recycling.
+  // PoolConfig::fresh_instance failed (module load, C_Initialize, token or login): recycled
+  // in place from then on.
+  std::uint64_t fresh_instance_failures = 0;
+  std::uint64_t objects_created = 0;  // by the module's sessions, since it was loaded
+  // The longest time operations were held back by one recycle, in microseconds: what a
+  // request may wait because of recycling (with a fresh instance the drain and the switch;
+  // in place also C_Finalize, C_Initialize and the login).
   std::uint64_t longest_recycle_pause_us = 0;
   bool recycling = false;   // a recycle is waiting for operations in flight, or running
   bool token_down = false;  // the breaker is open: the last recovery failed
@@ -199,8 +216,9 @@ class SessionPool {
   // re-initialised). Caches of session-object handles compare it before use.
   std::uint64_t session_object_generation() const noexcept;
 
-  std::shared_ptr<Module> module() const noexcept { return module_; }
-  CK_SLOT_ID slot() const noexcept { return slot_; }
+  // The instance in use now (another one after a recycle with a fresh instance).
+  std::shared_ptr<Module> module() const { return current_module(); }
+  CK_SLOT_ID slot() const noexcept { return slot_.load(); }
   // The effective configuration (max_sessions after the token's session limit).
   const PoolConfig& config() const noexcept { return config_; }
   // What the pool changed from its configuration at construction, one sentence each, for
@@ -235,6 +253,19 @@ class SessionPool {
   // back; an observer must not call back into the pool.
   using RecycleObserver = std::function<void(std::chrono::microseconds pause)>;
   void on_recycle(RecycleObserver observer);
+  // Waits until a recycle with a fresh instance that runs on its own thread (the ones
+  // recycle_after_objects starts) has finished, and the instances it left are closed and
+  // finalised: for an orderly stop and for tests that measure memory.
+  void finish_retiring();
+  // A recycle with a fresh instance calls this (one observer; empty: none) on its own
+  // thread with the fresh instance's logged-in pinned session, before it holds operations
+  // back: a cache may create session objects for the new instance there, on that session
+  // only, stamped with `object_generation`; they are valid once session_object_generation()
+  // equals it (after the switch; never, if the recycle is abandoned). Setting it waits for a
+  // call in progress, so an owner can clear it in its destructor.
+  using FreshInstanceObserver =
+      std::function<void(Session& pinned, std::uint64_t object_generation)>;
+  void on_fresh_instance(FreshInstanceObserver observer);
 
  private:
   friend class Lease;
@@ -261,12 +292,27 @@ class SessionPool {
     std::chrono::steady_clock::time_point since;  // given back at
   };
   void recycle_if_due() noexcept;
+  // What a recycle with a fresh instance leaves behind, closed and finalised by retire().
+  struct Retired {
+    std::shared_ptr<Module> module;
+    std::unique_ptr<Session> pinned;
+    std::vector<std::unique_ptr<Session>> sessions;
+  };
+  bool recycle_in_place();
+  // nullopt: no fresh instance could be made; the caller recycles in place. Leaves in `old`
+  // what the caller must close and finalise (the old instance, or an unused fresh one).
+  std::optional<bool> recycle_with_fresh_instance(Retired& old);
+  void start_background_recycle() noexcept;  // on retirer_
+  // The slot of `fresh` that holds this pool's token (same label, serial, manufacturer, model).
+  CK_SLOT_ID slot_of_our_token(const Module& fresh) const;
+  // On a thread of its own (C_Finalize of SoftHSM with many objects takes ~100 ms).
+  void retire(Retired old) noexcept;
   struct CachedHandle {
     CK_OBJECT_HANDLE handle;
     std::uint64_t module_generation;  // handles die with the module's initialisation
   };
   void give_back(std::unique_ptr<Session> session, bool discard) noexcept;
-  std::unique_ptr<Session> open_session();
+  std::unique_ptr<Session> open_session(std::shared_ptr<Module> module, CK_SLOT_ID slot);
   void apply_session_limit();  // constructor: caps config_.max_sessions, notes warnings_
   bool recover(Lease& lease, const Error& error);  // true: worth running op again
   bool recover_pinned(const Error& error);
@@ -283,8 +329,15 @@ class SessionPool {
   void notify_recovery(const Error& error);
   void count(std::uint64_t PoolStats::*counter);
 
+  // See the top of this file. Read through current_module(): module_mutex_ is a leaf lock
+  // (nothing else is taken while it is held). Not std::atomic<std::shared_ptr>: with
+  // libstdc++ 12's, the 10,000-subscriber bulk import test died of heap corruption in about
+  // half of its runs; with the mutex it did not (and TSan understands a mutex).
+  std::shared_ptr<Module> current_module() const;
+  mutable std::mutex module_mutex_;
   std::shared_ptr<Module> module_;
-  CK_SLOT_ID slot_;
+  std::atomic<CK_SLOT_ID> slot_;
+  CK_TOKEN_INFO token_info_{};  // at construction: finds the token in a fresh instance
   SecureString pin_;
   PoolConfig config_;
   std::vector<std::string> warnings_;
@@ -302,7 +355,10 @@ class SessionPool {
   std::vector<RecoveryObserver> observers_;
   std::vector<RecycleObserver> recycle_observers_;  // guarded by mutex_
   bool recycling_ = false;                          // guarded by mutex_: acquire() waits
-  std::condition_variable drained_;                 // a lease came back while recycling_
+  bool preparing_ = false;              // guarded by mutex_: a fresh instance is being made
+  bool fresh_instance_failed_ = false;  // guarded by mutex_: recycle in place from now on
+  bool background_recycle_ = false;     // guarded by mutex_: start_background_recycle() runs
+  std::condition_variable drained_;     // a lease came back while recycling_
   // Module::objects_created() at which the next recycle is due.
   std::atomic<std::uint64_t> next_recycle_at_{0};
 
@@ -317,6 +373,12 @@ class SessionPool {
   std::vector<HealthObserver> health_observers_;  // guarded by mutex_
   mutable std::mutex pinned_mutex_;
   std::unique_ptr<Session> pinned_;
+  std::mutex retire_mutex_;  // guards retirer_
+  // Runs a background recycle or finalises the last retired instance; joined by the
+  // destructor.
+  std::thread retirer_;
+  std::mutex preparer_mutex_;  // held while preparer_ runs
+  FreshInstanceObserver preparer_;
 };
 
 }  // namespace hsm

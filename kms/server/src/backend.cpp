@@ -121,6 +121,9 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger)
     single_metric(out, "kms_session_pool_recycles_abandoned_total", "counter",
                   "Recycles given up because operations in flight did not finish in time",
                   pool.recycles_abandoned);
+    single_metric(out, "kms_session_pool_fresh_instance_failures_total", "counter",
+                  "Recycles that could not load a fresh instance of the module (then in place)",
+                  pool.fresh_instance_failures);
     single_metric(out, "kms_session_pool_longest_recycle_pause_microseconds", "gauge",
                   "Longest time operations were held back by one recycle",
                   pool.longest_recycle_pause_us);
@@ -141,6 +144,9 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger)
                   keys.misses);
     single_metric(out, "kms_key_cache_entries", "gauge",
                   "Identities whose keys are cached in the token", keys.cached);
+    single_metric(out, "kms_key_cache_prewarmed_total", "counter",
+                  "Cached keys made in a fresh module instance before a recycle switched to it",
+                  keys.prewarmed);
     single_metric(out, "kms_key_cache_evictions_total", "counter",
                   "Unwrapped keys evicted from the cache (least recently used)", keys.evictions);
     single_metric(out, "kms_key_lookups_refused_total", "counter",

@@ -16,6 +16,13 @@
 // The master key (master()) and the storage key that unwraps on a miss: session-object
 // copies where the token permits copying them, else the token objects (docs/ARCHITECTURE.md
 // "Key store").
+//
+// A recycle with a fresh instance (hsm/session_pool.h) would leave the cache empty and every
+// subscriber's next request paying an unwrap and its derives at once, all on the pinned
+// session. The store therefore fills the fresh instance before the pool switches to it: the
+// cached wrapped-mode entries, most recent first, are unwrapped and their children derived
+// there on the recycling thread (KeyStoreStats::prewarmed), and become the cache when the
+// switch happens.
 #pragma once
 
 #include <array>
@@ -101,7 +108,8 @@ struct KeyStoreStats {
   std::uint64_t hits = 0;
   std::uint64_t misses = 0;  // unwraps (wrapped mode) or pool handle lookups (token mode)
   std::uint64_t evictions = 0;
-  std::uint64_t refused = 0;  // unknown or revoked
+  std::uint64_t refused = 0;    // unknown or revoked
+  std::uint64_t prewarmed = 0;  // entries made in a fresh instance before a recycle switched to it
   std::size_t cached = 0;
   // master() hands out a session-object copy of M (false: the token object, because the
   // token refused the copy, or before the first master()).
@@ -145,6 +153,14 @@ class KeyStore {
     std::shared_ptr<const StoredKey> key;
     Lru::iterator position;
   };
+  // Entries made in a fresh instance for a session-object generation yet to come.
+  struct Prepared {
+    std::string cache_key;
+    std::uint32_t version;
+    std::shared_ptr<const StoredKey> key;
+  };
+  // SessionPool::on_fresh_instance(): on the recycling thread.
+  void prepare_fresh_instance(hsm::Session& pinned, std::uint64_t generation);
   std::shared_ptr<const StoredKey> cached(const std::string& cache_key, std::uint32_t version);
   std::shared_ptr<const StoredKey> unwrap(const IdentityRecord& record, const ChildKeys& derive);
   std::shared_ptr<const StoredKey> find_token_object(const IdentityRecord& record,
@@ -168,7 +184,9 @@ class KeyStore {
   KeyStoreStats stats_;
   std::array<ChildKeys, 2> children_;  // by IdentityKind
   std::shared_ptr<const StoredKey> master_copy_;
-  bool master_copy_refused_ = false;  // the token refused C_CopyObject of M: never asked again
+  std::uint64_t prepared_generation_ = 0;  // guarded by mutex_
+  std::vector<Prepared> prepared_;         // guarded by mutex_; most recent first
+  bool master_copy_refused_ = false;       // the token refused C_CopyObject of M: never asked again
   // Touched only on the pinned session (run_pinned serialises): no lock.
   std::shared_ptr<const StoredKey> storage_copy_;
   bool storage_copy_refused_ = false;

@@ -19,6 +19,9 @@
 //   max_sessions = 8                          KMS_MAX_SESSIONS
 //   recycle_after_objects = 200000            KMS_RECYCLE_AFTER_OBJECTS (0: never; unset: the
 //                                             token quirks' default, tokens/token_quirks.h)
+//   recycle = "fresh_instance"                KMS_RECYCLE ("fresh_instance" | "in_place"; a
+//                                             fresh instance only on a token with the
+//                                             leaks_destroyed_session_objects quirk)
 //   read_only_sessions = true|false           KMS_READ_ONLY_SESSIONS ("true" | "false");
 //                                             unset: the program's default (kmsd: true;
 //                                             kms-provision always read/write)
@@ -55,6 +58,13 @@ enum class KeyStoreMode { wrapped, token };
 std::string_view key_store_mode_name(KeyStoreMode mode);  // "wrapped" / "token"
 std::optional<KeyStoreMode> parse_key_store_mode(std::string_view name);
 
+// How the module is recycled (hsm/session_pool.h "Recycling"): a fresh instance of the
+// library serves while the old one is finalised (requests wait only for the drain), or in
+// place (requests also wait for C_Finalize, C_Initialize and the login).
+enum class RecycleMode { fresh_instance, in_place };
+std::string_view recycle_mode_name(RecycleMode mode);  // "fresh_instance" / "in_place"
+std::optional<RecycleMode> parse_recycle_mode(std::string_view name);
+
 // A configuration value is missing or wrong; what() names the key and its source.
 class ConfigError : public std::runtime_error {
  public:
@@ -73,7 +83,7 @@ struct TokenConfig {
   std::optional<std::string> pin_file;
   std::optional<std::string> pin_env;
   std::string profile = "auto";
-  std::string quirks = "auto";  // tokens/token_quirks.h; auto = detect from C_GetInfo
+  std::string quirks = "auto";      // tokens/token_quirks.h; auto = detect from C_GetInfo
   std::string database = "kms.db";  // a database URL or an SQLite path
   KeyStoreMode key_store = KeyStoreMode::wrapped;
   // About 17 KiB per entry on SoftHSM, 10 KiB on NSS (docs/ARCHITECTURE.md "Key store").
@@ -82,6 +92,7 @@ struct TokenConfig {
   // hsm::PoolConfig::recycle_after_objects; unset: recycle_threshold() of the token's quirks
   // (TokenContext::open decides, once the quirks are known).
   std::optional<std::uint64_t> recycle_after_objects;
+  RecycleMode recycle = RecycleMode::fresh_instance;
   // hsm::PoolConfig::read_only; unset: the program decides (pool_config() says false).
   std::optional<bool> read_only_sessions;
 

@@ -41,7 +41,8 @@ class TokenContext {
   const TokenProfile& profile() const noexcept { return profile_; }
   const hsm::TokenDescription& token() const noexcept { return token_; }
   const TokenConfig& config() const noexcept { return config_; }
-  std::shared_ptr<hsm::Module> module() const noexcept { return module_; }
+  // The instance the pool uses now (a recycle with a fresh instance replaces it).
+  std::shared_ptr<hsm::Module> module() const noexcept { return pool_->module(); }
   // What opening changed or accepted against the configuration, one sentence each, for the
   // program's log or stderr: a PIN file accepted with KMS_ALLOW_INSECURE_PIN_FILE=1,
   // max_sessions lowered to the token's session limit.
@@ -60,7 +61,6 @@ class TokenContext {
  private:
   TokenContext() = default;
   TokenConfig config_;
-  std::shared_ptr<hsm::Module> module_;
   hsm::TokenDescription token_{};
   TokenProfile profile_;
   std::unique_ptr<hsm::SessionPool> pool_;
