@@ -330,9 +330,7 @@ class SessionPool {
   void count(std::uint64_t PoolStats::*counter);
 
   // See the top of this file. Read through current_module(): module_mutex_ is a leaf lock
-  // (nothing else is taken while it is held). Not std::atomic<std::shared_ptr>: with
-  // libstdc++ 12's, the 10,000-subscriber bulk import test died of heap corruption in about
-  // half of its runs; with the mutex it did not (and TSan understands a mutex).
+  // (nothing else is taken while it is held).
   std::shared_ptr<Module> current_module() const;
   mutable std::mutex module_mutex_;
   std::shared_ptr<Module> module_;
