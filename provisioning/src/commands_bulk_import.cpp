@@ -60,6 +60,9 @@ int run_bulk_import(Context& context, tokens::IdentityKind kind, const BulkImpor
         {result.unit, problem.number}, {"identity", problem.identity}, {"reason", problem.reason}});
   }
   report_failures(options.file, result);
+  for (const std::string& warning : result.warnings) {
+    std::cerr << "kms-provision: warning: " << warning << "\n";
+  }
   std::string human = "imported " + std::to_string(result.imported) + " " + kinds + ", " +
                       std::to_string(result.failed.size()) + " failed";
   if (options.skip_existing) {
@@ -67,7 +70,8 @@ int run_bulk_import(Context& context, tokens::IdentityKind kind, const BulkImpor
   }
   context.print(json::object{{"imported", result.imported},
                              {"skipped", result.skipped},
-                             {"failed", std::move(failed)}},
+                             {"failed", std::move(failed)},
+                             {"token_instances", result.token_instances}},
                 human + "\n");
   return result.failed.empty() ? kOk : kPartialImport;
 }

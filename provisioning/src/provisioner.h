@@ -45,6 +45,10 @@ struct ImportResult {
   // The number (line or entry) of the last entry of the last committed chunk: every entry
   // up to it is imported, skipped or failed; none after it is imported. 0: none committed.
   std::size_t committed_through = 0;
+  // Instances of the token's library that did the token work (bulk import: more than one
+  // on a token with the quirk serialises_token_object_use).
+  std::size_t token_instances = 1;
+  std::vector<std::string> warnings;  // one sentence each, for stderr
 };
 
 struct BulkImportSettings {

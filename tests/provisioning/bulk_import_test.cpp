@@ -5,6 +5,7 @@
 // then imports the rest.
 #include <gtest/gtest.h>
 
+#include <boost/json.hpp>
 #include <map>
 #include <sstream>
 
@@ -167,6 +168,44 @@ TEST_P(BulkImportTest, AFailureStopsAfterTheCommittedChunksAndSkipExistingResume
       EXPECT_TRUE(stored_key_holds(IdentityKind::subscriber, id(i), keys[std::size_t(i)])) << i;
     }
     EXPECT_EQ(subscriber_objects(), mode == tokens::KeyStoreMode::token ? 8u : 0u);
+  }
+}
+
+// SoftHSM runs one instance's operations on a token object nearly one at a time (the quirk
+// serialises_token_object_use): the second worker of a wrapped-mode import runs on an
+// instance of the library of its own, and the keys it stored are the right ones. One
+// instance elsewhere, and in token mode (one worker).
+TEST_P(BulkImportTest, TheSecondWorkerHasAnInstanceOfItsOwnWhereTheTokenSerialisesOne) {
+  init();
+  const bool softhsm = GetParam() == testsupport::TokenKind::softhsm;
+  for (const auto mode : {tokens::KeyStoreMode::wrapped, tokens::KeyStoreMode::token}) {
+    SCOPED_TRACE(tokens::key_store_mode_name(mode));
+    std::vector<std::string> args = use_mode(mode);
+    const std::string prefix = mode == tokens::KeyStoreMode::wrapped ? "w" : "t";
+    std::vector<Bytes> keys;
+    std::string csv = "identity,wrapped_key\n";
+    for (int i = 0; i < 8; ++i) {
+      keys.push_back(testkdf::random_bytes(32));
+      csv += "sip:" + prefix + "lane" + std::to_string(i) + "@ims.example.net," +
+             hex(testkdf::wrap_pad(transport_, keys.back())) + "\n";
+    }
+    const std::string file = dir_->path() + "/lanes-" + prefix + ".csv";
+    clitest::write_file(file, csv);
+    args.insert(args.begin(), "--json");
+    args.insert(args.end(), {"subscriber", "import", "--file", file, "--batch-size", "4"});
+    const auto result = cli(args);
+    ASSERT_EQ(result.exit_code, 0) << result.err;
+    EXPECT_EQ(result.err, "");  // no fallback warning: the separate instance opened
+    const boost::json::object out = boost::json::parse(result.out).as_object();
+    EXPECT_EQ(out.at("imported").to_number<int>(), 8);
+    const int expected = softhsm && mode == tokens::KeyStoreMode::wrapped ? 2 : 1;
+    EXPECT_EQ(out.at("token_instances").to_number<int>(), expected) << result.out;
+    for (int i = 0; i < 8; ++i) {  // both workers' shares (entries 0, 2, ... and 1, 3, ...)
+      EXPECT_TRUE(stored_key_holds(
+          IdentityKind::subscriber,
+          "sip:" + prefix + "lane" + std::to_string(i) + "@ims.example.net", keys[std::size_t(i)]))
+          << i;
+    }
   }
 }
 

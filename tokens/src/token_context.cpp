@@ -6,7 +6,7 @@ namespace tokens {
 
 TokenContext::~TokenContext() = default;
 
-std::unique_ptr<TokenContext> TokenContext::open(const TokenConfig& config) {
+std::unique_ptr<TokenContext> TokenContext::open(const TokenConfig& config, Instance instance) {
   config.validate();
   const hsm::PinSource pin_source = config.pin_source();
   hsm::TokenUri uri = [&] {
@@ -23,7 +23,9 @@ std::unique_ptr<TokenContext> TokenContext::open(const TokenConfig& config) {
   if (!pin_warning.empty()) context->warnings_.push_back(std::move(pin_warning));
   context->config_ = config;
   // Held by the pool only: a recycle with a fresh instance must be able to finalise it.
-  std::shared_ptr<hsm::Module> module = hsm::Module::load(config.module_config());
+  std::shared_ptr<hsm::Module> module = instance == Instance::separate
+                                            ? hsm::Module::load_instance(config.module_config())
+                                            : hsm::Module::load(config.module_config());
   context->token_ = uri.select(*module);
   const std::vector<CK_MECHANISM_TYPE> mechanisms = module->mechanisms(context->token_.slot);
   context->profile_ = select_profile(mechanisms, config.profile);

@@ -17,6 +17,7 @@ TokenQuirks softhsm2() {
   quirks.name = "softhsm2";
   quirks.general_error_is_integrity_failure = true;
   quirks.leaks_destroyed_session_objects = true;
+  quirks.serialises_token_object_use = true;
   return quirks;
 }
 

@@ -29,10 +29,17 @@ class NotInitialisedError : public std::runtime_error {
 
 class TokenContext {
  public:
+  // shared: the library as every other user in the process loads it (one initialisation).
+  // separate: a private instance of the library (hsm::Module::load_instance), with its own
+  // sessions and login, for parallel bulk work on a token with the quirk
+  // serialises_token_object_use; throws hsm::Error (ErrorKind::module_load) where the copy
+  // cannot be loaded.
+  enum class Instance { shared, separate };
   // Throws ConfigError (configuration, PIN source), hsm::Error (module, token not found:
   // ErrorKind::not_found listing the tokens that exist; wrong PIN: CKR_PIN_INCORRECT),
   // MissingMechanismError (profile selection).
-  static std::unique_ptr<TokenContext> open(const TokenConfig& config);
+  static std::unique_ptr<TokenContext> open(const TokenConfig& config,
+                                            Instance instance = Instance::shared);
   ~TokenContext();
   TokenContext(const TokenContext&) = delete;
   TokenContext& operator=(const TokenContext&) = delete;
