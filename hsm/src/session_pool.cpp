@@ -540,24 +540,27 @@ bool SessionPool::recycle() {
   return recycle_in_place();
 }
 
+bool SessionPool::drain_locked(std::unique_lock<std::mutex>& lock) {
+  recycling_ = true;  // from here acquire() waits
+  if (drained_.wait_for(lock, config_.recycle_drain_timeout,
+                        [this] { return open_ == idle_.size(); })) {
+    return true;
+  }
+  recycling_ = false;
+  ++stats_.recycles_abandoned;
+  // Try again after a quarter of the threshold more objects.
+  next_recycle_at_ = current_module()->objects_created() + config_.recycle_after_objects / 4 + 1;
+  available_.notify_all();
+  return false;
+}
+
 bool SessionPool::recycle_in_place() {
   using Clock = std::chrono::steady_clock;
   const auto started = Clock::now();
   {
     std::unique_lock lock(mutex_);
     if (recycling_ || preparing_) return false;  // another thread is at it
-    recycling_ = true;                           // from here acquire() waits
-    const bool drained = drained_.wait_for(lock, config_.recycle_drain_timeout,
-                                           [this] { return open_ == idle_.size(); });
-    if (!drained) {
-      recycling_ = false;
-      ++stats_.recycles_abandoned;
-      // Try again after a quarter of the threshold more objects.
-      next_recycle_at_ =
-          current_module()->objects_created() + config_.recycle_after_objects / 4 + 1;
-      available_.notify_all();
-      return false;
-    }
+    if (!drain_locked(lock)) return false;
   }
   const auto finish = [&] {
     std::lock_guard lock(mutex_);
@@ -644,16 +647,8 @@ std::optional<bool> SessionPool::recycle_with_fresh_instance(Retired& old) {
   const auto pause_started = Clock::now();
   {
     std::unique_lock lock(mutex_);
-    recycling_ = true;
-    const bool drained = drained_.wait_for(lock, config_.recycle_drain_timeout,
-                                           [this] { return open_ == idle_.size(); });
-    if (!drained) {
-      recycling_ = false;
+    if (!drain_locked(lock)) {
       preparing_ = false;
-      ++stats_.recycles_abandoned;
-      next_recycle_at_ =
-          current_module()->objects_created() + config_.recycle_after_objects / 4 + 1;
-      available_.notify_all();
       old = Retired{std::move(fresh), std::move(fresh_pinned), {}};  // never used: discarded
       return false;
     }

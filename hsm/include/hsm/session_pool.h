@@ -299,6 +299,10 @@ class SessionPool {
     std::vector<std::unique_ptr<Session>> sessions;
   };
   bool recycle_in_place();
+  // With mutex_ held (by `lock`): sets recycling_ (new operations wait) and waits up to
+  // recycle_drain_timeout for every lease to come back. False: abandoned (counted, retried
+  // after a quarter of the threshold more objects), recycling_ cleared again.
+  bool drain_locked(std::unique_lock<std::mutex>& lock);
   // nullopt: no fresh instance could be made; the caller recycles in place. Leaves in `old`
   // what the caller must close and finalise (the old instance, or an unused fresh one).
   std::optional<bool> recycle_with_fresh_instance(Retired& old);
