@@ -111,7 +111,8 @@ class WorkingKeys {
 // instance of the library runs operations on the same token object nearly one at a time
 // (the quirk serialises_token_object_use: SoftHSM), each worker after the first gets an
 // instance of its own (TokenContext::Instance::separate), which on two cores made the
-// import 1.8x instead of 1.04x one worker's rate (docs/OPERATIONS.md "Bulk import format").
+// import 1.49-1.56x one worker's rate instead of 1.04x (docs/OPERATIONS.md "Bulk import
+// format").
 struct Lane {
   std::unique_ptr<tokens::TokenContext> own;  // that instance; null: the shared one
   hsm::SessionPool* pool = nullptr;

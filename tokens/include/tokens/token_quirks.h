@@ -35,9 +35,10 @@ struct TokenQuirks {
   bool leaks_destroyed_session_objects = false;
   // SoftHSM 2.6.1 runs the operations of one instance of the library that use the same
   // token object nearly one at a time (each use takes the object's mutex and re-reads its
-  // file under a file lock): a second thread on a second session added 4 % to kms-provision's
-  // bulk import, a second instance 78 %. Bulk work that wants both cores then gives each
-  // extra thread an instance of its own (TokenContext::Instance::separate).
+  // file under a file lock): in kms-provision's bulk import a second thread on a second
+  // session of the same instance added 4 % to one thread's rate, on an instance of its own
+  // 49-56 %. Bulk work that wants both cores then gives each extra thread an instance of
+  // its own (TokenContext::Instance::separate).
   bool serialises_token_object_use = false;
 };
 
