@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <p11-kit/p11-kit.h>
 #include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,6 +25,21 @@ namespace {
 // instances (load_instance()), so comparing generations compares instances too.
 std::atomic<std::uint64_t> g_last_generation{0};
 std::uint64_t next_generation() noexcept { return g_last_generation.fetch_add(1) + 1; }
+
+// Copies all of `from` into `to` in the kernel. False, with errno set, on failure.
+bool copy_file_contents(int from, int to) {
+  struct stat status {};
+  if (::fstat(from, &status) != 0) return false;
+  off_t offset = 0;
+  while (offset < status.st_size) {
+    const ssize_t sent =
+        ::sendfile(to, from, &offset, static_cast<std::size_t>(status.st_size - offset));
+    if (sent < 0 && errno == EINTR) continue;
+    if (sent < 0) return false;
+    if (sent == 0) break;  // shorter than fstat said: dlopen judges what arrived
+  }
+  return true;
+}
 
 }  // namespace
 
@@ -192,23 +208,11 @@ std::shared_ptr<Module> Module::load_instance(const ModuleConfig& config) {
     ::close(source);
     throw fail(std::string("memfd_create: ") + std::strerror(error));
   }
-  char buffer[1 << 16];
-  for (;;) {
-    const ssize_t got = ::read(source, buffer, sizeof buffer);
-    if (got == 0) break;
-    if (got < 0 && errno == EINTR) continue;
-    ssize_t written = got < 0 ? -1 : 0;
-    while (written >= 0 && written < got) {
-      const ssize_t n = ::write(copy, buffer + written, static_cast<std::size_t>(got - written));
-      if (n < 0 && errno == EINTR) continue;
-      written = n < 0 ? -1 : written + n;
-    }
-    if (got < 0 || written < 0) {
-      const int error = errno;
-      ::close(source);
-      ::close(copy);
-      throw fail(std::string("copying the library: ") + std::strerror(error));
-    }
+  if (!copy_file_contents(source, copy)) {
+    const int error = errno;
+    ::close(source);
+    ::close(copy);
+    throw fail(std::string("copying the library: ") + std::strerror(error));
   }
   ::close(source);
   // Loaded with dlopen, not through p11-kit: p11-kit unloads an unmanaged module only once

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <system_error>
 #include <utility>
 
 namespace hsm {
@@ -19,7 +20,14 @@ std::uint64_t next_object_generation() noexcept {
   return g_last_object_generation.fetch_add(1) + 1;
 }
 
-constexpr int kBackgroundRecycleNice = 10;
+// For the recycle's work that may wait: the caches' filling of a fresh instance and the old
+// instance's C_Finalize use the CPU that requests leave idle instead of competing with them.
+// Linux nices threads one by one; an unprivileged thread cannot raise its priority again,
+// so this work runs on threads of its own.
+constexpr int kBackgroundNice = 10;
+void lower_this_threads_priority() noexcept {
+  (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kBackgroundNice);
+}
 
 }  // namespace
 
@@ -480,11 +488,20 @@ void SessionPool::count(std::uint64_t PoolStats::*counter) {
 
 void SessionPool::recycle_if_due() noexcept {
   if (config_.recycle_after_objects == 0 || ThreadScope::inside()) return;
-  if (current_module()->objects_created() < next_recycle_at_.load()) return;
+  const std::uint64_t created = current_module()->objects_created();
+  const std::uint64_t due_at = next_recycle_at_.load();
+  if (created < due_at) return;
   bool background = false;
   {
     std::lock_guard lock(mutex_);
-    if (recycling_ || preparing_ || background_recycle_) return;
+    if (recycling_ || preparing_ || background_recycle_) {
+      // Overdue while the caches fill the new instance at low priority: the switch comes
+      // now, and what they have not filled yet fills on use.
+      if (preparing_ && created - due_at >= config_.recycle_after_objects / 2) {
+        prefill_stop_.request_stop();
+      }
+      return;
+    }
     background = config_.fresh_instance && !fresh_instance_failed_;
     background_recycle_ = background;
   }
@@ -498,16 +515,13 @@ void SessionPool::recycle_if_due() noexcept {
 void SessionPool::start_background_recycle() noexcept {
   // The whole recycle with a fresh instance on a thread of its own: the request that
   // crossed the threshold does not wait for the new instance to load, nor the old to go.
+  // At the callers' priority: a recycle starved by other load would let the old instance
+  // grow past the bound (only the filling and the C_Finalize run at nice 10).
   const auto run = [this] {
-    // At a lower priority (nice 10 for this thread: Linux nices threads one by one): the
-    // new instance's loading and filling and the old one's C_Finalize use the CPU that
-    // requests leave idle, instead of competing with them. The drain and the switch are
-    // short and happen while new operations wait anyway.
-    (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kBackgroundRecycleNice);
     try {
       Retired old;
-      if (!recycle_with_fresh_instance(old)) recycle_in_place();
-      // `old` goes here: the old instance's sessions closed, C_Finalize, unloaded.
+      if (!recycle_with_fresh_instance(old).has_value()) recycle_in_place();
+      finalise_later(std::move(old));
     } catch (...) {  // as a failed recovery: the next operation recovers
     }
     std::lock_guard lock(mutex_);
@@ -533,7 +547,7 @@ bool SessionPool::recycle() {
   if (fresh) {
     Retired old;
     if (const std::optional<bool> done = recycle_with_fresh_instance(old)) {
-      retire(std::move(old));
+      finalise_later(std::move(old));
       return *done;
     }
   }
@@ -609,6 +623,7 @@ std::optional<bool> SessionPool::recycle_with_fresh_instance(Retired& old) {
     std::lock_guard lock(mutex_);
     if (recycling_ || preparing_) return false;
     preparing_ = true;  // another recycle() returns false from here
+    prefill_stop_ = std::stop_source{};
   }
   // 1. The new instance, logged in, while operations go on in the old one.
   std::shared_ptr<Module> fresh;
@@ -632,15 +647,7 @@ std::optional<bool> SessionPool::recycle_with_fresh_instance(Retired& old) {
   // The caches fill the new instance now, off the request path (e.g. the key store
   // unwraps its hot keys there), stamped with the generation the switch will set.
   const std::uint64_t fresh_generation = next_object_generation();
-  {
-    std::lock_guard lock(preparer_mutex_);
-    if (preparer_) {
-      try {
-        preparer_(*fresh_pinned, fresh_generation);
-      } catch (...) {  // what it made is lost with nothing else: caches fill on use instead
-      }
-    }
-  }
+  prepare_at_low_priority(*fresh_pinned, fresh_generation);
 
   // 2. The drain: new operations wait while those in flight finish on the old instance, so
   // no operation mixes handles of two instances.
@@ -690,6 +697,33 @@ std::optional<bool> SessionPool::recycle_with_fresh_instance(Retired& old) {
   return true;
 }
 
+void SessionPool::prepare_at_low_priority(Session& fresh_pinned, std::uint64_t fresh_generation) {
+  std::stop_token stop;
+  {
+    std::lock_guard lock(mutex_);
+    stop = prefill_stop_.get_token();
+  }
+  std::lock_guard lock(preparer_mutex_);
+  if (!preparer_) return;
+  const auto prepare = [&]() noexcept {
+    try {
+      preparer_(fresh_pinned, fresh_generation, stop);
+    } catch (...) {  // what it made is lost with nothing else: caches fill on use instead
+    }
+  };
+  std::thread low;
+  try {
+    low = std::thread([&] {
+      lower_this_threads_priority();
+      prepare();
+    });
+  } catch (const std::system_error&) {  // no thread: here, at this thread's priority
+    prepare();
+    return;
+  }
+  low.join();
+}
+
 CK_SLOT_ID SessionPool::slot_of_our_token(const Module& fresh) const {
   const auto same = [](const auto& a, const auto& b) {
     return std::equal(std::begin(a), std::end(a), std::begin(b));
@@ -706,18 +740,28 @@ CK_SLOT_ID SessionPool::slot_of_our_token(const Module& fresh) const {
               "the fresh instance of the module shows no token with this pool's label and serial");
 }
 
-void SessionPool::retire(Retired old) noexcept {
-  std::lock_guard lock(retire_mutex_);
-  if (retirer_.joinable()) retirer_.join();  // the last one: done long ago
-  auto finalise = [old = std::move(old)]() mutable {
+void SessionPool::finalise_later(Retired old) noexcept {
+  if (!old.module && !old.pinned && old.sessions.empty()) return;
+  std::lock_guard lock(finalisers_mutex_);
+  std::erase_if(finalisers_, [](Finaliser& finaliser) {
+    if (!finaliser.done->load()) return false;
+    finaliser.thread.join();  // it is returning
+    return true;
+  });
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  auto finalise = [old = std::move(old), done]() mutable {
+    lower_this_threads_priority();
     old.sessions.clear();  // C_CloseSession on the old instance
     old.pinned.reset();    // with it the old instance's session objects
     old.module.reset();    // the last Module of the instance: C_Finalize, unload
+    done->store(true);
   };
   try {
-    retirer_ = std::thread(std::move(finalise));
+    finalisers_.reserve(finalisers_.size() + 1);  // push_back below cannot throw
+    finalisers_.push_back({std::thread(std::move(finalise)), std::move(done)});
   } catch (...) {
-    // No thread: the instance went with the thread's copy of `finalise`, here.
+    // No thread: the instance went with the thread's copy of `finalise`, or with
+    // `finalise` itself, here.
   }
 }
 
@@ -727,8 +771,16 @@ void SessionPool::on_fresh_instance(FreshInstanceObserver observer) {
 }
 
 void SessionPool::finish_retiring() {
-  std::lock_guard lock(retire_mutex_);
-  if (retirer_.joinable()) retirer_.join();
+  {
+    std::lock_guard lock(retire_mutex_);
+    if (retirer_.joinable()) retirer_.join();
+  }
+  std::vector<Finaliser> finalisers;
+  {
+    std::lock_guard lock(finalisers_mutex_);
+    finalisers.swap(finalisers_);
+  }
+  for (Finaliser& finaliser : finalisers) finaliser.thread.join();
 }
 
 void SessionPool::on_recycle(RecycleObserver observer) {

@@ -2,6 +2,7 @@
 // re-initialisations for a token that never frees destroyed session objects (SoftHSM 2.6.1,
 // upstream issue 562), invisible to the operations that run meanwhile.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <vector>
@@ -358,6 +360,63 @@ TEST_P(FreshInstanceRecycleTest, AFactoryThatFailsFallsBackToRecyclingInPlace) {
   EXPECT_EQ(p.stats().fresh_instance_failures, 1u);
   EXPECT_EQ(p.stats().recycles, 2u);
   EXPECT_EQ(p.module(), module_);
+  EXPECT_TRUE(gcm_round_trip(p, kKey));
+}
+
+// The recycles recycle_after_objects starts run at the callers' priority (a starved one
+// would let the old instance grow past the bound); only the filling of the fresh instance
+// runs at nice 10, on a thread of its own (Linux nices threads one by one).
+TEST_P(FreshInstanceRecycleTest, OnlyTheFillingOfAFreshInstanceRunsAtLowPriority) {
+  const auto nice_of_this_thread = [] {
+    return ::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()));
+  };
+  const int callers = nice_of_this_thread();
+  std::atomic<int> loading_nice{-100}, filling_nice{-100};
+  hsm::PoolConfig config;
+  config.recycle_after_objects = 10;
+  config.fresh_instance = [&] {
+    loading_nice = nice_of_this_thread();
+    return hsm::Module::load_instance(module_->config());
+  };
+  auto& p = pool(config);
+  p.on_fresh_instance([&](Session&, std::uint64_t, const std::stop_token&) {
+    filling_nice = nice_of_this_thread();
+  });
+  for (int i = 0; i < 10; ++i) p.run([](Session& s) { return make_and_destroy_key(s); });
+  p.finish_retiring();  // the tenth object started a recycle on the pool's thread
+  p.on_fresh_instance({});
+  ASSERT_EQ(p.stats().recycles, 1u);
+  EXPECT_EQ(loading_nice.load(), callers);
+  EXPECT_EQ(filling_nice.load(), std::max(callers, 10));
+}
+
+// A filling that does not end (as one starved of CPU by other load): once the old instance
+// has made half a threshold more objects, the pool asks it to stop and switches.
+TEST_P(FreshInstanceRecycleTest, AnOverdueRecycleStopsTheFillingAndSwitches) {
+  constexpr int kThreshold = 100;
+  hsm::PoolConfig config = fresh_config();
+  config.recycle_after_objects = kThreshold;
+  auto& p = pool(config);
+  std::atomic<bool> filling{false}, stopped{false};
+  p.on_fresh_instance([&](Session&, std::uint64_t, const std::stop_token& stop) {
+    filling = true;
+    stopped = wait_for([&] { return stop.stop_requested(); });
+  });
+  const std::shared_ptr<hsm::Module> first = p.module();
+  const auto make = [&](int objects) {
+    for (int i = 0; i < objects; ++i) p.run([](Session& s) { return make_and_destroy_key(s); });
+  };
+  make(kThreshold);  // due: the recycle starts on the pool's thread
+  ASSERT_TRUE(wait_for([&] { return filling.load(); }));
+  make(kThreshold / 2 - 1);
+  EXPECT_FALSE(stopped.load()) << "stopped before the recycle was overdue";
+  EXPECT_EQ(p.module(), first);
+  make(1);  // half a threshold past due, in the old instance
+  p.finish_retiring();
+  p.on_fresh_instance({});
+  EXPECT_TRUE(stopped.load()) << "the filling was never asked to stop";
+  EXPECT_NE(p.module(), first) << "switched to the fresh instance";
+  EXPECT_EQ(p.stats().recycles, 1u);
   EXPECT_TRUE(gcm_round_trip(p, kKey));
 }
 

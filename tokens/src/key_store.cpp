@@ -59,9 +59,10 @@ KeyStore::KeyStore(TokenContext& token, KeyDatabase& database, std::size_t cache
       database_(database),
       capacity_(cache_size == 0 ? 1 : cache_size),
       generation_(token.pool().session_object_generation()) {
-  token_.pool().on_fresh_instance([this](hsm::Session& pinned, std::uint64_t generation) {
-    prepare_fresh_instance(pinned, generation);
-  });
+  token_.pool().on_fresh_instance(
+      [this](hsm::Session& pinned, std::uint64_t generation, const std::stop_token& stop) {
+        prepare_fresh_instance(pinned, generation, stop);
+      });
 }
 
 KeyStore::~KeyStore() {
@@ -69,7 +70,8 @@ KeyStore::~KeyStore() {
   clear();
 }
 
-void KeyStore::prepare_fresh_instance(hsm::Session& pinned, std::uint64_t generation) {
+void KeyStore::prepare_fresh_instance(hsm::Session& pinned, std::uint64_t generation,
+                                      const std::stop_token& stop) {
   struct Wanted {
     std::string cache_key;
     IdentityKind kind;
@@ -86,8 +88,6 @@ void KeyStore::prepare_fresh_instance(hsm::Session& pinned, std::uint64_t genera
           {key, kind_of_cache_key(key), key.substr(key.find('\n') + 1), entry.version});
     }
   }
-  hsm::SessionPool& pool = token_.pool();
-  const TokenProfile& profile = token_.profile();
   std::vector<Prepared> made;
   made.reserve(wanted.size());
   try {
@@ -101,26 +101,15 @@ void KeyStore::prepare_fresh_instance(hsm::Session& pinned, std::uint64_t genera
     const std::optional<CK_OBJECT_HANDLE> storage = pinned.find_one(std::move(match));
     if (!storage) return;
     for (const Wanted& want : wanted) {
+      if (stop.stop_requested()) break;  // the recycle is overdue: the rest fills on use
       const std::optional<IdentityRecord> record = database_.find(want.kind, want.identity);
       // Revoked, rotated or in token mode since: left to the next resolve().
       if (!record || record->status == KeyStatus::revoked || record->key_version != want.version ||
           record->mode != KeyStoreMode::wrapped) {
         continue;
       }
-      const CK_OBJECT_HANDLE handle = unwrap_aes_key(
-          pinned, profile, *storage, record->wrapped_key,
-          templates::root_key(profile, record->kind, record->identity, record->key_version, false));
-      const ChildKeys derive = children_of(want.kind);
-      if (!derive) {
-        made.push_back({want.cache_key, want.version,
-                        std::make_shared<const StoredKey>(&pool, handle, true, generation)});
-        continue;
-      }
-      const hsm::ObjectGuard root(pinned, handle);
-      std::vector<CK_OBJECT_HANDLE> children = derive(pinned, root.get(), record->identity);
       made.push_back({want.cache_key, want.version,
-                      std::make_shared<const StoredKey>(&pool, CK_INVALID_HANDLE, false, generation,
-                                                        std::move(children))});
+                      unwrap_on(pinned, *storage, *record, children_of(want.kind), generation)});
     }
   } catch (const std::exception&) {
     // A token or database error: what was made so far is kept; the rest fills on use.
@@ -232,28 +221,35 @@ void KeyStore::insert(const std::string& key, std::uint32_t version,
 std::shared_ptr<const StoredKey> KeyStore::unwrap(const IdentityRecord& record,
                                                   const ChildKeys& derive) {
   hsm::SessionPool& pool = token_.pool();
-  const TokenProfile& profile = token_.profile();
   return pool.run_pinned([&](hsm::Session& session) {
     const std::uint64_t generation = pool.session_object_generation();
-    const CK_OBJECT_HANDLE storage_key = this->storage_key(session);
-    CK_OBJECT_HANDLE handle = CK_INVALID_HANDLE;
-    try {
-      handle = unwrap_aes_key(
-          session, profile, storage_key, record.wrapped_key,
-          templates::root_key(profile, record.kind, record.identity, record.key_version, false));
-    } catch (const hsm::Error& error) {
-      if (error.recoverable()) throw;  // run_pinned recovers and runs this again
-      throw error.with_context("unwrapping the stored key of " +
-                               std::string(kind_name(record.kind)) + " " + record.identity + " v" +
-                               std::to_string(record.key_version));
-    }
-    if (!derive) return std::make_shared<const StoredKey>(&pool, handle, true, generation);
-    // Only the children are kept: the root key goes as soon as they exist.
-    const hsm::ObjectGuard root(session, handle);
-    std::vector<CK_OBJECT_HANDLE> children = derive(session, root.get(), record.identity);
-    return std::make_shared<const StoredKey>(&pool, CK_INVALID_HANDLE, false, generation,
-                                             std::move(children));
+    return unwrap_on(session, storage_key(session), record, derive, generation);
   });
+}
+
+std::shared_ptr<const StoredKey> KeyStore::unwrap_on(hsm::Session& session,
+                                                     CK_OBJECT_HANDLE storage_key,
+                                                     const IdentityRecord& record,
+                                                     const ChildKeys& derive,
+                                                     std::uint64_t generation) {
+  hsm::SessionPool& pool = token_.pool();
+  const TokenProfile& profile = token_.profile();
+  CK_OBJECT_HANDLE handle = CK_INVALID_HANDLE;
+  try {
+    handle = unwrap_aes_key(
+        session, profile, storage_key, record.wrapped_key,
+        templates::root_key(profile, record.kind, record.identity, record.key_version, false));
+  } catch (const hsm::Error& error) {
+    if (error.recoverable()) throw;  // run_pinned recovers and runs the unwrap again
+    throw error.with_context("unwrapping the stored key of " + std::string(kind_name(record.kind)) +
+                             " " + record.identity + " v" + std::to_string(record.key_version));
+  }
+  if (!derive) return std::make_shared<const StoredKey>(&pool, handle, true, generation);
+  // Only the children are kept: the root key goes as soon as they exist.
+  const hsm::ObjectGuard root(session, handle);
+  std::vector<CK_OBJECT_HANDLE> children = derive(session, root.get(), record.identity);
+  return std::make_shared<const StoredKey>(&pool, CK_INVALID_HANDLE, false, generation,
+                                           std::move(children));
 }
 
 CK_OBJECT_HANDLE KeyStore::storage_key(hsm::Session& pinned) {

@@ -30,6 +30,11 @@
 //     initialised and its pinned session logged in while operations go on; then new
 //     operations wait only while those in flight finish (the drain), the pool switches to
 //     the new instance, and the old one is closed and finalised on a thread of its own.
+//     The recycles recycle_after_objects starts run on a thread of the pool at the callers'
+//     priority, so they keep pace with the operations whatever else loads the machine; only
+//     the work that may wait runs at nice 10: the caches' filling of the new instance (cut
+//     short once the old one has made half a threshold more objects: the bound holds) and
+//     the old instance's C_Finalize (after the switch, when it creates nothing more).
 //   - in place: new operations wait (up to acquire_timeout) while the operations in flight
 //     finish, then C_Finalize + C_Initialize, the pinned session is reopened and logged in.
 // module() and slot() change with a recycle with a fresh instance: they are written only
@@ -45,6 +50,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -257,14 +263,16 @@ class SessionPool {
   // recycle_after_objects starts) has finished, and the instances it left are closed and
   // finalised: for an orderly stop and for tests that measure memory.
   void finish_retiring();
-  // A recycle with a fresh instance calls this (one observer; empty: none) on its own
-  // thread with the fresh instance's logged-in pinned session, before it holds operations
-  // back: a cache may create session objects for the new instance there, on that session
-  // only, stamped with `object_generation`; they are valid once session_object_generation()
-  // equals it (after the switch; never, if the recycle is abandoned). Setting it waits for a
-  // call in progress, so an owner can clear it in its destructor.
-  using FreshInstanceObserver =
-      std::function<void(Session& pinned, std::uint64_t object_generation)>;
+  // A recycle with a fresh instance calls this (one observer; empty: none) on a thread of
+  // its own at nice 10 with the fresh instance's logged-in pinned session, before it holds
+  // operations back: a cache may create session objects for the new instance there, on that
+  // session only, stamped with `object_generation`; they are valid once
+  // session_object_generation() equals it (after the switch; never, if the recycle is
+  // abandoned). It should return soon after `stop` is requested: the recycle is overdue (the
+  // old instance made half a threshold more objects meanwhile). Setting it waits for a call
+  // in progress, so an owner can clear it in its destructor.
+  using FreshInstanceObserver = std::function<void(Session& pinned, std::uint64_t object_generation,
+                                                   const std::stop_token& stop)>;
   void on_fresh_instance(FreshInstanceObserver observer);
 
  private:
@@ -292,11 +300,17 @@ class SessionPool {
     std::chrono::steady_clock::time_point since;  // given back at
   };
   void recycle_if_due() noexcept;
-  // What a recycle with a fresh instance leaves behind, closed and finalised by retire().
+  // What a recycle with a fresh instance leaves behind, closed and finalised by
+  // finalise_later().
   struct Retired {
     std::shared_ptr<Module> module;
     std::unique_ptr<Session> pinned;
     std::vector<std::unique_ptr<Session>> sessions;
+  };
+  // A thread that closes and finalises a Retired; `done` once it has.
+  struct Finaliser {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
   };
   bool recycle_in_place();
   // With mutex_ held (by `lock`): sets recycling_ (new operations wait) and waits up to
@@ -307,10 +321,13 @@ class SessionPool {
   // what the caller must close and finalise (the old instance, or an unused fresh one).
   std::optional<bool> recycle_with_fresh_instance(Retired& old);
   void start_background_recycle() noexcept;  // on retirer_
+  // Runs the preparer (on_fresh_instance()) on a thread of its own at nice 10 and waits.
+  void prepare_at_low_priority(Session& fresh_pinned, std::uint64_t fresh_generation);
   // The slot of `fresh` that holds this pool's token (same label, serial, manufacturer, model).
   CK_SLOT_ID slot_of_our_token(const Module& fresh) const;
-  // On a thread of its own (C_Finalize of SoftHSM with many objects takes ~100 ms).
-  void retire(Retired old) noexcept;
+  // On a thread of its own at nice 10 (C_Finalize of SoftHSM with many objects takes
+  // ~100 ms of CPU), not waited for: a starved one delays no recycle. Joins the finished.
+  void finalise_later(Retired old) noexcept;
   struct CachedHandle {
     CK_OBJECT_HANDLE handle;
     std::uint64_t module_generation;  // handles die with the module's initialisation
@@ -360,6 +377,7 @@ class SessionPool {
   bool preparing_ = false;              // guarded by mutex_: a fresh instance is being made
   bool fresh_instance_failed_ = false;  // guarded by mutex_: recycle in place from now on
   bool background_recycle_ = false;     // guarded by mutex_: start_background_recycle() runs
+  std::stop_source prefill_stop_;       // guarded by mutex_: the running preparation's
   std::condition_variable drained_;     // a lease came back while recycling_
   // Module::objects_created() at which the next recycle is due.
   std::atomic<std::uint64_t> next_recycle_at_{0};
@@ -376,9 +394,10 @@ class SessionPool {
   mutable std::mutex pinned_mutex_;
   std::unique_ptr<Session> pinned_;
   std::mutex retire_mutex_;  // guards retirer_
-  // Runs a background recycle or finalises the last retired instance; joined by the
-  // destructor.
+  // Runs the background recycle (one at a time); joined by finish_retiring().
   std::thread retirer_;
+  std::mutex finalisers_mutex_;  // guards finalisers_; a leaf lock
+  std::vector<Finaliser> finalisers_;
   std::mutex preparer_mutex_;  // held while preparer_ runs
   FreshInstanceObserver preparer_;
 };

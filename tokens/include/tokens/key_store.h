@@ -21,8 +21,9 @@
 // subscriber's next request paying an unwrap and its derives at once, all on the pinned
 // session. The store therefore fills the fresh instance before the pool switches to it: the
 // cached wrapped-mode entries, most recent first, are unwrapped and their children derived
-// there on the recycling thread (KeyStoreStats::prewarmed), and become the cache when the
-// switch happens.
+// there on a thread of the recycle at low priority (KeyStoreStats::prewarmed), and become
+// the cache when the switch happens. If the recycle falls overdue meanwhile (the machine
+// busy with requests), the filling stops and the rest fills on use.
 #pragma once
 
 #include <array>
@@ -32,6 +33,7 @@
 #include <memory>
 #include <mutex>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -159,10 +161,16 @@ class KeyStore {
     std::uint32_t version;
     std::shared_ptr<const StoredKey> key;
   };
-  // SessionPool::on_fresh_instance(): on the recycling thread.
-  void prepare_fresh_instance(hsm::Session& pinned, std::uint64_t generation);
+  // SessionPool::on_fresh_instance(): on the recycling thread; stops early at `stop`.
+  void prepare_fresh_instance(hsm::Session& pinned, std::uint64_t generation,
+                              const std::stop_token& stop);
   std::shared_ptr<const StoredKey> cached(const std::string& cache_key, std::uint32_t version);
   std::shared_ptr<const StoredKey> unwrap(const IdentityRecord& record, const ChildKeys& derive);
+  // Unwraps `record` under `storage_key` on `session` and derives its children there: a
+  // StoredKey of the root key, or of the children only, stamped with `generation`.
+  std::shared_ptr<const StoredKey> unwrap_on(hsm::Session& session, CK_OBJECT_HANDLE storage_key,
+                                             const IdentityRecord& record, const ChildKeys& derive,
+                                             std::uint64_t generation);
   std::shared_ptr<const StoredKey> find_token_object(const IdentityRecord& record,
                                                      const ChildKeys& derive);
   ChildKeys children_of(IdentityKind kind) const;
