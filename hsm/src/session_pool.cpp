@@ -76,6 +76,12 @@ SessionPool::~SessionPool() {
   // Sessions close through their destructors. No C_Logout: on SoftHSM it would destroy
   // every private session object of the process.
   finish_retiring();
+  {
+    std::lock_guard filler(filler_mutex_);
+    filler_stopping_ = true;
+    filler_wake_.notify_all();
+  }
+  if (filler_.joinable()) filler_.join();
   std::lock_guard lock(mutex_);
   idle_.clear();
 }
@@ -711,17 +717,37 @@ void SessionPool::prepare_at_low_priority(Session& fresh_pinned, std::uint64_t f
     } catch (...) {  // what it made is lost with nothing else: caches fill on use instead
     }
   };
-  std::thread low;
-  try {
-    low = std::thread([&] {
-      lower_this_threads_priority();
+  std::unique_lock filler(filler_mutex_);
+  if (!filler_.joinable()) {
+    try {
+      filler_ = std::thread([this] { run_filler(); });
+    } catch (const std::system_error&) {  // no thread: here, at this thread's priority
+      filler.unlock();
       prepare();
-    });
-  } catch (const std::system_error&) {  // no thread: here, at this thread's priority
-    prepare();
-    return;
+      return;
+    }
   }
-  low.join();
+  filler_job_ = prepare;
+  const std::uint64_t ticket = ++filler_submitted_;
+  filler_wake_.notify_all();
+  filler_wake_.wait(filler, [&] { return filler_completed_ >= ticket; });
+  filler_job_ = nullptr;
+}
+
+void SessionPool::run_filler() noexcept {
+  lower_this_threads_priority();
+  std::unique_lock lock(filler_mutex_);
+  for (;;) {
+    filler_wake_.wait(lock,
+                      [&] { return filler_stopping_ || filler_completed_ < filler_submitted_; });
+    if (filler_completed_ == filler_submitted_) return;  // stopping, nothing left to do
+    const std::function<void()> job = filler_job_;       // the submitter waits: it stays valid
+    lock.unlock();
+    job();
+    lock.lock();
+    filler_completed_ = filler_submitted_;
+    filler_wake_.notify_all();
+  }
 }
 
 CK_SLOT_ID SessionPool::slot_of_our_token(const Module& fresh) const {
