@@ -399,7 +399,8 @@ class SessionPool {
   std::thread retirer_;
   // Fills fresh instances at nice 10, one at a time, for the pool's life: always the same
   // thread, so every instance's cache comes from one malloc arena of glibc's (a thread per
-  // fill took a new arena now and then, each keeping a cache's worth: +40 MiB of RSS).
+  // fill took another arena now and then, each keeping a cache's worth: the soak's RSS was
+  // 264 MiB against 199).
   std::mutex filler_mutex_;  // guards the filler_ fields below; taken after preparer_mutex_
   std::condition_variable filler_wake_;
   std::function<void()> filler_job_;
