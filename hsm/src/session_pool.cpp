@@ -728,24 +728,20 @@ void SessionPool::prepare_at_low_priority(Session& fresh_pinned, std::uint64_t f
     }
   }
   filler_job_ = prepare;
-  const std::uint64_t ticket = ++filler_submitted_;
   filler_wake_.notify_all();
-  filler_wake_.wait(filler, [&] { return filler_completed_ >= ticket; });
-  filler_job_ = nullptr;
+  filler_wake_.wait(filler, [&] { return !filler_job_; });  // run_filler() empties it when done
 }
 
 void SessionPool::run_filler() noexcept {
   lower_this_threads_priority();
   std::unique_lock lock(filler_mutex_);
   for (;;) {
-    filler_wake_.wait(lock,
-                      [&] { return filler_stopping_ || filler_completed_ < filler_submitted_; });
-    if (filler_completed_ == filler_submitted_) return;  // stopping, nothing left to do
-    const std::function<void()> job = filler_job_;       // the submitter waits: it stays valid
+    filler_wake_.wait(lock, [&] { return filler_stopping_ || filler_job_; });
+    if (!filler_job_) return;  // stopping, nothing left to do
     lock.unlock();
-    job();
+    filler_job_();  // unguarded: only this thread changes it until it is emptied below
     lock.lock();
-    filler_completed_ = filler_submitted_;
+    filler_job_ = nullptr;
     filler_wake_.notify_all();
   }
 }

@@ -403,8 +403,7 @@ class SessionPool {
   // 264 MiB against 199).
   std::mutex filler_mutex_;  // guards the filler_ fields below; taken after preparer_mutex_
   std::condition_variable filler_wake_;
-  std::function<void()> filler_job_;
-  std::uint64_t filler_submitted_ = 0, filler_completed_ = 0;
+  std::function<void()> filler_job_;  // the fill to run; emptied when it has run
   bool filler_stopping_ = false;
   std::thread filler_;
   std::mutex finalisers_mutex_;  // guards finalisers_; a leaf lock

@@ -161,7 +161,7 @@ class KeyStore {
     std::uint32_t version;
     std::shared_ptr<const StoredKey> key;
   };
-  // SessionPool::on_fresh_instance(): on the recycling thread; stops early at `stop`.
+  // SessionPool::on_fresh_instance(): on the pool's filling thread; stops early at `stop`.
   void prepare_fresh_instance(hsm::Session& pinned, std::uint64_t generation,
                               const std::stop_token& stop);
   std::shared_ptr<const StoredKey> cached(const std::string& cache_key, std::uint32_t version);
