@@ -75,7 +75,7 @@ for field in "Package: ims-conference-kms" "Version: $version" "Section: net" \
 done
 depends=$(dpkg-deb --field "$deb" Depends)
 for library in libc6 libstdc++6 libssl3 libp11-kit0 libsqlite3-0 libboost-json1.81.0 libsrtp2-1 \
-  libtomlplusplus3; do
+  libtomlplusplus3 libjemalloc2; do
   expect_in "$depends" "$library" "Depends (dpkg-shlibdeps)"
 done
 for script in postinst prerm postrm conffiles; do

@@ -92,7 +92,11 @@ TEST_F(MetricsDashboardTest, ProcessAndBuildFamiliesHavePlausibleValues) {
             metric_value(body, "process_open_fds").value_or(1e9));
   EXPECT_TRUE(metric_value(body, "process_cpu_seconds_total").has_value());
   EXPECT_GT(metric_value(body, "process_start_time_seconds").value_or(0), 1.7e9);
-  EXPECT_EQ(metric_value(body, "kms_build_info{version=\"" KMS_PROJECT_VERSION "\"}"), 1.0);
+  // The allocator kmsd runs on, as found in the process: the one the build configured.
+  EXPECT_EQ(metric_value(body, "kms_build_info{version=\"" KMS_PROJECT_VERSION
+                               "\",malloc=\"" KMS_MALLOC_NAME "\"}"),
+            1.0)
+      << body.substr(0, body.find('\n', body.find("kms_build_info{")));
   EXPECT_TRUE(metric_value(body, "kms_replay_capacity").has_value());
   EXPECT_TRUE(metric_value(body, "kms_group_commit_batches_total").has_value());
   EXPECT_TRUE(metric_value(body, "kms_key_cache_evictions_total").has_value());

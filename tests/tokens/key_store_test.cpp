@@ -104,9 +104,11 @@ TEST_P(KeyStoreTest, WrappedModeResolvesToTheStoredKey) {
   // A subscriber is not a bridge.
   EXPECT_THROW(store.resolve(IdentityKind::bridge, "sip:alice@ims.example.net"),
                tokens::LookupError);
-  // The unwrapped copy is a session object, not extractable, derive only.
+  // The unwrapped copy is a session object, not extractable, derive only, and public like
+  // the working keys (CKA_PRIVATE restricts nobody on kmsd's own sessions).
   context_->pool().run([&](hsm::Session& session) {
     EXPECT_FALSE(session.get_bool(key.handle(), CKA_TOKEN));
+    EXPECT_FALSE(session.get_bool(key.handle(), CKA_PRIVATE));
     EXPECT_FALSE(session.get_bool(key.handle(), CKA_EXTRACTABLE));
     EXPECT_TRUE(session.get_bool(key.handle(), CKA_SENSITIVE));
     EXPECT_TRUE(session.get_bool(key.handle(), CKA_DERIVE));
@@ -272,6 +274,7 @@ TEST_P(KeyStoreTest, TokenModeFindsTheTokenObject) {
   expect_is(key, erin);
   context_->pool().run([&](hsm::Session& session) {
     EXPECT_TRUE(session.get_bool(key.handle(), CKA_TOKEN));
+    EXPECT_TRUE(session.get_bool(key.handle(), CKA_PRIVATE));  // a long-term key stays private
     EXPECT_FALSE(session.get_bool(key.handle(), CKA_EXTRACTABLE));
     return 0;
   });

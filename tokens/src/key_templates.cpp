@@ -176,6 +176,10 @@ hsm::AttributeTemplate root_key(const TokenProfile& profile, IdentityKind kind,
                                 bool token_object) {
   hsm::AttributeTemplate t = secret_key(CKK_AES, kDerive, token_object, false);
   if (token_object) name(t, root_key_label(kind, identity, version));
+  // The key store's session copy (unwrapped from the database) is public like the working
+  // keys below, and for the same reason: CKA_PRIVATE restricts nobody on kmsd's sessions,
+  // and SoftHSM would encrypt its value at the unwrap and decrypt it at each derive.
+  if (!token_object) t.set_bool(CKA_PRIVATE, false);
   fixed(t, profile.quirks);
   return t;
 }
@@ -192,7 +196,7 @@ hsm::AttributeTemplate root_key_in_transit(const TokenProfile& profile) {
 // SoftHSM's: a private object's value is kept encrypted under the token's in-memory key and
 // decrypted on every use (kmsd's call sequence: 1.7x the requests/s on SoftHSM 2.6.1
 // without it). Sensitivity and extractability are unchanged (docs/ARCHITECTURE.md "Key
-// hierarchy"). Long-term keys and root keys stay private.
+// hierarchy"). Long-term keys, root keys in the token and keys in transit stay private.
 namespace {
 hsm::AttributeTemplate working_key(CK_KEY_TYPE key_type, unsigned purposes, bool extractable) {
   hsm::AttributeTemplate t = secret_key(key_type, purposes, false, extractable);

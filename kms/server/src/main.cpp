@@ -17,6 +17,7 @@
 #include "hsm/error.h"
 #include "kms/server/backend.h"
 #include "kms/server/config.h"
+#include "kms/server/heap_allocator.h"
 #include "kms/server/server.h"
 #include "kms/server/service_notify.h"
 #include "kms/server/tls.h"
@@ -158,11 +159,13 @@ int main(int argc, char** argv) {
     Server server(config, backend.backend(), metrics, logger);
     const std::uint16_t port = server.listen();
     if (!port_file.empty()) write_port_file(port_file, port);
+    const HeapAllocator allocator = heap_allocator();
     logger.info("listening", {{"address", config.server.listen_address},
                               {"port", std::to_string(port)},
                               {"token", backend.token().token().label},
                               {"profile", backend.token().profile().name},
-                              {"audit", config.audit.path.string()}});
+                              {"audit", config.audit.path.string()},
+                              {"malloc", allocator.name + " " + allocator.version}});
     // systemd (Type=notify): started once the listener is bound; a no-op elsewhere.
     notify_service_manager("READY=1\nSTATUS=listening on " + config.server.listen_address + ":" +
                            std::to_string(port));

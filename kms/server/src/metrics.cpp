@@ -11,6 +11,7 @@
 #include <sstream>
 #include <vector>
 
+#include "kms/server/heap_allocator.h"
 #include "kms/version.h"
 
 namespace kms::server {
@@ -193,7 +194,9 @@ std::string Metrics::render() const {
   std::string out;
   std::unique_lock lock(mutex_);
   header(out, "kms_build_info", "gauge", "Always 1; the labels say which build runs");
-  out += "kms_build_info{version=" + label_value(KMS_VERSION) + "} 1\n";
+  static const std::string malloc_name = heap_allocator().name;
+  out += "kms_build_info{version=" + label_value(KMS_VERSION) +
+         ",malloc=" + label_value(malloc_name) + "} 1\n";
   header(out, "kms_http_requests_total", "counter",
          "HTTP requests by endpoint, status and outcome");
   for (const auto& [labels, count] : requests_) {
