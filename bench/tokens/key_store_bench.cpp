@@ -11,6 +11,7 @@
 #include "software_kdf.h"
 #include "support/test_token.h"
 #include "token_setup.h"
+#include "token_steps.h"
 #include "tokens/kdf.h"
 #include "tokens/key_store.h"
 #include "tokens/key_templates.h"
@@ -86,23 +87,17 @@ void BM_ResolveMiss(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
-// A cache miss as kmsd has it (KeyStore::keep_children): the store unwraps K_X, derives
-// KE_X and KR_X from it, destroys K_X at once and, at eviction, both children.
+// A cache miss as kmsd has it (KeyStore::keep_children with kmsd's own subscriber_keys):
+// the store unwraps K_X, derives KE_X and KR_X from it, destroys K_X at once and, at eviction, both
+// children.
 void BM_ResolveMissWithChildren(benchmark::State& state) {
   Fixture f(kind_of(state), 2);
   tokens::KeyStore store(*f.context, *f.database, 1);
   const tokens::TokenProfile& profile = f.context->profile();
-  const hsm::Bytes envelope = testkdf::label("envelope");
-  const hsm::Bytes response = testkdf::label("response");
-  store.keep_children(IdentityKind::subscriber, [&](hsm::Session& session, CK_OBJECT_HANDLE root,
-                                                    std::string_view identity) {
-    const hsm::Bytes context(identity.begin(), identity.end());
-    hsm::ObjectGuard ke(session, tokens::derive(session, profile, root, envelope, context,
-                                                tokens::templates::envelope_key()));
-    hsm::ObjectGuard kr(session, tokens::derive(session, profile, root, response, context,
-                                                tokens::templates::response_key()));
-    return std::vector<CK_OBJECT_HANDLE>{ke.release(), kr.release()};
-  });
+  store.keep_children(IdentityKind::subscriber,
+                      [&](hsm::Session& session, CK_OBJECT_HANDLE root, std::string_view identity) {
+                        return kms::token_steps::subscriber_keys(session, profile, root, identity);
+                      });
   int i = 0;
   for (auto _ : state) {
     benchmark::DoNotOptimize(store.resolve(IdentityKind::subscriber, Fixture::identity(i)));

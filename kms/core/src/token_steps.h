@@ -1,5 +1,6 @@
 // The token operations of the services, one per protocol step, each returning a guarded
-// handle or wrapped bytes: the server never sees key values (private to kms_core).
+// handle or wrapped bytes: the server never sees key values (private to kms_core; bench/tokens
+// times subscriber_keys).
 #pragma once
 
 #include <string_view>
