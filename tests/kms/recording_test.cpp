@@ -119,22 +119,23 @@ TEST_P(RecordedServices, TokenCallsNeverExposeKeyMaterial) {
     }
     if (call.rv == "0x0") ++ok_counts[call.function];
   }
-  // The key store keeps KE_X and KR_X per subscriber (A's and B's since the warm-up): 4
-  // admissions (1 + 3 retransmissions-or-admissions) x 4 derives (K1, Kn, W_A, W_X), none
-  // for the refusal (KE_A and KE_B are kept), the release's 3 x 2 (K, BW); and for C, first
-  // used in the recorded window, one unwrap of its root key per thread that missed the
-  // cache, each followed by the derives of KE_C and KR_C.
+  // The key store keeps KE_X and KR_X per subscriber (A's and B's since the warm-up), and the
+  // media-key cache the media keys: the first admission derives K1, K2, W_A and W_B; each of
+  // the 3 admissions of C (each with a nonce of its own) its K and two W, K1 being kept; none
+  // for the refusal (KE_A and KE_B are kept); the release one BW per member and no media key
+  // (all kept). And for C, first used in the recorded window, one unwrap of its root key per
+  // thread that missed the cache, each followed by the derives of KE_C and KR_C.
   EXPECT_GE(ok_counts["C_Decrypt"], 8);
   EXPECT_GE(ok_counts["C_WrapKey"], 8 + 3);
   const int unwraps = ok_counts["C_UnwrapKey"];  // C's root key (1 to 3 times), the bridge's
   ASSERT_GE(unwraps, 2);
   ASSERT_LE(unwraps, 4);
   const int c_unwraps = unwraps - 1;
-  EXPECT_EQ(ok_counts["C_DeriveKey"], 4 * 4 + 3 * 2 + 2 * c_unwraps);
-  // Every per-request object is destroyed, and so is each unwrapped root key of C once its
-  // children exist, and the children of the unwraps that lost the race for the cache entry:
-  // only KE_C and KR_C stay (cached).
-  EXPECT_EQ(ok_counts["C_DestroyObject"], 4 * 4 + 3 * 2 + c_unwraps + 2 * (c_unwraps - 1))
+  EXPECT_EQ(ok_counts["C_DeriveKey"], 4 + 3 * 3 + 3 + 2 * c_unwraps);
+  // Every W and BW is destroyed, and so is each unwrapped root key of C once its children
+  // exist, and the children of the unwraps that lost the race for the cache entry: KE_C and
+  // KR_C stay (cached), and so do the media keys (kept, none evicted).
+  EXPECT_EQ(ok_counts["C_DestroyObject"], 4 * 2 + 3 + c_unwraps + 2 * (c_unwraps - 1))
       << "a derived session object was left in the token, or a kept one destroyed";
 }
 

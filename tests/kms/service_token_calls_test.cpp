@@ -15,6 +15,7 @@
 namespace kmstest {
 namespace {
 
+using kms::client::Bytes;
 using kms::client::UeClient;
 
 // Counts every PKCS#11 call by function while it lives (the observer is process-wide).
@@ -58,10 +59,11 @@ class TokenCalls : public ServiceTest {
 };
 
 // Before the key store kept KE_X and KR_X: 23 calls (8 C_DeriveKey, 8 C_DestroyObject, 2 x
-// C_DecryptInit + C_Decrypt, 2 C_WrapKey, 1 C_GetSessionInfo). Now per request: two
-// decrypts under the kept KE_A / KE_B, two media keys from M, two W from the kept KR, two
-// wraps, the four derived objects destroyed.
-TEST_P(TokenCalls, AKeyRequestMakesFourteenTokenCalls) {
+// C_DecryptInit + C_Decrypt, 2 C_WrapKey, 1 C_GetSessionInfo); before media keys were kept,
+// 14. Now per request of a new conference: two decrypts under the kept KE_A / KE_B, K1 and
+// K2 derived from M and kept (tokens/derived_key_cache.h), two W from the kept KR, two
+// wraps, the two W destroyed.
+TEST_P(TokenCalls, AKeyRequestMakesTwelveTokenCalls) {
   const UeClient a = ue(a_id, k_a), b = ue(b_id, k_b);
   invite(a, b);  // warm-up: KMS keys found, A's and B's keys unwrapped and derived
   constexpr int kRequests = 10;
@@ -79,11 +81,68 @@ TEST_P(TokenCalls, AKeyRequestMakesFourteenTokenCalls) {
                                                {"C_Decrypt", 2 * kRequests},
                                                {"C_DeriveKey", 4 * kRequests},
                                                {"C_WrapKey", 2 * kRequests},
-                                               {"C_DestroyObject", 4 * kRequests}};
+                                               {"C_DestroyObject", 2 * kRequests}};
   EXPECT_EQ(counts, expected);
+  EXPECT_EQ(bed->store().derived_keys().stats().cached, 2u * (kRequests + 1));
   // M through a session-object copy where the token copies it: NSS (M has no CKA_COPYABLE
   // there); SoftHSM refuses to copy M (CKA_COPYABLE=FALSE), the token object is used.
   EXPECT_EQ(bed->store().stats().master_copy, GetParam() == testsupport::TokenKind::nss);
+}
+
+// The chair's K1 is derived once per conference: the next invitations use the kept one, and
+// the bridge's release derives no media key at all, only each item's wrapping key.
+TEST_P(TokenCalls, KeptMediaKeysServeLaterInvitationsAndTheRelease) {
+  const UeClient a = ue(a_id, k_a), b = ue(b_id, k_b), c = ue(c_id, k_c);
+  invite(a, b);  // warm-up: A's and B's keys
+  invite(c, a);  // C's keys
+  // The bridge's key unwrapped by a first release, of another conference.
+  const kms::KeyResponse warm_up = bed->key_requests().handle(
+      request(a, UeClient::make_nonce(), b, UeClient::make_nonce()), context());
+  bed->bridges().release(bridge_id, warm_up.conference_id, context("bridge"));
+  const kms::client::Secret r_a = UeClient::make_nonce();
+  const kms::client::Secret r_b = UeClient::make_nonce();
+  const kms::client::Secret r_c = UeClient::make_nonce();
+  const kms::KeyResponse first = bed->key_requests().handle(request(a, r_a, b, r_b), context());
+  std::map<std::string, int> counts;
+  {
+    CallCounter counter;
+    const kms::KeyResponse second = bed->key_requests().handle(request(a, r_a, c, r_c), context());
+    EXPECT_EQ(second.conference_id, first.conference_id);
+    counts = counter.counts();
+  }
+  counts.erase("C_GetSessionInfo");
+  // K1 kept: one derive from M (C's K3) and the two W.
+  EXPECT_EQ(counts["C_DeriveKey"], 3);
+  EXPECT_EQ(counts["C_WrapKey"], 2);
+  EXPECT_EQ(counts["C_DestroyObject"], 2);
+
+  const kms::client::BridgeClient bridge = bed->bridge(bridge_id, bridge_key);
+  kms::BridgeRelease release;
+  {
+    CallCounter counter;
+    release = bed->bridges().release(bridge_id, first.conference_id, context("bridge"));
+    counts = counter.counts();
+  }
+  counts.erase("C_GetSessionInfo");
+  ASSERT_EQ(release.keys.size(), 3u);
+  // Per item: the bridge's wrapping key derived, the kept K wrapped under it, W destroyed.
+  const std::map<std::string, int> expected = {
+      {"C_DeriveKey", 3}, {"C_WrapKey", 3}, {"C_DestroyObject", 3}};
+  EXPECT_EQ(counts, expected);
+  // And the items are the keys the UEs got.
+  const kms::client::MediaKey k1 = a.open_chair_response(first.chair_response, r_a, b_id, kSuite);
+  const kms::client::MediaKey k2 =
+      b.open_responder_response(first.responder_response, r_b, a_id, kSuite, first.conference_id);
+  std::map<std::string, Bytes> released;
+  for (const kms::ReleasedKey& item : release.keys) {
+    released[item.member_id] =
+        bytes(bridge
+                  .open(first.conference_id,
+                        {item.member_id, item.role, item.key_id, item.suite, item.wrapped})
+                  .key);
+  }
+  EXPECT_EQ(released[a_id], bytes(k1.key));
+  EXPECT_EQ(released[b_id], bytes(k2.key));
 }
 
 // Refusals that need no key are made before any token call.
@@ -140,6 +199,62 @@ TEST_P(TokenCalls, AReplayOfAnAdmittedEnvelopeMakesNoTokenCall) {
   EXPECT_EQ(again.chair_response, admitted.chair_response);
   EXPECT_EQ(again.responder_response, admitted.responder_response);
 }
+
+// A cache smaller than a conference: every use past the first evicts, the evicted keys are
+// destroyed (none stays behind in the token) and derived again, and the keys are the same.
+class SmallMediaKeyCache : public TokenCalls {
+ protected:
+  TestbedOptions options() override {
+    TestbedOptions o;
+    o.media_key_cache_size = 1;
+    return o;
+  }
+};
+
+TEST_P(SmallMediaKeyCache, EvictedMediaKeysAreDestroyedAndDerivedAgainAlike) {
+  const UeClient a = ue(a_id, k_a), b = ue(b_id, k_b), c = ue(c_id, k_c);
+  const kms::client::Secret r_a = UeClient::make_nonce();
+  const kms::client::Secret r_b = UeClient::make_nonce();
+  const kms::client::Secret r_c = UeClient::make_nonce();
+  const kms::KeyResponse with_b = bed->key_requests().handle(request(a, r_a, b, r_b), context());
+  const kms::KeyResponse with_c = bed->key_requests().handle(request(a, r_a, c, r_c), context());
+  const kms::client::MediaKey k1 = a.open_chair_response(with_c.chair_response, r_a, c_id, kSuite);
+  EXPECT_EQ(bytes(a.open_chair_response(with_b.chair_response, r_a, b_id, kSuite).key),
+            bytes(k1.key));
+  const kms::client::MediaKey k3 =
+      c.open_responder_response(with_c.responder_response, r_c, a_id, kSuite, with_c.conference_id);
+  const kms::client::BridgeClient bridge = bed->bridge(bridge_id, bridge_key);
+  for (int round = 0; round < 2; ++round) {  // a retransmitted fetch: the same items again
+    const kms::BridgeRelease release =
+        bed->bridges().release(bridge_id, with_b.conference_id, context("bridge"));
+    ASSERT_EQ(release.keys.size(), 3u);
+    std::map<std::string, Bytes> released;
+    for (const kms::ReleasedKey& item : release.keys) {
+      released[item.member_id] =
+          bytes(bridge
+                    .open(with_b.conference_id,
+                          {item.member_id, item.role, item.key_id, item.suite, item.wrapped})
+                    .key);
+    }
+    EXPECT_EQ(released[a_id], bytes(k1.key));
+    EXPECT_EQ(released[c_id], bytes(k3.key));
+  }
+  const tokens::DerivedKeyCacheStats stats = bed->store().derived_keys().stats();
+  EXPECT_EQ(stats.cached, 1u);
+  EXPECT_GE(stats.evictions, 4u);
+  // Media keys (generic secrets) in the token: the one kept, no evicted one left behind.
+  const std::size_t media_keys = bed->token().pool().run([](hsm::Session& session) {
+    hsm::AttributeTemplate match;
+    match.set_bool(CKA_TOKEN, false).set_ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET);
+    return session.find(std::move(match)).size();
+  });
+  EXPECT_EQ(media_keys, 1u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Tokens, SmallMediaKeyCache,
+                         ::testing::Values(testsupport::TokenKind::softhsm,
+                                           testsupport::TokenKind::nss),
+                         kind_test_name);
 
 INSTANTIATE_TEST_SUITE_P(Tokens, TokenCalls,
                          ::testing::Values(testsupport::TokenKind::softhsm,
@@ -198,23 +313,32 @@ TEST_P(RecycledTokenCalls, KeyRequestsSucceedAcrossModuleRecycles) {
   EXPECT_EQ(stats.acquire_timeouts, 0u);
   EXPECT_EQ(stats.reinitializations, 0u);
 
-  // Live session objects: the kept KE/KR of the three subscribers, and at most one copy each
-  // of M and of the storage key (they keep their labels).
-  std::size_t live = 0, kms_key_copies = 0;
+  // Live session objects: the kept KE/KR of the three subscribers, at most one copy each of
+  // M and of the storage key (they keep their labels), and the kept media keys (generic
+  // secrets; the media-key cache's bound).
+  std::size_t live = 0, kms_key_copies = 0, media_keys = 0;
   pool.run([&](hsm::Session& session) {
     hsm::AttributeTemplate match;
     match.set_bool(CKA_TOKEN, false);
-    live = kms_key_copies = 0;
+    live = kms_key_copies = media_keys = 0;
     for (CK_OBJECT_HANDLE handle : session.find(std::move(match))) {
       const std::string label = session.get_string(handle, CKA_LABEL);
       const bool copy =
           label == tokens::master_key_ref().label || label == tokens::storage_key_ref().label;
-      ++(copy ? kms_key_copies : live);
+      if (copy) {
+        ++kms_key_copies;
+      } else if (session.get_ulong(handle, CKA_KEY_TYPE) == CKK_GENERIC_SECRET) {
+        ++media_keys;
+      } else {
+        ++live;
+      }
     }
     return 0;
   });
   EXPECT_LE(live, 3u * 2u);
   EXPECT_LE(kms_key_copies, 2u);
+  EXPECT_LE(media_keys, options().media_key_cache_size);
+  EXPECT_EQ(media_keys, bed->store().derived_keys().stats().cached);
   if (GetParam() == testsupport::TokenKind::softhsm) {
     // SoftHSM numbers objects from a counter that restarts with C_Initialize: the next
     // object's number is bounded by the recycle threshold, not by the ~1,000 made so far.

@@ -52,7 +52,8 @@ Testbed::Testbed(testsupport::TokenKind kind, TestbedOptions options)
   token_->require_kms_keys();
 
   database_ = std::make_unique<tokens::KeyDatabase>(database_path_);
-  store_ = std::make_unique<tokens::KeyStore>(*token_, *database_, 64);
+  store_ =
+      std::make_unique<tokens::KeyStore>(*token_, *database_, 64, options_.media_key_cache_size);
   registry_ = kms::open_conference_registry(database_path_, options_.registry);
   active_audit_ = options_.audit ? options_.audit : &audit_;
   build_services();

@@ -42,6 +42,8 @@ struct TestbedOptions {
   bool read_only_sessions = true;
   // [token] recycle_after_objects; default unset (the token quirks decide).
   std::optional<std::uint64_t> recycle_after_objects;
+  // [token] media_key_cache_size (tokens/derived_key_cache.h).
+  std::size_t media_key_cache_size = 1024;
 };
 
 class Testbed {

@@ -15,8 +15,8 @@ void clear_environment() {
   for (const char* name :
        {"KMS_PKCS11_MODULE", "KMS_PKCS11_INIT_RESERVED", "KMS_TOKEN_URI", "KMS_PIN_FILE",
         "KMS_PIN_ENV", "KMS_TOKEN_PROFILE", "KMS_DATABASE", "KMS_KEY_STORE", "KMS_KEY_CACHE_SIZE",
-        "KMS_MAX_SESSIONS", "KMS_TOKEN_QUIRKS", "KMS_READ_ONLY_SESSIONS",
-        "KMS_RECYCLE_AFTER_OBJECTS", "KMS_RECYCLE"}) {
+        "KMS_MEDIA_KEY_CACHE_SIZE", "KMS_MAX_SESSIONS", "KMS_TOKEN_QUIRKS",
+        "KMS_READ_ONLY_SESSIONS", "KMS_RECYCLE_AFTER_OBJECTS", "KMS_RECYCLE"}) {
     unsetenv(name);
   }
 }
@@ -30,10 +30,12 @@ TEST(TokenConfig, DefaultsThenEnvironmentThenFile) {
   setenv("KMS_TOKEN_URI", "pkcs11:token=from-env", 1);
   setenv("KMS_PIN_ENV", "MY_PIN", 1);
   setenv("KMS_KEY_CACHE_SIZE", "77", 1);
+  setenv("KMS_MEDIA_KEY_CACHE_SIZE", "55", 1);
   tokens::TokenConfig config = tokens::token_config_from_environment();
   EXPECT_EQ(config.uri, "pkcs11:token=from-env");
   EXPECT_EQ(config.pin_env, "MY_PIN");
   EXPECT_EQ(config.key_cache_size, 77u);
+  EXPECT_EQ(config.media_key_cache_size, 55u);
 
   tokens::apply_config_text(config, R"(
 [token]
@@ -43,6 +45,7 @@ pin_file = "/etc/kms/pin"
 profile = "sp800-108-cmac"
 key_store = "token"
 max_sessions = 3
+media_key_cache_size = 9
 
 [database]
 path = "/var/lib/kms/kms.db"
@@ -59,6 +62,7 @@ listen = "0.0.0.0:8443"
   EXPECT_EQ(config.profile, "sp800-108-cmac");
   EXPECT_EQ(config.key_store, tokens::KeyStoreMode::token);
   EXPECT_EQ(config.max_sessions, 3u);
+  EXPECT_EQ(config.media_key_cache_size, 9u);
   EXPECT_EQ(config.database, "/var/lib/kms/kms.db");
   EXPECT_EQ(config.pin_source().file, "/etc/kms/pin");
   clear_environment();
@@ -104,6 +108,9 @@ TEST(TokenConfig, ErrorsNameTheKey) {
   EXPECT_THROW(config.validate(), tokens::ConfigError);
   config = tokens::TokenConfig{};
   config.uri = "token=kms";
+  EXPECT_THROW(config.validate(), tokens::ConfigError);
+  config = tokens::TokenConfig{};
+  config.media_key_cache_size = 0;
   EXPECT_THROW(config.validate(), tokens::ConfigError);
 }
 

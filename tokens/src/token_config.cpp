@@ -65,6 +65,8 @@ void apply_environment(TokenConfig& config) {
   }
   if (auto v = env("KMS_KEY_CACHE_SIZE"))
     config.key_cache_size = parse_size(*v, "KMS_KEY_CACHE_SIZE");
+  if (auto v = env("KMS_MEDIA_KEY_CACHE_SIZE"))
+    config.media_key_cache_size = parse_size(*v, "KMS_MEDIA_KEY_CACHE_SIZE");
   if (auto v = env("KMS_MAX_SESSIONS")) config.max_sessions = parse_size(*v, "KMS_MAX_SESSIONS");
   if (auto v = env("KMS_RECYCLE_AFTER_OBJECTS")) {
     config.recycle_after_objects = parse_size(*v, "KMS_RECYCLE_AFTER_OBJECTS");
@@ -120,6 +122,8 @@ void apply_token_table(TokenConfig& config, const toml::table& token, std::strin
       config.key_store = *mode;
     } else if (key == "key_cache_size") {
       config.key_cache_size = require_size(node, where);
+    } else if (key == "media_key_cache_size") {
+      config.media_key_cache_size = require_size(node, where);
     } else if (key == "max_sessions") {
       config.max_sessions = require_size(node, where);
     } else if (key == "recycle_after_objects") {
@@ -291,6 +295,7 @@ void TokenConfig::validate() const {
   }
   if (database.empty()) throw ConfigError("no database path configured ([database] path)");
   if (key_cache_size == 0) throw ConfigError("key_cache_size must be at least 1");
+  if (media_key_cache_size == 0) throw ConfigError("media_key_cache_size must be at least 1");
   if (max_sessions == 0) throw ConfigError("max_sessions must be at least 1");
 }
 

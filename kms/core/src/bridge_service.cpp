@@ -5,15 +5,15 @@
 #include <utility>
 
 #include "kms/core/error_mapping.h"
-#include "kms/hex.h"
 #include "kms/core/protocol.h"
+#include "kms/hex.h"
 #include "token_steps.h"
 #include "tokens/key_templates.h"
 
 namespace kms {
 namespace {
 
-// K_N re-derived from the registry's nonces (the chair's K1 from ID-A and R_A).
+// K_N's derivation context from the registry's nonces (the chair's K1 from ID-A and R_A).
 hsm::SecureBytes media_context(const Conference& conference, const ConferenceMember& member) {
   if (member.role == static_cast<std::uint8_t>(protocol::Role::chair)) {
     return protocol::chair_media_context(member.member_id, member.nonce.view(), conference.suite);
@@ -191,9 +191,10 @@ std::pair<std::vector<ReleasedKey>, std::uint32_t> TokenBridgeService::wrap_memb
     const std::shared_ptr<const tokens::StoredKey> master = keys_.master(session);
     std::vector<ReleasedKey> keys;
     for (const ConferenceMember& member : conference.members) {
-      hsm::ObjectGuard media = token_steps::derive(
-          session, profile, master->handle(), member.role == 1 ? "media-chair" : "media-member",
-          media_context(conference, member).view(), tokens::templates::media_key());
+      // Kept since the member's admission, unless evicted or lost with a recycle meanwhile.
+      const std::shared_ptr<const tokens::StoredKey> media = token_steps::media_key(
+          keys_, profile, master->handle(), member.role == 1 ? "media-chair" : "media-member",
+          media_context(conference, member).view());
       const Bytes wrap_context = protocol::bridge_wrap_context(
           bridge_id, conference.conference_id, member.member_id,
           static_cast<protocol::Role>(member.role), member.key_id, conference.suite);
@@ -205,7 +206,7 @@ std::pair<std::vector<ReleasedKey>, std::uint32_t> TokenBridgeService::wrap_memb
       item.role = member.role;
       item.key_id = member.key_id;
       item.suite = conference.suite;
-      item.wrapped = token_steps::wrap(session, profile, wrap_key.get(), media.get());
+      item.wrapped = token_steps::wrap(session, profile, wrap_key.get(), media->handle());
       keys.push_back(std::move(item));
     }
     return std::make_pair(std::move(keys), bridge_key.key_version);

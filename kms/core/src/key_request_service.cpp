@@ -204,28 +204,28 @@ KeyResponse TokenKeyRequestService::process(const KeyRequest& request,
     out.responder_key_id =
         protocol::key_id(out.conference_id, request.responder_id, responder_plain.nonce.view());
 
+    // K1 is the same for every invitation of the conference, and each K is wanted again by
+    // the bridge's release: both kept (token_steps::media_key).
     const std::shared_ptr<const tokens::StoredKey> master = keys_.master(session);
     {
-      hsm::ObjectGuard chair_media = token_steps::derive(
-          session, profile, master->handle(), "media-chair",
-          protocol::chair_media_context(request.chair_id, chair_plain.nonce.view(), suite).view(),
-          tokens::templates::media_key());
+      const std::shared_ptr<const tokens::StoredKey> chair_media = token_steps::media_key(
+          keys_, profile, master->handle(), "media-chair",
+          protocol::chair_media_context(request.chair_id, chair_plain.nonce.view(), suite).view());
       out.chair_response =
           make_response(session, profile, chair_key.child(token_steps::kResponseKey),
-                        chair_media.get(), MessageType::chair_response, out.conference_id, request,
-                        chair_plain.nonce, out.chair_key_id, suite);
+                        chair_media->handle(), MessageType::chair_response, out.conference_id,
+                        request, chair_plain.nonce, out.chair_key_id, suite);
     }
     {
-      hsm::ObjectGuard responder_media = token_steps::derive(
-          session, profile, master->handle(), "media-member",
+      const std::shared_ptr<const tokens::StoredKey> responder_media = token_steps::media_key(
+          keys_, profile, master->handle(), "media-member",
           protocol::member_media_context(out.conference_id, request.responder_id,
                                          responder_plain.nonce.view(), suite)
-              .view(),
-          tokens::templates::media_key());
-      out.responder_response =
-          make_response(session, profile, responder_key.child(token_steps::kResponseKey),
-                        responder_media.get(), MessageType::responder_response, out.conference_id,
-                        request, responder_plain.nonce, out.responder_key_id, suite);
+              .view());
+      out.responder_response = make_response(
+          session, profile, responder_key.child(token_steps::kResponseKey),
+          responder_media->handle(), MessageType::responder_response, out.conference_id, request,
+          responder_plain.nonce, out.responder_key_id, suite);
     }
     out.chair_nonce = std::move(chair_plain.nonce);
     out.responder_nonce = std::move(responder_plain.nonce);

@@ -8,6 +8,7 @@
 
 #include "hsm/session.h"
 #include "kms/core/protocol.h"
+#include "tokens/key_store.h"
 #include "tokens/profile.h"
 
 namespace kms::token_steps {
@@ -17,6 +18,16 @@ namespace kms::token_steps {
 hsm::ObjectGuard derive(hsm::Session& session, const tokens::TokenProfile& profile,
                         CK_OBJECT_HANDLE base, std::string_view label_name, hsm::ByteView context,
                         hsm::AttributeTemplate attributes);
+
+// A media key K = KDF(M, L(label_name), context) ("media-chair" / "media-member"), kept in the
+// key store's derived-key cache for its next use (the chair's K1 by every invitation of the
+// conference, each K by the bridge's release): derived on a miss only. master is
+// keys.master()'s handle for this operation. Keep the result while using its handle().
+std::shared_ptr<const tokens::StoredKey> media_key(tokens::KeyStore& keys,
+                                                   const tokens::TokenProfile& profile,
+                                                   CK_OBJECT_HANDLE master,
+                                                   std::string_view label_name,
+                                                   hsm::ByteView context);
 
 // The keys the key store keeps for a subscriber instead of its root key K_X (they depend on
 // nothing else): {KE_X, KR_X} = {KDF(K_X, "envelope", ID), KDF(K_X, "response", ID)}, session

@@ -69,7 +69,8 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger)
   }
   // Before serving anything: a token with other keys than the deployment's refuses to start.
   check_token_keys_at_start(*token_, config.token.database, config.server.node_name, logger_);
-  keys_ = std::make_unique<tokens::KeyStore>(*token_, *database_, config.token.key_cache_size);
+  keys_ = std::make_unique<tokens::KeyStore>(*token_, *database_, config.token.key_cache_size,
+                                             config.token.media_key_cache_size);
   RegistryOptions registry_options;
   registry_options.replay_capacity = config.protocol.replay_cache_size;
   registry_options.node = config.server.node_name;  // this node's audit anchor
@@ -149,6 +150,16 @@ KmsBackend::KmsBackend(const Config& config, Metrics& metrics, Logger& logger)
                   keys.prewarmed);
     single_metric(out, "kms_key_cache_evictions_total", "counter",
                   "Unwrapped keys evicted from the cache (least recently used)", keys.evictions);
+    const tokens::DerivedKeyCacheStats media = keys_->derived_keys().stats();
+    single_metric(out, "kms_media_key_cache_hits_total", "counter",
+                  "Media keys used again from the token instead of derived again", media.hits);
+    single_metric(out, "kms_media_key_cache_misses_total", "counter",
+                  "Media keys derived from the master key (then kept)", media.misses);
+    single_metric(out, "kms_media_key_cache_evictions_total", "counter",
+                  "Kept media keys destroyed to make room (least recently used)", media.evictions);
+    single_metric(out, "kms_media_key_cache_entries", "gauge",
+                  "Media keys kept in the token (token.media_key_cache_size at most)",
+                  media.cached);
     single_metric(out, "kms_key_lookups_refused_total", "counter",
                   "Key lookups refused: unknown or revoked subscriber or bridge", keys.refused);
     single_metric(out, "kms_replay_entries", "gauge",

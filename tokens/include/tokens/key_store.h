@@ -15,7 +15,8 @@
 //
 // The master key (master()) and the storage key that unwraps on a miss: session-object
 // copies where the token permits copying them, else the token objects (docs/ARCHITECTURE.md
-// "Key store").
+// "Key store"). Keys derived from M that are used again (media keys) are kept in
+// derived_keys() (tokens/derived_key_cache.h).
 //
 // A recycle with a fresh instance (hsm/session_pool.h) would leave the cache empty and every
 // subscriber's next request paying an unwrap and its derives at once, all on the pinned
@@ -40,8 +41,10 @@
 #include <vector>
 
 #include "hsm/session_pool.h"
+#include "tokens/derived_key_cache.h"
 #include "tokens/identity.h"
 #include "tokens/key_database.h"
+#include "tokens/stored_key.h"
 #include "tokens/token_context.h"
 
 namespace tokens {
@@ -59,36 +62,6 @@ class LookupError : public std::runtime_error {
   Reason reason_;
   IdentityKind kind_;
   std::string identity_;
-};
-
-// A root key in the token, and the child keys kept for it. Session objects (an unwrapped root
-// key, children, a copy of M) are destroyed when the last holder releases them, unless the
-// session objects they belonged to are already gone.
-class StoredKey {
- public:
-  // owned: handle is a session object of this key (destroyed with it). children are always
-  // session objects owned by this key.
-  StoredKey(hsm::SessionPool* pool, CK_OBJECT_HANDLE handle, bool owned, std::uint64_t generation,
-            std::vector<CK_OBJECT_HANDLE> children = {});
-  ~StoredKey();
-  StoredKey(const StoredKey&) = delete;
-  StoredKey& operator=(const StoredKey&) = delete;
-  // The root key; CK_INVALID_HANDLE for a wrapped root key that was destroyed once its
-  // children were derived.
-  CK_OBJECT_HANDLE handle() const noexcept { return handle_; }
-  // The i-th key returned by the kind's ChildKeys (i < child_count()).
-  CK_OBJECT_HANDLE child(std::size_t i) const { return children_.at(i); }
-  std::size_t child_count() const noexcept { return children_.size(); }
-  // Its session objects (and cached handles) are still those of the pool's current
-  // session-object generation: false once they may be gone, or their numbers reused.
-  bool current() const noexcept;
-
- private:
-  hsm::SessionPool* pool_;
-  CK_OBJECT_HANDLE handle_;
-  bool owned_;
-  std::uint64_t generation_;
-  std::vector<CK_OBJECT_HANDLE> children_;
 };
 
 struct ResolvedKey {
@@ -123,9 +96,11 @@ struct KeyStoreStats {
 
 class KeyStore {
  public:
-  // cache_size: at most this many unwrapped session objects are kept (>= 1). The token
-  // context and the database must outlive the store.
-  KeyStore(TokenContext& token, KeyDatabase& database, std::size_t cache_size);
+  // cache_size: at most this many identities' keys are kept (>= 1); derived_cache_size: at
+  // most this many keys in derived_keys() (>= 1). The token context and the database must
+  // outlive the store.
+  KeyStore(TokenContext& token, KeyDatabase& database, std::size_t cache_size,
+           std::size_t derived_cache_size = 1024);
   ~KeyStore();
   KeyStore(const KeyStore&) = delete;
   KeyStore& operator=(const KeyStore&) = delete;
@@ -145,6 +120,8 @@ class KeyStore {
   // refuses to copy a CKA_COPYABLE=FALSE key: CKR_ACTION_PROHIBITED). Keep the result while
   // using its handle(); call it inside the run() that uses it, as resolve().
   std::shared_ptr<const StoredKey> master(hsm::Session& session);
+  // Keys derived from M (or any key of this token) kept by name for their next use.
+  DerivedKeyCache& derived_keys() noexcept { return derived_; }
   void clear();
   KeyStoreStats stats() const;
 
@@ -198,6 +175,8 @@ class KeyStore {
   // Touched only on the pinned session (run_pinned serialises): no lock.
   std::shared_ptr<const StoredKey> storage_copy_;
   bool storage_copy_refused_ = false;
+  // Last: its keys go before master_copy_ (they may be derived from it).
+  DerivedKeyCache derived_;
 };
 
 }  // namespace tokens
