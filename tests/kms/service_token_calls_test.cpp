@@ -256,6 +256,68 @@ INSTANTIATE_TEST_SUITE_P(Tokens, SmallMediaKeyCache,
                                            testsupport::TokenKind::nss),
                          kind_test_name);
 
+// [token] media_key_cache_size = 0: the cache off, each media key derived in the request's
+// own session and destroyed after it (14 calls per request, as before the cache), nothing
+// kept, the same keys.
+class MediaKeyCacheOff : public TokenCalls {
+ protected:
+  TestbedOptions options() override {
+    TestbedOptions o;
+    o.media_key_cache_size = 0;
+    return o;
+  }
+};
+
+TEST_P(MediaKeyCacheOff, EveryUseDerivesAndDestroysItsMediaKey) {
+  const UeClient a = ue(a_id, k_a), b = ue(b_id, k_b);
+  invite(a, b);  // warm-up
+  const kms::KeyResponse warm_up = bed->key_requests().handle(
+      request(a, UeClient::make_nonce(), b, UeClient::make_nonce()), context());
+  bed->bridges().release(bridge_id, warm_up.conference_id, context("bridge"));
+  const kms::client::Secret r_a = UeClient::make_nonce(), r_b = UeClient::make_nonce();
+  std::map<std::string, int> counts;
+  kms::KeyResponse response;
+  kms::BridgeRelease release;
+  {
+    CallCounter counter;
+    response = bed->key_requests().handle(request(a, r_a, b, r_b), context());
+    release = bed->bridges().release(bridge_id, response.conference_id, context("bridge"));
+    counts = counter.counts();
+  }
+  counts.erase("C_GetSessionInfo");
+  // The request: K1, K2, W_A, W_B derived and destroyed; the release: K and BW per member.
+  const std::map<std::string, int> expected = {{"C_DecryptInit", 2},
+                                               {"C_Decrypt", 2},
+                                               {"C_DeriveKey", 4 + 2 * 2},
+                                               {"C_WrapKey", 2 + 2},
+                                               {"C_DestroyObject", 4 + 2 * 2}};
+  EXPECT_EQ(counts, expected);
+  const kms::client::MediaKey k1 =
+      a.open_chair_response(response.chair_response, r_a, b_id, kSuite);
+  const kms::client::BridgeClient bridge = bed->bridge(bridge_id, bridge_key);
+  ASSERT_EQ(release.keys.size(), 2u);
+  const kms::ReleasedKey& chair_item =
+      release.keys[0].member_id == a_id ? release.keys[0] : release.keys[1];
+  EXPECT_EQ(bytes(bridge
+                      .open(response.conference_id,
+                            {chair_item.member_id, chair_item.role, chair_item.key_id,
+                             chair_item.suite, chair_item.wrapped})
+                      .key),
+            bytes(k1.key));
+  EXPECT_EQ(bed->store().derived_keys().stats().cached, 0u);
+  const std::size_t media_keys = bed->token().pool().run([](hsm::Session& session) {
+    hsm::AttributeTemplate match;
+    match.set_bool(CKA_TOKEN, false).set_ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET);
+    return session.find(std::move(match)).size();
+  });
+  EXPECT_EQ(media_keys, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Tokens, MediaKeyCacheOff,
+                         ::testing::Values(testsupport::TokenKind::softhsm,
+                                           testsupport::TokenKind::nss),
+                         kind_test_name);
+
 INSTANTIATE_TEST_SUITE_P(Tokens, TokenCalls,
                          ::testing::Values(testsupport::TokenKind::softhsm,
                                            testsupport::TokenKind::nss),

@@ -31,9 +31,7 @@ DerivedKeyCache::Digest DerivedKeyCache::name(std::string_view label, hsm::ByteV
 }
 
 DerivedKeyCache::DerivedKeyCache(hsm::SessionPool& pool, std::size_t capacity)
-    : pool_(pool),
-      capacity_(capacity == 0 ? 1 : capacity),
-      generation_(pool.session_object_generation()) {}
+    : pool_(pool), capacity_(capacity), generation_(pool.session_object_generation()) {}
 
 DerivedKeyCache::~DerivedKeyCache() { clear(); }
 
@@ -79,8 +77,8 @@ std::shared_ptr<const StoredKey> DerivedKeyCache::get(const Digest& name, const 
     made.release();
     std::lock_guard lock(mutex_);
     ++stats_.misses;
-    find_locked(name, dropped);       // follows a generation change since the check above
-    if (!key->current()) return key;  // dead already: not kept
+    find_locked(name, dropped);  // follows a generation change since the check above
+    if (!key->current() || capacity_ == 0) return key;  // dead already, or the cache is off
     lru_.push_front(name);
     entries_.emplace(name, Entry{key, lru_.begin()});
     while (entries_.size() > capacity_) {

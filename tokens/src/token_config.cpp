@@ -295,7 +295,6 @@ void TokenConfig::validate() const {
   }
   if (database.empty()) throw ConfigError("no database path configured ([database] path)");
   if (key_cache_size == 0) throw ConfigError("key_cache_size must be at least 1");
-  if (media_key_cache_size == 0) throw ConfigError("media_key_cache_size must be at least 1");
   if (max_sessions == 0) throw ConfigError("max_sessions must be at least 1");
 }
 

@@ -192,9 +192,10 @@ std::pair<std::vector<ReleasedKey>, std::uint32_t> TokenBridgeService::wrap_memb
     std::vector<ReleasedKey> keys;
     for (const ConferenceMember& member : conference.members) {
       // Kept since the member's admission, unless evicted or lost with a recycle meanwhile.
-      const std::shared_ptr<const tokens::StoredKey> media = token_steps::media_key(
-          keys_, profile, master->handle(), member.role == 1 ? "media-chair" : "media-member",
-          media_context(conference, member).view());
+      const token_steps::MediaKey media =
+          token_steps::media_key(keys_, session, profile, master->handle(),
+                                 member.role == 1 ? "media-chair" : "media-member",
+                                 media_context(conference, member).view());
       const Bytes wrap_context = protocol::bridge_wrap_context(
           bridge_id, conference.conference_id, member.member_id,
           static_cast<protocol::Role>(member.role), member.key_id, conference.suite);
@@ -206,7 +207,7 @@ std::pair<std::vector<ReleasedKey>, std::uint32_t> TokenBridgeService::wrap_memb
       item.role = member.role;
       item.key_id = member.key_id;
       item.suite = conference.suite;
-      item.wrapped = token_steps::wrap(session, profile, wrap_key.get(), media->handle());
+      item.wrapped = token_steps::wrap(session, profile, wrap_key.get(), media.handle());
       keys.push_back(std::move(item));
     }
     return std::make_pair(std::move(keys), bridge_key.key_version);

@@ -208,23 +208,23 @@ KeyResponse TokenKeyRequestService::process(const KeyRequest& request,
     // the bridge's release: both kept (token_steps::media_key).
     const std::shared_ptr<const tokens::StoredKey> master = keys_.master(session);
     {
-      const std::shared_ptr<const tokens::StoredKey> chair_media = token_steps::media_key(
-          keys_, profile, master->handle(), "media-chair",
+      const token_steps::MediaKey chair_media = token_steps::media_key(
+          keys_, session, profile, master->handle(), "media-chair",
           protocol::chair_media_context(request.chair_id, chair_plain.nonce.view(), suite).view());
       out.chair_response =
           make_response(session, profile, chair_key.child(token_steps::kResponseKey),
-                        chair_media->handle(), MessageType::chair_response, out.conference_id,
+                        chair_media.handle(), MessageType::chair_response, out.conference_id,
                         request, chair_plain.nonce, out.chair_key_id, suite);
     }
     {
-      const std::shared_ptr<const tokens::StoredKey> responder_media = token_steps::media_key(
-          keys_, profile, master->handle(), "media-member",
+      const token_steps::MediaKey responder_media = token_steps::media_key(
+          keys_, session, profile, master->handle(), "media-member",
           protocol::member_media_context(out.conference_id, request.responder_id,
                                          responder_plain.nonce.view(), suite)
               .view());
       out.responder_response = make_response(
           session, profile, responder_key.child(token_steps::kResponseKey),
-          responder_media->handle(), MessageType::responder_response, out.conference_id, request,
+          responder_media.handle(), MessageType::responder_response, out.conference_id, request,
           responder_plain.nonce, out.responder_key_id, suite);
     }
     out.chair_nonce = std::move(chair_plain.nonce);

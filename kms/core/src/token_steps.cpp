@@ -16,16 +16,19 @@ hsm::ObjectGuard derive(hsm::Session& session, const tokens::TokenProfile& profi
   return hsm::ObjectGuard(session, handle);
 }
 
-std::shared_ptr<const tokens::StoredKey> media_key(tokens::KeyStore& keys,
-                                                   const tokens::TokenProfile& profile,
-                                                   CK_OBJECT_HANDLE master,
-                                                   std::string_view label_name,
-                                                   hsm::ByteView context) {
-  return keys.derived_keys().get(
-      tokens::DerivedKeyCache::name(label_name, context), [&](hsm::Session& pinned) {
+MediaKey media_key(tokens::KeyStore& keys, hsm::Session& session,
+                   const tokens::TokenProfile& profile, CK_OBJECT_HANDLE master,
+                   std::string_view label_name, hsm::ByteView context) {
+  tokens::DerivedKeyCache& cache = keys.derived_keys();
+  if (!cache.enabled()) {
+    return MediaKey(
+        derive(session, profile, master, label_name, context, tokens::templates::media_key()));
+  }
+  return MediaKey(
+      cache.get(tokens::DerivedKeyCache::name(label_name, context), [&](hsm::Session& pinned) {
         return derive(pinned, profile, master, label_name, context, tokens::templates::media_key())
             .release();
-      });
+      }));
 }
 
 std::vector<CK_OBJECT_HANDLE> subscriber_keys(hsm::Session& session,

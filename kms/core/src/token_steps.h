@@ -3,7 +3,9 @@
 // times subscriber_keys).
 #pragma once
 
+#include <memory>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "hsm/session.h"
@@ -19,15 +21,27 @@ hsm::ObjectGuard derive(hsm::Session& session, const tokens::TokenProfile& profi
                         CK_OBJECT_HANDLE base, std::string_view label_name, hsm::ByteView context,
                         hsm::AttributeTemplate attributes);
 
+// A media key for one use: kept by the media-key cache, or, with the cache off, derived in
+// the operation's session and destroyed with this object.
+class MediaKey {
+ public:
+  explicit MediaKey(std::shared_ptr<const tokens::StoredKey> kept) : kept_(std::move(kept)) {}
+  explicit MediaKey(hsm::ObjectGuard own) : own_(std::move(own)) {}
+  CK_OBJECT_HANDLE handle() const noexcept { return kept_ ? kept_->handle() : own_.get(); }
+
+ private:
+  std::shared_ptr<const tokens::StoredKey> kept_;
+  hsm::ObjectGuard own_;
+};
+
 // A media key K = KDF(M, L(label_name), context) ("media-chair" / "media-member"), kept in the
 // key store's derived-key cache for its next use (the chair's K1 by every invitation of the
-// conference, each K by the bridge's release): derived on a miss only. master is
+// conference, each K by the bridge's release): derived on a miss only. With the cache off
+// ([token] media_key_cache_size = 0) derived in `session` each time. master is
 // keys.master()'s handle for this operation. Keep the result while using its handle().
-std::shared_ptr<const tokens::StoredKey> media_key(tokens::KeyStore& keys,
-                                                   const tokens::TokenProfile& profile,
-                                                   CK_OBJECT_HANDLE master,
-                                                   std::string_view label_name,
-                                                   hsm::ByteView context);
+MediaKey media_key(tokens::KeyStore& keys, hsm::Session& session,
+                   const tokens::TokenProfile& profile, CK_OBJECT_HANDLE master,
+                   std::string_view label_name, hsm::ByteView context);
 
 // The keys the key store keeps for a subscriber instead of its root key K_X (they depend on
 // nothing else): {KE_X, KR_X} = {KDF(K_X, "envelope", ID), KDF(K_X, "response", ID)}, session

@@ -39,8 +39,10 @@ class DerivedKeyCache {
   // then on (must leave nothing behind when it throws).
   using Derive = std::function<CK_OBJECT_HANDLE(hsm::Session& pinned)>;
 
-  // capacity: at most this many keys are kept (>= 1). The pool must outlive the cache.
+  // capacity: at most this many keys are kept; 0: the cache is off (enabled() false; get()
+  // then derives every time and keeps nothing). The pool must outlive the cache.
   DerivedKeyCache(hsm::SessionPool& pool, std::size_t capacity);
+  bool enabled() const noexcept { return capacity_ > 0; }
   ~DerivedKeyCache();
   DerivedKeyCache(const DerivedKeyCache&) = delete;
   DerivedKeyCache& operator=(const DerivedKeyCache&) = delete;

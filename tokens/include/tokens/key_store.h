@@ -97,7 +97,7 @@ struct KeyStoreStats {
 class KeyStore {
  public:
   // cache_size: at most this many identities' keys are kept (>= 1); derived_cache_size: at
-  // most this many keys in derived_keys() (>= 1). The token context and the database must
+  // most this many keys in derived_keys() (0: that cache is off). The token context and the database must
   // outlive the store.
   KeyStore(TokenContext& token, KeyDatabase& database, std::size_t cache_size,
            std::size_t derived_cache_size = 1024);

@@ -16,7 +16,7 @@
 //                                                                  "standard")
 //   key_store = "wrapped"                     KMS_KEY_STORE      ("wrapped" | "token")
 //   key_cache_size = 4096                     KMS_KEY_CACHE_SIZE
-//   media_key_cache_size = 1024               KMS_MEDIA_KEY_CACHE_SIZE
+//   media_key_cache_size = 1024               KMS_MEDIA_KEY_CACHE_SIZE (0: off)
 //   max_sessions = 8                          KMS_MAX_SESSIONS
 //   recycle_after_objects = 200000            KMS_RECYCLE_AFTER_OBJECTS (0: never; unset: the
 //                                             token quirks' default, tokens/token_quirks.h)
@@ -90,7 +90,7 @@ struct TokenConfig {
   // About 17 KiB per entry on SoftHSM, 10 KiB on NSS (docs/ARCHITECTURE.md "Key store").
   std::size_t key_cache_size = 4096;
   // Media keys derived from M kept for their next use (the chair's K1 for the next
-  // invitation, every K for the bridge's release): tokens/derived_key_cache.h.
+  // invitation, every K for the bridge's release): tokens/derived_key_cache.h. 0: off.
   std::size_t media_key_cache_size = 1024;
   std::size_t max_sessions = 8;
   // hsm::PoolConfig::recycle_after_objects; unset: recycle_threshold() of the token's quirks
