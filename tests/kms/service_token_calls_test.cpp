@@ -56,6 +56,29 @@ class TokenCalls : public ServiceTest {
                                    response.conference_id);
     chair.open_chair_response(response.chair_response, r_a, member.identity(), kSuite);
   }
+
+  // The release's items as the bridge opens them, by member.
+  std::map<std::string, Bytes> open_items(const kms::BridgeRelease& release) {
+    const kms::client::BridgeClient bridge = bed->bridge(bridge_id, bridge_key);
+    std::map<std::string, Bytes> keys;
+    for (const kms::ReleasedKey& item : release.keys) {
+      keys[item.member_id] =
+          bytes(bridge
+                    .open(release.conference_id,
+                          {item.member_id, item.role, item.key_id, item.suite, item.wrapped})
+                    .key);
+    }
+    return keys;
+  }
+
+  // Media keys (generic secrets) among the token's session objects.
+  std::size_t media_keys_in_token() {
+    return bed->token().pool().run([](hsm::Session& session) {
+      hsm::AttributeTemplate match;
+      match.set_bool(CKA_TOKEN, false).set_ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET);
+      return session.find(std::move(match)).size();
+    });
+  }
 };
 
 // Before the key store kept KE_X and KR_X: 23 calls (8 C_DeriveKey, 8 C_DestroyObject, 2 x
@@ -116,7 +139,6 @@ TEST_P(TokenCalls, KeptMediaKeysServeLaterInvitationsAndTheRelease) {
   EXPECT_EQ(counts["C_WrapKey"], 2);
   EXPECT_EQ(counts["C_DestroyObject"], 2);
 
-  const kms::client::BridgeClient bridge = bed->bridge(bridge_id, bridge_key);
   kms::BridgeRelease release;
   {
     CallCounter counter;
@@ -133,14 +155,7 @@ TEST_P(TokenCalls, KeptMediaKeysServeLaterInvitationsAndTheRelease) {
   const kms::client::MediaKey k1 = a.open_chair_response(first.chair_response, r_a, b_id, kSuite);
   const kms::client::MediaKey k2 =
       b.open_responder_response(first.responder_response, r_b, a_id, kSuite, first.conference_id);
-  std::map<std::string, Bytes> released;
-  for (const kms::ReleasedKey& item : release.keys) {
-    released[item.member_id] =
-        bytes(bridge
-                  .open(first.conference_id,
-                        {item.member_id, item.role, item.key_id, item.suite, item.wrapped})
-                  .key);
-  }
+  std::map<std::string, Bytes> released = open_items(release);
   EXPECT_EQ(released[a_id], bytes(k1.key));
   EXPECT_EQ(released[b_id], bytes(k2.key));
 }
@@ -223,19 +238,11 @@ TEST_P(SmallMediaKeyCache, EvictedMediaKeysAreDestroyedAndDerivedAgainAlike) {
             bytes(k1.key));
   const kms::client::MediaKey k3 =
       c.open_responder_response(with_c.responder_response, r_c, a_id, kSuite, with_c.conference_id);
-  const kms::client::BridgeClient bridge = bed->bridge(bridge_id, bridge_key);
   for (int round = 0; round < 2; ++round) {  // a retransmitted fetch: the same items again
     const kms::BridgeRelease release =
         bed->bridges().release(bridge_id, with_b.conference_id, context("bridge"));
     ASSERT_EQ(release.keys.size(), 3u);
-    std::map<std::string, Bytes> released;
-    for (const kms::ReleasedKey& item : release.keys) {
-      released[item.member_id] =
-          bytes(bridge
-                    .open(with_b.conference_id,
-                          {item.member_id, item.role, item.key_id, item.suite, item.wrapped})
-                    .key);
-    }
+    std::map<std::string, Bytes> released = open_items(release);
     EXPECT_EQ(released[a_id], bytes(k1.key));
     EXPECT_EQ(released[c_id], bytes(k3.key));
   }
@@ -243,12 +250,7 @@ TEST_P(SmallMediaKeyCache, EvictedMediaKeysAreDestroyedAndDerivedAgainAlike) {
   EXPECT_EQ(stats.cached, 1u);
   EXPECT_GE(stats.evictions, 4u);
   // Media keys (generic secrets) in the token: the one kept, no evicted one left behind.
-  const std::size_t media_keys = bed->token().pool().run([](hsm::Session& session) {
-    hsm::AttributeTemplate match;
-    match.set_bool(CKA_TOKEN, false).set_ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET);
-    return session.find(std::move(match)).size();
-  });
-  EXPECT_EQ(media_keys, 1u);
+  EXPECT_EQ(media_keys_in_token(), 1u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Tokens, SmallMediaKeyCache,
@@ -294,23 +296,10 @@ TEST_P(MediaKeyCacheOff, EveryUseDerivesAndDestroysItsMediaKey) {
   EXPECT_EQ(counts, expected);
   const kms::client::MediaKey k1 =
       a.open_chair_response(response.chair_response, r_a, b_id, kSuite);
-  const kms::client::BridgeClient bridge = bed->bridge(bridge_id, bridge_key);
   ASSERT_EQ(release.keys.size(), 2u);
-  const kms::ReleasedKey& chair_item =
-      release.keys[0].member_id == a_id ? release.keys[0] : release.keys[1];
-  EXPECT_EQ(bytes(bridge
-                      .open(response.conference_id,
-                            {chair_item.member_id, chair_item.role, chair_item.key_id,
-                             chair_item.suite, chair_item.wrapped})
-                      .key),
-            bytes(k1.key));
+  EXPECT_EQ(open_items(release)[a_id], bytes(k1.key));
   EXPECT_EQ(bed->store().derived_keys().stats().cached, 0u);
-  const std::size_t media_keys = bed->token().pool().run([](hsm::Session& session) {
-    hsm::AttributeTemplate match;
-    match.set_bool(CKA_TOKEN, false).set_ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET);
-    return session.find(std::move(match)).size();
-  });
-  EXPECT_EQ(media_keys, 0u);
+  EXPECT_EQ(media_keys_in_token(), 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Tokens, MediaKeyCacheOff,
@@ -405,14 +394,7 @@ TEST_P(RecycledTokenCalls, KeyRequestsSucceedAcrossModuleRecycles) {
     // SoftHSM numbers objects from a counter that restarts with C_Initialize: the next
     // object's number is bounded by the recycle threshold, not by the ~1,000 made so far.
     const CK_OBJECT_HANDLE next = pool.run([](hsm::Session& session) {
-      hsm::Mechanism keygen(CKM_AES_KEY_GEN);
-      hsm::AttributeTemplate t;
-      t.set_ulong(CKA_CLASS, CKO_SECRET_KEY)
-          .set_ulong(CKA_KEY_TYPE, CKK_AES)
-          .set_ulong(CKA_VALUE_LEN, 32)
-          .set_bool(CKA_TOKEN, false)
-          .set_bool(CKA_ENCRYPT, true);
-      const CK_OBJECT_HANDLE key = session.generate_key(keygen, std::move(t));
+      const CK_OBJECT_HANDLE key = testsupport::generate_session_aes_key(session);
       session.destroy(key);
       return key;
     });

@@ -16,6 +16,7 @@
 #include <random>
 #include <stdexcept>
 
+#include "hsm/mechanism.h"
 #include "hsm/uri.h"
 
 extern char** environ;
@@ -261,6 +262,18 @@ CommandResult run_command(const std::vector<std::string>& argv,
   }
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return result;
+}
+
+CK_OBJECT_HANDLE generate_session_aes_key(hsm::Session& session, const std::string& label) {
+  hsm::Mechanism keygen(CKM_AES_KEY_GEN);
+  hsm::AttributeTemplate t;
+  t.set_ulong(CKA_CLASS, CKO_SECRET_KEY)
+      .set_ulong(CKA_KEY_TYPE, CKK_AES)
+      .set_ulong(CKA_VALUE_LEN, 32)
+      .set_bool(CKA_TOKEN, false)
+      .set_bool(CKA_ENCRYPT, true);
+  if (!label.empty()) t.set_string(CKA_LABEL, label);
+  return session.generate_key(keygen, std::move(t));
 }
 
 }  // namespace testsupport

@@ -12,6 +12,7 @@
 
 #include "hsm/module.h"
 #include "hsm/secure_bytes.h"
+#include "hsm/session.h"
 
 namespace testsupport {
 
@@ -74,6 +75,10 @@ struct CommandResult {
   std::string out;
   std::string err;
 };
+// A generated AES-256 session object (CKA_ENCRYPT), labelled when a label is given: a key a
+// test can make, count by its label and destroy.
+CK_OBJECT_HANDLE generate_session_aes_key(hsm::Session& session, const std::string& label = {});
+
 CommandResult run_command(const std::vector<std::string>& argv,
                           const std::map<std::string, std::string>& environment = {},
                           const std::string& stdin_text = {});

@@ -23,15 +23,7 @@ class DerivedKeyCacheTest : public tokentest::TokenTest {
   tokens::DerivedKeyCache::Derive counted_key() {
     return [this](hsm::Session& pinned) {
       ++derives_;
-      hsm::Mechanism keygen(CKM_AES_KEY_GEN);
-      hsm::AttributeTemplate t;
-      t.set_ulong(CKA_CLASS, CKO_SECRET_KEY)
-          .set_ulong(CKA_KEY_TYPE, CKK_AES)
-          .set_ulong(CKA_VALUE_LEN, 32)
-          .set_bool(CKA_TOKEN, false)
-          .set_string(CKA_LABEL, kLabel)
-          .set_bool(CKA_ENCRYPT, true);
-      return pinned.generate_key(keygen, std::move(t));
+      return testsupport::generate_session_aes_key(pinned, kLabel);
     };
   }
 
