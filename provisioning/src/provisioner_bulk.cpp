@@ -10,6 +10,8 @@
 //     session, kept by an ObjectGuard until the commit;
 //  3. one database transaction inserts the chunk: the write lock is held for the inserts
 //     only, never during token work (kmsd's writes to the same SQLite file wait less).
+// Wrapped mode overlaps them: phase 2 of chunk k runs beside phase 3 of chunk k - 1 and
+// phase 1 of chunk k + 1 (see the pipeline below).
 // A chunk is committed whole or not at all, so a subscriber is never half imported; a
 // failure that is not a line's own (token, database) stops the import after the chunks
 // committed so far, which on_commit has reported.
@@ -18,7 +20,9 @@
 #include <exception>
 #include <mutex>
 #include <stdexcept>
+#include <string_view>
 #include <thread>
+#include <unordered_set>
 
 #include "encoding.h"
 #include "errors.h"
@@ -42,6 +46,7 @@ struct Pending {
   Stored stored;           // after the token phase
   std::optional<std::string> problem;
   bool skipped = false;  // already in the database, and skip_existing
+  bool recheck = false;  // repeats an identity of the chunk before: checked at its insert
 };
 
 // The transport and storage keys as the token phase uses them: session-object copies
@@ -232,9 +237,22 @@ ImportResult Provisioner::import_bulk(IdentityKind kind, const BulkFile& file,
     }
   };
 
-  std::vector<Pending> chunk;
-  for (std::size_t start = 0; start < file.entries.size(); start += batch_size) {
-    const std::size_t end = std::min(file.entries.size(), start + batch_size);
+  // An identity in the database already: skipped or the line's failure.
+  const auto require_absent = [&](Pending& pending) {
+    if (!database().find(kind, pending.entry->identity)) return;
+    if (!settings.skip_existing) {
+      throw AlreadyExistsError(describe(kind, pending.entry->identity) + " already exists");
+    }
+    pending.skipped = true;
+  };
+  // Phase 1 for entries [start, end). An identity also in `in_flight` (the chunk before,
+  // not committed yet) is checked against the database at its insert instead, once that
+  // chunk is in: the answer is the one a sequential import would have given.
+  const auto check_chunk = [&](std::vector<Pending>& chunk, std::size_t start, std::size_t end,
+                               const std::vector<Pending>& in_flight) {
+    // Identities only: the token phase may be writing the other fields of `in_flight`.
+    std::unordered_set<std::string_view> earlier;
+    for (const Pending& pending : in_flight) earlier.insert(pending.entry->identity);
     chunk.clear();
     chunk.resize(end - start);
     for (std::size_t i = start; i < end; ++i) {
@@ -245,16 +263,17 @@ ImportResult Provisioner::import_bulk(IdentityKind kind, const BulkFile& file,
         auto decoded = decode_blob(pending.entry->wrapped_key);
         if (!decoded) throw BadKeyMaterialError("wrapped_key is neither hex nor base64");
         pending.transported = std::move(*decoded);
-        const std::string what = describe(kind, pending.entry->identity);
-        require_wrapped_aes256(pending.transported, what);
-        if (database().find(kind, pending.entry->identity)) {
-          if (!settings.skip_existing) throw AlreadyExistsError(what + " already exists");
-          pending.skipped = true;
+        require_wrapped_aes256(pending.transported, describe(kind, pending.entry->identity));
+        if (earlier.count(pending.entry->identity) != 0) {
+          pending.recheck = true;
+        } else {
+          require_absent(pending);
         }
       });
     }
-    run_token_phase(chunk);
-
+  };
+  // Phase 3: one transaction for the chunk that ends with entry `end` - 1, then the report.
+  const auto commit_chunk = [&](std::vector<Pending>& chunk, std::size_t end) {
     std::size_t imported = 0;
     {
       tokens::KeyDatabase::Transaction transaction(database());
@@ -262,6 +281,10 @@ ImportResult Provisioner::import_bulk(IdentityKind kind, const BulkFile& file,
         if (pending.problem || pending.skipped) continue;
         // A repeat of an identity earlier in the file: the first is the one imported.
         for_line(pending, [&] {
+          if (pending.recheck) {
+            require_absent(pending);
+            if (pending.skipped) return;
+          }
           // Every entry that reaches here went through the token phase: never a row without
           // its key.
           if (!token_mode && pending.stored.wrapped.empty()) {
@@ -270,7 +293,7 @@ ImportResult Provisioner::import_bulk(IdentityKind kind, const BulkFile& file,
           database().insert(new_identity_record(kind, pending.entry->identity, mode_,
                                                 std::move(pending.stored.wrapped)));
         });
-        if (pending.problem) {
+        if (pending.problem || pending.skipped) {
           pending.stored.object = hsm::ObjectGuard();  // token mode: its object goes
         } else {
           ++imported;
@@ -290,6 +313,48 @@ ImportResult Provisioner::import_bulk(IdentityKind kind, const BulkFile& file,
     result.imported += imported;
     result.committed_through = file.entries[end - 1].number;
     if (settings.on_commit) settings.on_commit(result);
+  };
+
+  const std::size_t chunks = (file.entries.size() + batch_size - 1) / batch_size;
+  const auto end_of = [&](std::size_t k) {
+    return std::min(file.entries.size(), (k + 1) * batch_size);
+  };
+  std::vector<Pending> previous, current, next;
+  if (token_mode) {  // one step after the other: its objects live on one session
+    for (std::size_t k = 0; k < chunks; ++k) {
+      check_chunk(current, k * batch_size, end_of(k), previous);
+      run_token_phase(current);
+      commit_chunk(current, end_of(k));
+    }
+  } else {
+    // A pipeline of three chunks: while the token works on chunk k, one thread commits
+    // chunk k - 1 and checks chunk k + 1, so the database work runs on the core the token
+    // phase leaves idle. A failure stops the import after the chunks before it (chunk k - 1
+    // is committed either way).
+    if (chunks > 0) check_chunk(current, 0, end_of(0), previous);
+    for (std::size_t k = 0; k < chunks; ++k) {
+      std::exception_ptr token_error, database_error;
+      {
+        std::jthread database_steps([&] {
+          try {
+            if (k > 0) commit_chunk(previous, end_of(k - 1));
+            if (k + 1 < chunks) check_chunk(next, end_of(k), end_of(k + 1), current);
+          } catch (...) {
+            database_error = std::current_exception();
+          }
+        });
+        try {
+          run_token_phase(current);
+        } catch (...) {
+          token_error = std::current_exception();
+        }
+      }
+      if (database_error) std::rethrow_exception(database_error);  // the earlier chunk's
+      if (token_error) std::rethrow_exception(token_error);
+      previous.swap(current);
+      current.swap(next);
+    }
+    if (chunks > 0) commit_chunk(previous, end_of(chunks - 1));
   }
   std::sort(result.failed.begin(), result.failed.end(),
             [](const BulkProblem& a, const BulkProblem& b) { return a.number < b.number; });

@@ -202,7 +202,8 @@ struct Expected {
   CK_KEY_TYPE key_type;
   bool modifiable = false;  // long-term and root keys are fixed; per-request children not
   // Long-term and root keys are private; the working keys of a key request (KE, KR, W, BW,
-  // media keys) are public session objects (tokens/src/key_templates.cpp "working_key").
+  // media keys) and root keys in transit are public session objects
+  // (tokens/src/key_templates.cpp "working_key", "root_key_in_transit").
   bool private_object = true;
 };
 
@@ -214,7 +215,7 @@ TEST_P(TokenTest, EveryKeyClassIsSensitiveWithOnePurpose) {
       {"transport", tokens::templates::transport_key, true, false, false, false, false, false, true,
        CKK_AES},
       {"root in transit", tokens::templates::root_key_in_transit, false, true, false, false, true,
-       false, false, CKK_AES},
+       false, false, CKK_AES, false, false},
   };
   context_->pool().run([&](hsm::Session& session) {
     auto check = [&](CK_OBJECT_HANDLE key, const Expected& e) {
