@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <optional>
 #include <thread>
 
@@ -321,6 +322,78 @@ TEST_P(KeyStoreTest, ARecycleWithAFreshInstanceKeepsTheCachedKeys) {
   EXPECT_EQ(stats.hits, 3u);
   store.clear();
   EXPECT_EQ(session_objects(), 0u);
+}
+
+// The services resolve a subscriber's keys before their pool operation (unknown subscribers
+// are refused without a token call), so a recycle may switch to a fresh instance (SoftHSM;
+// NSS softoken recycles in place: C_Finalize, C_Initialize) between a
+// miss's unwrap, on the old instance, and its insertion into the cache, while another
+// resolve() moves the cache to the new instance. Inside an operation (no switch can happen
+// there) a resolve() must then hand out keys of the current instance only: the soak of
+// 2026-12-04 found a stale entry kept, and every later request of its subscriber failed
+// with CKR_OBJECT_HANDLE_INVALID. Many misses against back-to-back recycles make the
+// interleaving frequent; before the fix this test failed on every run on SoftHSM.
+TEST_P(KeyStoreTest, ResolvesAcrossRecyclesNeverCacheAKeyOfAnEarlierGeneration) {
+  const int identities = 48;
+  const auto id = [](int i) { return "sip:switch" + std::to_string(i) + "@ims.example.net"; };
+  for (int i = 0; i < identities; ++i) {
+    provision(IdentityKind::subscriber, id(i), tokens::KeyStoreMode::wrapped);
+  }
+  tokens::KeyStore store(*context_, *database_, 4);  // nearly every resolve() misses
+  const tokens::TokenProfile& profile = context_->profile();
+  store.keep_children(IdentityKind::subscriber, [&profile](hsm::Session& session,
+                                                           CK_OBJECT_HANDLE root,
+                                                           std::string_view identity) {
+    hsm::ObjectGuard child(session, tokens::derive(session, profile, root, testkdf::label("one"),
+                                                   testkdf::to_bytes(std::string(identity)),
+                                                   tokens::templates::response_key()));
+    return std::vector<CK_OBJECT_HANDLE>{child.release()};
+  });
+  std::atomic<bool> done{false};
+  std::atomic<int> recycles{0}, stale{0}, failures{0};
+  std::thread recycler([&] {
+    while (!done.load()) {
+      try {
+        if (context_->pool().recycle()) ++recycles;
+        // A pause, so that back-to-back drains do not starve the resolvers' operations.
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      } catch (const std::exception& error) {
+        if (++failures <= 3) ADD_FAILURE() << "recycle: " << error.what();
+      }
+    }
+  });
+  std::vector<std::thread> resolvers;
+  for (int t = 0; t < 4; ++t) {
+    resolvers.emplace_back([&, t] {
+      for (int n = 0; n < 400; ++n) {
+        const std::string identity = id((n * 5 + t * 11) % identities);
+        try {
+          tokens::ResolvedKey key = store.resolve(IdentityKind::subscriber, identity);
+          context_->pool().run([&](hsm::Session& session) {
+            // As the key-request service: a key of an earlier generation is resolved again.
+            if (!key.current()) key = store.resolve(IdentityKind::subscriber, identity);
+            if (!key.current()) {
+              ++stale;
+              return 0;
+            }
+            hsm::ObjectGuard use(
+                session, tokens::derive(session, profile, key.child(0), testkdf::label("use"), {},
+                                        tokens::templates::response_key()));
+            return 0;
+          });
+        } catch (const std::exception& error) {
+          if (++failures <= 3) ADD_FAILURE() << identity << ": " << error.what();
+        }
+      }
+    });
+  }
+  for (auto& thread : resolvers) thread.join();
+  done = true;
+  recycler.join();
+  EXPECT_GE(recycles.load(), 5) << "the switches this test is about happened";
+  EXPECT_EQ(stale.load(), 0) << "resolve() inside an operation handed out a key of an old instance";
+  EXPECT_EQ(failures.load(), 0);
+  store.clear();
 }
 
 // Session objects die with the session that created them: after all sessions are closed

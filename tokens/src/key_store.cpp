@@ -165,7 +165,13 @@ void KeyStore::insert(const std::string& key, std::uint32_t version,
                       std::shared_ptr<const StoredKey> stored) {
   std::vector<std::shared_ptr<const StoredKey>> dropped;  // released outside the lock
   std::lock_guard lock(mutex_);
-  if (generation_ != token_.pool().session_object_generation()) {
+  // The key's own generation decides, not the cache's: resolve() runs outside the caller's
+  // pool operation, so a recycle may switch instances between this key's unwrap and here,
+  // and another resolve() may already have moved the cache to the new generation. Kept,
+  // such a key would hand out a dead handle of the old instance (or a number the new one
+  // gave another object) to every later resolve() of its identity.
+  follow_generation_locked(dropped);
+  if (!stored->current()) {
     dropped.push_back(std::move(stored));  // its session objects are gone already
     return;
   }

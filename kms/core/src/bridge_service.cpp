@@ -183,7 +183,11 @@ std::pair<std::vector<ReleasedKey>, std::uint32_t> TokenBridgeService::wrap_memb
     const Conference& conference, const std::string& bridge_id,
     std::optional<std::uint32_t> expected_key_version) {
   const tokens::TokenProfile& profile = token_.profile();
+  bool rerun = false;
   return token_.pool().run([&](hsm::Session& session) {
+    // Run again after a recovery: the cached bridge key may be what was lost (a handle loss
+    // leaves the session-object generation as it was), so it is unwrapped anew.
+    if (std::exchange(rerun, true)) keys_.forget(tokens::IdentityKind::bridge, bridge_id);
     // Resolved again: a rotation since the check above shows here, never as items wrapped
     // under one version and labelled with another.
     const tokens::ResolvedKey bridge_key = keys_.resolve(tokens::IdentityKind::bridge, bridge_id);

@@ -172,9 +172,17 @@ KeyResponse TokenKeyRequestService::process(const KeyRequest& request,
 
   bool rerun = false;
   Computed computed = token_.pool().run([&](hsm::Session& session) {
-    if (std::exchange(rerun, true) || !chair_key.current() || !responder_key.current()) {
+    const bool after_recovery = std::exchange(rerun, true);
+    if (after_recovery || !chair_key.current() || !responder_key.current()) {
       // Run again after a recovery, or the token's session objects were renewed since (a
       // recycle): the handles may be gone or name other objects now. Resolve afresh.
+      if (after_recovery) {
+        // A handle loss (CKR_OBJECT_HANDLE_INVALID) leaves the session-object generation as
+        // it was: the cached keys themselves may be what was lost, so they are not trusted
+        // again but unwrapped anew.
+        keys_.forget(tokens::IdentityKind::subscriber, request.chair_id);
+        keys_.forget(tokens::IdentityKind::subscriber, request.responder_id);
+      }
       chair_key = keys_.resolve(tokens::IdentityKind::subscriber, request.chair_id);
       responder_key = keys_.resolve(tokens::IdentityKind::subscriber, request.responder_id);
       check_version(chair.key_version, chair_key.key_version, "chair");
