@@ -88,6 +88,19 @@ class KeyStoreTest : public tokentest::TokenTest {
     });
   }
 
+  // The store keeps one child per subscriber: KDF(root, "one", identity).
+  void keep_one_child(tokens::KeyStore& store) {
+    const tokens::TokenProfile& profile = context_->profile();
+    store.keep_children(IdentityKind::subscriber, [&profile](hsm::Session& session,
+                                                             CK_OBJECT_HANDLE root,
+                                                             std::string_view identity) {
+      hsm::ObjectGuard child(session, tokens::derive(session, profile, root, testkdf::label("one"),
+                                                     testkdf::to_bytes(std::string(identity)),
+                                                     tokens::templates::response_key()));
+      return std::vector<CK_OBJECT_HANDLE>{child.release()};
+    });
+  }
+
   std::unique_ptr<tokens::KeyDatabase> database_;
 };
 
@@ -295,14 +308,7 @@ TEST_P(KeyStoreTest, ARecycleWithAFreshInstanceKeepsTheCachedKeys) {
   }
   tokens::KeyStore store(*context_, *database_, 16);
   const tokens::TokenProfile& profile = context_->profile();
-  store.keep_children(IdentityKind::subscriber, [&profile](hsm::Session& session,
-                                                           CK_OBJECT_HANDLE root,
-                                                           std::string_view identity) {
-    hsm::ObjectGuard child(session, tokens::derive(session, profile, root, testkdf::label("one"),
-                                                   testkdf::to_bytes(std::string(identity)),
-                                                   tokens::templates::response_key()));
-    return std::vector<CK_OBJECT_HANDLE>{child.release()};
-  });
+  keep_one_child(store);
   for (int i = 0; i < 3; ++i) store.resolve(IdentityKind::subscriber, id(i));
   const auto instance = context_->pool().module();
   ASSERT_TRUE(context_->pool().recycle());
@@ -341,14 +347,7 @@ TEST_P(KeyStoreTest, ResolvesAcrossRecyclesNeverCacheAKeyOfAnEarlierGeneration) 
   }
   tokens::KeyStore store(*context_, *database_, 4);  // nearly every resolve() misses
   const tokens::TokenProfile& profile = context_->profile();
-  store.keep_children(IdentityKind::subscriber, [&profile](hsm::Session& session,
-                                                           CK_OBJECT_HANDLE root,
-                                                           std::string_view identity) {
-    hsm::ObjectGuard child(session, tokens::derive(session, profile, root, testkdf::label("one"),
-                                                   testkdf::to_bytes(std::string(identity)),
-                                                   tokens::templates::response_key()));
-    return std::vector<CK_OBJECT_HANDLE>{child.release()};
-  });
+  keep_one_child(store);
   std::atomic<bool> done{false};
   std::atomic<int> recycles{0}, stale{0}, failures{0};
   std::thread recycler([&] {
